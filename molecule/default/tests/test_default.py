@@ -1,0 +1,151 @@
+"""Every provider preset, converged on Debian 12 and 13, delivers to its smarthost.
+
+The expectations below are written independently of the presets (they are
+what each provider documents), so a wrong endpoint, port, username rule or
+TLS mode in a preset fails here.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "resources", "tests"))
+import harness  # noqa: E402  pylint: disable=wrong-import-position
+
+EXPECTED_ENDPOINT = {
+    "sendgrid": "smtp.sendgrid.net",
+    "office365": "smtp.office365.com",
+    "gmail": "smtp.gmail.com",
+    "google_workspace_relay": "smtp-relay.gmail.com",
+    "brevo": "smtp-relay.brevo.com",
+    "smtp2go": "mail.smtp2go.com",
+    "postmark": "smtp.postmarkapp.com",
+    "custom": "relay.example.test",
+}
+DEFAULT_PORT = 587
+SENDER_DOMAIN = "example.test"
+
+HOSTS = harness.inventory_hosts("relays")
+
+
+def expected_endpoint(hostvars):
+    provider = hostvars["relay_provider"]
+    if provider == "ses":
+        return "email-smtp.%s.amazonaws.com" % hostvars["relay_ses_region"]
+    if provider == "mailgun":
+        return "smtp.eu.mailgun.org" if hostvars.get("relay_mailgun_region") == "eu" else "smtp.mailgun.org"
+    return EXPECTED_ENDPOINT[provider]
+
+
+def expected_port(hostvars):
+    return int(hostvars.get("relay_port", DEFAULT_PORT))
+
+
+def expected_username(hostvars):
+    provider = hostvars["relay_provider"]
+    # SendGrid's username is the literal "apikey"; Postmark's is the server token
+    # (the same value as the password). The preset must supply both by itself.
+    if provider == "sendgrid":
+        return "apikey"
+    if provider == "postmark":
+        return harness.providers()["postmark"]["password"]
+    return harness.providers()[provider]["username"]
+
+
+@pytest.fixture(scope="module")
+def deliveries():
+    """Send one tagged message from every target, then collect what the emulator received."""
+    tags = {}
+    for name in HOSTS:
+        tag = harness.new_tag()
+        harness.send_with_sendmail(harness.host(name), "root", "someone@recipient.example.test", tag)
+        tags[name] = tag
+    return {name: harness.wait_for_message(tag) for name, tag in tags.items()}
+
+
+def is_redhat(target):
+    return target.system_info.distribution.lower() in ("rocky", "redhat", "centos", "almalinux", "fedora")
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_postfix_installed_enabled_running(name):
+    target = harness.host(name)
+    assert target.package("postfix").is_installed
+    # Without the SASL client mechanisms Postfix fails with "No worthy mechs found".
+    assert target.package("cyrus-sasl-plain" if is_redhat(target) else "libsasl2-modules").is_installed
+    service = target.service("postfix")
+    assert service.is_enabled
+    assert service.is_running
+    assert target.run("postfix status").rc == 0
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_effective_configuration(name):
+    hostvars = HOSTS[name]
+    target = harness.host(name)
+    port = expected_port(hostvars)
+
+    def value(parameter):
+        return target.check_output("postconf -h %s", parameter).strip()
+
+    assert value("relayhost") == "[%s]:%d" % (expected_endpoint(hostvars), port)
+    assert value("smtp_tls_security_level") == "secure"
+    ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt" if is_redhat(target) else "/etc/ssl/certs/ca-certificates.crt"
+    assert value("smtp_tls_CAfile") == ca_bundle
+    assert value("smtp_tls_wrappermode") == ("yes" if port == 465 else "no")
+    assert value("smtp_sasl_auth_enable") == "yes"
+    assert "noanonymous" in value("smtp_sasl_security_options")
+    assert value("inet_interfaces") in ("loopback-only", "127.0.0.1", "localhost")
+    # Minimum TLS 1.2 whatever syntax the installed Postfix takes.
+    protocols = value("smtp_tls_mandatory_protocols")
+    assert protocols == ">=TLSv1.2" or all(p in protocols for p in ("!SSLv2", "!SSLv3", "!TLSv1", "!TLSv1.1"))
+    # The SASL key must be byte-identical to relayhost or Postfix never finds it.
+    sasl_key = target.check_output("postmap -q %s %s", value("relayhost"), value("smtp_sasl_password_maps"))
+    assert sasl_key.split(":", 1)[0] == expected_username(hostvars)
+    assert target.run("postfix check").rc == 0
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_sasl_map_is_root_only(name):
+    target = harness.host(name)
+    map_spec = target.check_output("postconf -h smtp_sasl_password_maps").strip()
+    map_type, path = map_spec.split(":", 1)
+    compiled = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}.get(map_type)
+    files = [path] + ([path + compiled] if compiled else [])
+    for file_path in files:
+        handle = target.file(file_path)
+        assert handle.exists, file_path
+        assert handle.user == "root", file_path
+        assert handle.mode == 0o600, "%s is %o" % (file_path, handle.mode)
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_message_arrives_with_provider_identity_over_verified_tls(name, deliveries):
+    hostvars = HOSTS[name]
+    record = deliveries[name]
+    assert record is not None, "no message from %s reached the emulator; queue:\n%s" % (
+        name,
+        harness.queue_report(harness.host(name)),
+    )
+    port = expected_port(hostvars)
+    assert record["auth"]["username"] == expected_username(hostvars)
+    assert record["auth"]["provider"] == hostvars["relay_provider"]
+    assert record["tls"]["version"] in ("TLSv1.2", "TLSv1.3")
+    assert record["tls"]["mode"] == ("implicit" if port == 465 else "starttls")
+    assert record["local_port"] == port
+    # Local addresses leave with the real sender domain, never @localhost.
+    assert record["mail_from"].endswith("@" + SENDER_DOMAIN), record["mail_from"]
+    assert record["rcpt_tos"] == ["someone@recipient.example.test"]
+
+
+def test_check_mode_on_converged_hosts_changes_nothing_and_shows_no_secret():
+    converge = os.path.join(harness.PROJECT_DIR, "molecule", "resources", "playbooks", "converge.yml")
+    rc, output = harness.run_playbook(converge, "--check", "--diff")
+    assert rc == 0, output[-3000:]
+    recap = harness.play_recap(output)
+    assert set(HOSTS) <= set(recap), output[-3000:]
+    changed = {name: counts["changed"] for name, counts in recap.items() if name in HOSTS and counts["changed"]}
+    assert not changed, "check mode predicts changes on a converged host: %s\n%s" % (changed, output[-3000:])
+    for provider in harness.providers().values():
+        assert provider["password"] not in output
