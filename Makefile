@@ -97,6 +97,14 @@ molecule: setup images
 	  elif [ $$rc -eq 3 ]; then echo "SKIPPED molecule scenario rocky9: $$reason"; \
 	  else echo "$$reason"; exit $$rc; fi
 
+# ---------------------------------------------------------------- demo
+.PHONY: demo demo-clean
+demo: setup images
+	@bash demo/run.sh
+
+demo-clean:
+	@bash demo/clean.sh
+
 # ---------------------------------------------------------------- packaging
 .PHONY: build
 build: setup
