@@ -26,8 +26,8 @@ def main(names):
             name,
             relayhost,
             str(record["local_port"]),
-            "%s (%s)" % (record["tls"]["version"], record["tls"]["mode"]),
-            "%s [%s]" % (record["auth"]["username"], record["auth"]["provider"]),
+            "%s (%s)" % (record["tls_version"], record["tls"]),
+            "%s [%s]" % (record["username"], record["provider"]),
             record["mail_from"],
             "delivered",
         ))

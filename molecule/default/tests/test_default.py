@@ -129,14 +129,15 @@ def test_message_arrives_with_provider_identity_over_verified_tls(name, deliveri
         harness.queue_report(harness.host(name)),
     )
     port = expected_port(hostvars)
-    assert record["auth"]["username"] == expected_username(hostvars)
-    assert record["auth"]["provider"] == hostvars["relay_provider"]
-    assert record["tls"]["version"] in ("TLSv1.2", "TLSv1.3")
-    assert record["tls"]["mode"] == ("implicit" if port == 465 else "starttls")
+    assert record["username"] == expected_username(hostvars)
+    assert record["provider"] == hostvars["relay_provider"]
+    assert record["certificate"] == "trusted"
+    assert record["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert record["tls"] == ("implicit" if port == 465 else "starttls")
     assert record["local_port"] == port
     # Local addresses leave with the real sender domain, never @localhost.
     assert record["mail_from"].endswith("@" + SENDER_DOMAIN), record["mail_from"]
-    assert record["rcpt_tos"] == ["someone@recipient.example.test"]
+    assert record["rcpt_to"] == ["someone@recipient.example.test"]
 
 
 def test_check_mode_on_converged_hosts_changes_nothing_and_shows_no_secret():

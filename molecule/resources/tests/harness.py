@@ -79,11 +79,7 @@ def wait_for_message(tag, timeout=90):
 
 
 def record_tag(record):
-    headers = record.get("headers") or {}
-    for name, value in headers.items():
-        if name.lower() == "x-test-tag":
-            return value[0] if isinstance(value, list) else value
-    return None
+    return (record.get("headers") or {}).get("x-test-tag")
 
 
 def queue_report(target):
