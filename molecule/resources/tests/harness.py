@@ -43,9 +43,14 @@ def host(name):
     return testinfra.get_host("docker://%s" % name)
 
 
-def records(kind="messages"):
-    """Every record of one kind the emulator wrote so far (messages, auth, connections)."""
-    path = os.path.join(RECORDS_DIR, "%s.jsonl" % kind)
+def records(kind="messages", provider=None):
+    """Every record of one kind an emulator wrote so far (messages, auth, connections, replies).
+
+    provider names a separate emulator instance (EMULATOR_SEPARATE_PROVIDERS);
+    None is the main one.
+    """
+    directory = RECORDS_DIR if provider is None else "%s-%s" % (RECORDS_DIR, provider)
+    path = os.path.join(directory, "%s.jsonl" % kind)
     if not os.path.exists(path):
         return []
     with open(path) as handle:
@@ -67,11 +72,11 @@ def send_with_sendmail(target, sender, recipient, tag, subject="smarthost.postfi
     return tag
 
 
-def wait_for_message(tag, timeout=90):
+def wait_for_message(tag, timeout=90, provider=None):
     """The emulator's record of the message carrying this X-Test-Tag, or None after timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for record in records("messages"):
+        for record in records("messages", provider):
             if record_tag(record) == tag:
                 return record
         time.sleep(0.5)
@@ -80,6 +85,12 @@ def wait_for_message(tag, timeout=90):
 
 def record_tag(record):
     return (record.get("headers") or {}).get("x-test-tag")
+
+
+def emulator_mode(mode, *options, provider=None):
+    """Switch an emulator's failure mode; returns once the server applied it."""
+    container = EMULATOR if provider is None else "%s-%s" % (EMULATOR, provider)
+    subprocess.run(["docker", "exec", container, "emulatorctl", "mode", mode] + list(options), check=True)
 
 
 def queue_report(target):
@@ -108,3 +119,37 @@ def play_recap(output):
     for name, ok, changed, unreachable, failed in RECAP_LINE.findall(output):
         recap[name] = {"ok": int(ok), "changed": int(changed), "unreachable": int(unreachable), "failed": int(failed)}
     return recap
+
+
+def assert_check_mode_changes_nothing(hosts):
+    """Check mode on converged hosts must predict zero changes and print no password."""
+    converge = os.path.join(PROJECT_DIR, "molecule", "resources", "playbooks", "converge.yml")
+    rc, output = run_playbook(converge, "--check", "--diff")
+    assert rc == 0, output[-3000:]
+    recap = play_recap(output)
+    assert set(hosts) <= set(recap), output[-3000:]
+    changed = {name: counts["changed"] for name, counts in recap.items() if name in hosts and counts["changed"]}
+    assert not changed, "check mode predicts changes on a converged host: %s\n%s" % (changed, output[-3000:])
+    for provider in providers().values():
+        assert provider["password"] not in output, "a password was printed in check/diff mode"
+
+
+SMTP_CLIENT = r"""
+import smtplib, sys
+server, port, sender, recipient, tag = sys.argv[1:6]
+message = "From: %s\nTo: %s\nSubject: over smtp\nX-Test-Tag: %s\n\nhello\n" % (sender, recipient, tag)
+try:
+    with smtplib.SMTP(server, int(port), timeout=30) as smtp:
+        smtp.sendmail(sender, [recipient], message)
+    print(250)
+except smtplib.SMTPRecipientsRefused as exc:
+    code, text = list(exc.recipients.values())[0]
+    print(code, text.decode())
+"""
+
+
+def smtp_submit(client, server_ip, sender, recipient, tag, port=25):
+    """Submit a message over SMTP from a client container: (250, "") or the refusal's (code, text)."""
+    out = client.check_output("python3 -c %s %s %s %s %s %s", SMTP_CLIENT, server_ip, str(port), sender, recipient, tag)
+    code, _, text = out.strip().partition(" ")
+    return int(code), text

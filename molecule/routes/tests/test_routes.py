@@ -1,0 +1,85 @@
+"""Modes and routes, proven by where each message arrived and as whom."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "resources", "tests"))
+import harness  # noqa: E402  pylint: disable=wrong-import-position
+
+RELAY = "rt-relay"
+RELAY_IP = "172.29.77.10"
+
+
+def providers():
+    return harness.providers()
+
+
+def test_client_inside_mynetworks_is_relayed_with_the_primary_identity():
+    tag = harness.new_tag()
+    code, text = harness.smtp_submit(harness.host("rt-client"), RELAY_IP, "app@example.test", "user@recipient.example.test", tag)
+    assert code == 250, text
+    record = harness.wait_for_message(tag)
+    assert record is not None, harness.queue_report(harness.host(RELAY))
+    assert record["provider"] == "ses"
+    assert record["username"] == providers()["ses"]["username"]
+    assert record["tls_version"] in ("TLSv1.2", "TLSv1.3")
+
+
+def test_client_outside_mynetworks_is_refused_never_an_open_relay():
+    tag = harness.new_tag()
+    code, text = harness.smtp_submit(harness.host("rt-outsider"), RELAY_IP, "spam@example.test", "victim@elsewhere.example.test", tag)
+    assert code == 554, (code, text)
+    assert "Relay access denied" in text
+    assert harness.wait_for_message(tag, timeout=5) is None
+
+
+def test_sender_dependent_route_uses_its_own_smarthost_and_credentials():
+    tag = harness.new_tag()
+    harness.send_with_sendmail(harness.host(RELAY), "news@marketing.example.test", "reader@recipient.example.test", tag)
+    record = harness.wait_for_message(tag)
+    assert record is not None, harness.queue_report(harness.host(RELAY))
+    assert record["provider"] == "sendgrid"
+    assert record["username"] == "apikey"
+    assert record["mail_from"] == "news@marketing.example.test"
+
+
+def test_domain_route_uses_its_transport_and_credentials():
+    tag = harness.new_tag()
+    harness.send_with_sendmail(harness.host(RELAY), "root", "someone@partner.example.test", tag)
+    record = harness.wait_for_message(tag)
+    assert record is not None, harness.queue_report(harness.host(RELAY))
+    assert record["provider"] == "mailgun"
+    assert record["username"] == providers()["mailgun"]["username"]
+
+
+def test_local_domain_is_delivered_on_the_host_not_relayed():
+    relay = harness.host(RELAY)
+    tag = harness.new_tag()
+    harness.send_with_sendmail(relay, "root", "root@intranet.example.test", tag)
+    delivered = False
+    for _ in range(60):
+        if relay.run("grep -rqs %s /var/mail/", tag).rc == 0:
+            delivered = True
+            break
+        relay.run("sleep 0.5")
+    assert delivered, relay.run("tail -n 30 /var/log/mail.log; postqueue -p").stdout
+    assert harness.wait_for_message(tag, timeout=3) is None
+
+
+def test_fallback_relay_takes_over_when_the_primary_is_down():
+    relay = harness.host(RELAY)
+    harness.emulator_mode("down")
+    try:
+        tag = harness.new_tag()
+        harness.send_with_sendmail(relay, "root", "user@recipient.example.test", tag)
+        record = harness.wait_for_message(tag, provider="fallback")
+        assert record is not None, harness.queue_report(relay)
+        assert record["provider"] == "fallback"
+        assert record["username"] == providers()["fallback"]["username"]
+        assert record["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    finally:
+        harness.emulator_mode("normal")
+
+
+def test_check_mode_changes_nothing():
+    harness.assert_check_mode_changes_nothing(harness.inventory_hosts("relays"))
