@@ -54,7 +54,8 @@ def records(kind="messages", provider=None):
     if not os.path.exists(path):
         return []
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        # A last line without its newline is still being written: skip it.
+        return [json.loads(line) for line in handle if line.endswith("\n") and line.strip()]
 
 
 def new_tag():
