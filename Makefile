@@ -105,6 +105,11 @@ demo: setup images
 demo-clean:
 	@bash demo/clean.sh
 
+# ---------------------------------------------------------------- benchmarks
+.PHONY: bench
+bench: setup images
+	@bash benchmarks/run.sh
+
 # ---------------------------------------------------------------- packaging
 .PHONY: build
 build: setup
