@@ -1,0 +1,52 @@
+# -*- coding: utf-8 -*-
+# Copyright: smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The smarthost.postfix.relay_plan filter: the plan as Ansible sees it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.smarthost.postfix.plugins.filter.relay_plan import FilterModule
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+with open(os.path.join(ROOT, "roles", "relay", "vars", "presets.yml")) as _handle:
+    PRESETS = yaml.safe_load(_handle)["__relay_presets"]
+FACTS = {"os_family": "Debian", "postfix_version": "3.7.11", "default_database_type": "hash",
+         "ca_file": "/etc/ssl/certs/ca-certificates.crt", "domain": "example.com"}
+
+relay_plan = FilterModule().filters()["relay_plan"]
+
+
+def test_filter_returns_the_plan():
+    result = relay_plan({"relay_provider": "postmark", "relay_password": "server-token-1"}, PRESETS, FACTS)
+    assert result["relayhost"] == "[smtp.postmarkapp.com]:587"
+    assert result["sasl_entries"] == [
+        {"key": "[smtp.postmarkapp.com]:587", "username": "server-token-1", "password": "server-token-1"}]
+
+
+def test_filter_raises_ansible_filter_error_naming_the_variable():
+    with pytest.raises(AnsibleFilterError) as raised:
+        relay_plan({"relay_provider": "sendgrid", "relay_password": "key", "relay_port": 0}, PRESETS, FACTS)
+    assert "relay_port: 0 is out of range" in str(raised.value)
+
+
+def test_filter_without_facts_uses_the_defaults_it_can():
+    with pytest.raises(AnsibleFilterError) as raised:
+        relay_plan({"relay_provider": "sendgrid", "relay_password": "key"}, PRESETS)
+    # Without facts there is no CA bundle to verify against: the message says which variable to set.
+    assert "relay_tls_ca_file" in str(raised.value)
+
+
+def test_vaulted_password_is_used_as_its_text():
+    # The same shape as Ansible's vault value types: not a str, str() gives the plaintext.
+    class EncryptedString(object):
+        def __str__(self):
+            return "decrypted-secret"
+
+    result = relay_plan({"relay_provider": "sendgrid", "relay_password": EncryptedString()}, PRESETS, FACTS)
+    assert result["sasl_entries"][0]["password"] == "decrypted-secret"

@@ -1,0 +1,902 @@
+# -*- coding: utf-8 -*-
+# Copyright: smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The relay plan, exhaustively: every preset, both modes, TLS, routes, and every validation error.
+
+Expected values are written out from what each provider and Postfix document, not computed from
+the presets, so a wrong endpoint, port or user name rule in roles/relay/vars/presets.yml fails here.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.relay_plan import (
+    RelayPlanError,
+    rate_delay,
+    relay_plan,
+    tls_protocols,
+)
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+
+with open(os.path.join(ROOT, "roles", "relay", "vars", "presets.yml")) as _handle:
+    PRESETS = yaml.safe_load(_handle)["__relay_presets"]
+with open(os.path.join(ROOT, "roles", "relay", "vars", "Debian.yml")) as _handle:
+    DEBIAN = yaml.safe_load(_handle)["__relay_os"]
+with open(os.path.join(ROOT, "roles", "relay", "vars", "RedHat.yml")) as _handle:
+    REDHAT = yaml.safe_load(_handle)["__relay_os"]
+with open(os.path.join(ROOT, "roles", "relay", "defaults", "main.yml")) as _handle:
+    DEFAULTS = yaml.safe_load(_handle)
+
+DEBIAN_CA = "/etc/ssl/certs/ca-certificates.crt"
+REDHAT_CA = "/etc/pki/tls/certs/ca-bundle.crt"
+PASSWORD = "s3cret-Password/with+symbols=="
+FINGERPRINT = "3D:95:34:51:24:66:33:B9:D2:40:99:C0:C1:3D:95:34:51:24:66:33:B9:D2:40:99:C0:C1:3D:95:34:51:24:66"
+
+
+def debian_facts(**overrides):
+    facts = {
+        "os_family": "Debian",
+        "postfix_version": "3.7.11",
+        "default_database_type": "hash",
+        "tls_min_version_syntax": "modern",
+        "ca_file": DEBIAN["ca_file"],
+        "packages": DEBIAN["packages"],
+        "map_type_packages": DEBIAN["map_type_packages"],
+        "domain": "example.com",
+        "fqdn": "web1.example.com",
+    }
+    facts.update(overrides)
+    return facts
+
+
+def redhat_facts(**overrides):
+    facts = debian_facts(
+        os_family="RedHat", postfix_version="3.5.9", tls_min_version_syntax="legacy", ca_file=REDHAT["ca_file"],
+        packages=REDHAT["packages"], map_type_packages=REDHAT["map_type_packages"],
+    )
+    facts.update(overrides)
+    return facts
+
+
+def settings(**overrides):
+    """The role's defaults plus the given variables, as the role passes them."""
+    values = dict(DEFAULTS)
+    values.update(overrides)
+    return values
+
+
+def plan(facts=None, **overrides):
+    return relay_plan(settings(**overrides), PRESETS, debian_facts() if facts is None else facts)
+
+
+def sasl(result):
+    return dict((entry["key"], (entry["username"], entry["password"])) for entry in result["sasl_entries"])
+
+
+def table(result, name):
+    matches = [item for item in result["tables"] if item["name"] == name]
+    assert len(matches) <= 1
+    return matches[0] if matches else None
+
+
+def table_dict(result, name):
+    found = table(result, name)
+    return None if found is None else dict((entry["key"], entry["value"]) for entry in found["entries"])
+
+
+# ---------------------------------------------------------------- every preset
+
+# provider -> (variables, relayhost, SASL user name, wrapper mode, rate delay, concurrency, recipient limit)
+PRESET_CASES = {
+    "ses": (
+        dict(relay_ses_region="eu-west-1", relay_username="AKIAEXAMPLE"),
+        "[email-smtp.eu-west-1.amazonaws.com]:587", "AKIAEXAMPLE", "no", "1s", None, "50",
+    ),
+    "sendgrid": (dict(), "[smtp.sendgrid.net]:587", "apikey", "no", None, None, "1000"),
+    "mailgun": (
+        dict(relay_username="postmaster@mg.example.com"),
+        "[smtp.mailgun.org]:587", "postmaster@mg.example.com", "no", None, None, "1000",
+    ),
+    "office365": (
+        dict(relay_username="relay@contoso.com"),
+        "[smtp.office365.com]:587", "relay@contoso.com", "no", "2s", "3", "500",
+    ),
+    "gmail": (
+        dict(relay_username="someone@gmail.com"),
+        "[smtp.gmail.com]:587", "someone@gmail.com", "no", "173s", None, "100",
+    ),
+    "google_workspace_relay": (
+        dict(relay_username="relay@workspace.example.com"),
+        "[smtp-relay.gmail.com]:587", "relay@workspace.example.com", "no", None, None, None,
+    ),
+    "brevo": (
+        dict(relay_username="8a1b2c001@smtp-brevo.com"),
+        "[smtp-relay.brevo.com]:587", "8a1b2c001@smtp-brevo.com", "no", None, None, None,
+    ),
+    "smtp2go": (dict(relay_username="app-user"), "[mail.smtp2go.com]:587", "app-user", "no", None, None, None),
+    "postmark": (dict(), "[smtp.postmarkapp.com]:587", PASSWORD, "no", None, None, "50"),
+    "custom": (
+        dict(relay_host="mail.example.net", relay_username="relay-user"),
+        "[mail.example.net]:587", "relay-user", "no", None, None, None,
+    ),
+}
+
+
+def test_every_preset_has_a_case():
+    assert sorted(PRESET_CASES) == sorted(PRESETS)
+
+
+@pytest.mark.parametrize("provider", sorted(PRESET_CASES))
+def test_preset_main_cf(provider):
+    variables, relayhost, username, wrapper, delay, concurrency, recipients = PRESET_CASES[provider]
+    result = plan(relay_provider=provider, relay_password=PASSWORD, **variables)
+    main_cf = result["main_cf"]
+
+    assert result["provider"] == provider
+    assert result["relayhost"] == relayhost
+    assert main_cf["relayhost"] == relayhost
+    # The SASL key is byte-identical to relayhost, or Postfix never finds the login.
+    assert sasl(result) == {relayhost: (username, PASSWORD)}
+    assert result["sasl_map"] == {"path": "/etc/postfix/sasl_passwd", "type": "hash"}
+    assert main_cf["smtp_sasl_password_maps"] == "hash:/etc/postfix/sasl_passwd"
+    assert main_cf["smtp_sasl_auth_enable"] == "yes"
+    assert main_cf["smtp_sasl_security_options"] == "noanonymous"
+    assert main_cf["smtp_sasl_tls_security_options"] == "noanonymous"
+    assert main_cf["smtp_tls_security_level"] == "secure"
+    assert main_cf["smtp_tls_CAfile"] == DEBIAN_CA
+    assert main_cf["smtp_tls_wrappermode"] == wrapper
+    assert main_cf["smtp_tls_mandatory_protocols"] == ">=TLSv1.2"
+    assert main_cf["smtp_tls_protocols"] == ">=TLSv1.2"
+    assert main_cf["smtp_destination_rate_delay"] == delay
+    assert main_cf["smtp_destination_concurrency_limit"] == concurrency
+    assert main_cf["smtp_destination_recipient_limit"] == recipients
+    assert result["packages"] == ["postfix", "libsasl2-modules", "ca-certificates"]
+    assert result["restart_parameters"] == ["inet_interfaces", "inet_protocols"]
+
+
+@pytest.mark.parametrize("provider, port, wrapper", [
+    ("ses", 465, "yes"), ("ses", 2465, "yes"), ("ses", 2587, "no"), ("ses", 25, "no"),
+    ("sendgrid", 465, "yes"), ("sendgrid", 2525, "no"),
+    ("gmail", 465, "yes"), ("smtp2go", 8465, "yes"), ("smtp2go", 2525, "no"),
+    ("custom", 465, "yes"), ("custom", 25, "no"),
+])
+def test_port_decides_wrapper_mode(provider, port, wrapper):
+    extra = {"relay_ses_region": "us-east-1"} if provider == "ses" else {}
+    if provider == "custom":
+        extra["relay_host"] = "relay.example.com"
+    if provider != "sendgrid":
+        extra["relay_username"] = "u"
+    result = plan(relay_provider=provider, relay_port=port, relay_password=PASSWORD, **extra)
+    if provider == "sendgrid":
+        assert sasl(result)[result["relayhost"]][0] == "apikey"
+    assert result["relayhost"].endswith("]:%d" % port)
+    assert result["main_cf"]["smtp_tls_wrappermode"] == wrapper
+    # Wrapper mode still verifies the certificate.
+    assert result["main_cf"]["smtp_tls_security_level"] == "secure"
+
+
+def test_explicit_wrapper_mode_wins_over_port():
+    result = plan(relay_provider="custom", relay_host="relay.example.com", relay_port=10465, relay_tls_wrappermode=True)
+    assert result["main_cf"]["smtp_tls_wrappermode"] == "yes"
+    result = plan(relay_provider="custom", relay_host="relay.example.com", relay_port=465, relay_tls_wrappermode=False)
+    assert result["main_cf"]["smtp_tls_wrappermode"] == "no"
+
+
+def test_port_given_as_text_is_accepted():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_port="465")
+    assert result["relayhost"] == "[smtp.sendgrid.net]:465"
+
+
+@pytest.mark.parametrize("region, host", [
+    ("us-east-1", "email-smtp.us-east-1.amazonaws.com"),
+    ("eu-central-1", "email-smtp.eu-central-1.amazonaws.com"),
+    ("ap-southeast-2", "email-smtp.ap-southeast-2.amazonaws.com"),
+    ("us-gov-west-1", "email-smtp.us-gov-west-1.amazonaws.com"),
+])
+def test_ses_endpoint_follows_the_region(region, host):
+    result = plan(relay_provider="ses", relay_ses_region=region, relay_username="AKIA", relay_password=PASSWORD)
+    assert result["relayhost"] == "[%s]:587" % host
+
+
+def test_ses_host_override_needs_no_region():
+    result = plan(relay_provider="ses", relay_host="vpce-1.email-smtp.us-east-1.vpce.amazonaws.com",
+                  relay_username="AKIA", relay_password=PASSWORD)
+    assert result["relayhost"] == "[vpce-1.email-smtp.us-east-1.vpce.amazonaws.com]:587"
+
+
+@pytest.mark.parametrize("region, host", [("us", "smtp.mailgun.org"), ("eu", "smtp.eu.mailgun.org")])
+def test_mailgun_regions(region, host):
+    result = plan(relay_provider="mailgun", relay_mailgun_region=region, relay_username="postmaster@mg.example.com",
+                  relay_password=PASSWORD)
+    assert result["relayhost"] == "[%s]:587" % host
+
+
+def test_mailgun_defaults_to_us_when_region_unset():
+    result = plan(relay_provider="mailgun", relay_mailgun_region=None, relay_username="p@mg.example.com", relay_password=PASSWORD)
+    assert result["relayhost"] == "[smtp.mailgun.org]:587"
+
+
+def test_postmark_smtp_token_access_key_as_username():
+    result = plan(relay_provider="postmark", relay_username="access-key-1", relay_password=PASSWORD)
+    assert sasl(result) == {"[smtp.postmarkapp.com]:587": ("access-key-1", PASSWORD)}
+
+
+def test_sendgrid_accepts_the_literal_apikey_username():
+    result = plan(relay_provider="sendgrid", relay_username="apikey", relay_password=PASSWORD)
+    assert sasl(result) == {"[smtp.sendgrid.net]:587": ("apikey", PASSWORD)}
+
+
+@pytest.mark.parametrize("provider, extra", [
+    ("google_workspace_relay", {}),
+    ("custom", {"relay_host": "10.1.2.3"}),
+])
+def test_ip_authenticated_relays_need_no_credentials(provider, extra):
+    result = plan(relay_provider=provider, **extra)
+    assert result["sasl_entries"] == []
+    assert result["main_cf"]["smtp_sasl_auth_enable"] == "no"
+    # The map is still referenced (and empty), so a later login needs no other change.
+    assert result["main_cf"]["smtp_sasl_password_maps"] == "hash:/etc/postfix/sasl_passwd"
+
+
+def test_custom_relay_by_ipv4_address():
+    result = plan(relay_provider="custom", relay_host="192.0.2.10", relay_port=25)
+    assert result["relayhost"] == "[192.0.2.10]:25"
+
+
+# ---------------------------------------------------------------- host facts
+
+def test_redhat_family_packages_ca_bundle_and_legacy_tls_syntax():
+    result = plan(facts=redhat_facts(), relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["packages"] == ["postfix", "cyrus-sasl-plain", "ca-certificates"]
+    assert result["main_cf"]["smtp_tls_CAfile"] == REDHAT_CA
+    assert result["main_cf"]["smtp_tls_mandatory_protocols"] == "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1"
+    assert result["main_cf"]["smtp_tls_protocols"] == "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1"
+
+
+@pytest.mark.parametrize("version, expected", [
+    ("3.5.9", "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1"),
+    ("3.6.4", ">=TLSv1.2"),
+    ("3.10.2", ">=TLSv1.2"),
+    (None, "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1"),
+])
+def test_tls_syntax_from_version_when_postfix_info_gave_none(version, expected):
+    facts = debian_facts(postfix_version=version, tls_min_version_syntax=None)
+    result = plan(facts=facts, relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["main_cf"]["smtp_tls_mandatory_protocols"] == expected
+
+
+def test_tls_syntax_from_postfix_info_wins():
+    facts = debian_facts(postfix_version="3.7.11", tls_min_version_syntax="legacy")
+    result = plan(facts=facts, relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["main_cf"]["smtp_tls_mandatory_protocols"] == "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1"
+
+
+@pytest.mark.parametrize("syntax, expected", [
+    ("modern", ">=TLSv1.3"),
+    ("legacy", "!SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.2"),
+])
+def test_minimum_tls_1_3(syntax, expected):
+    result = plan(facts=debian_facts(tls_min_version_syntax=syntax), relay_provider="sendgrid", relay_password=PASSWORD,
+                  relay_tls_min_version="TLSv1.3")
+    assert result["main_cf"]["smtp_tls_mandatory_protocols"] == expected
+    assert tls_protocols("TLSv1.3", syntax) == expected
+
+
+@pytest.mark.parametrize("facts, setting, expected_type, extra_package", [
+    (debian_facts(default_database_type="hash"), None, "hash", None),
+    (debian_facts(default_database_type="lmdb"), None, "lmdb", "postfix-lmdb"),
+    (redhat_facts(default_database_type="lmdb"), None, "lmdb", "postfix-lmdb"),
+    (debian_facts(default_database_type="hash"), "lmdb", "lmdb", "postfix-lmdb"),
+    (debian_facts(default_database_type="hash"), "cdb", "cdb", "postfix-cdb"),
+    (debian_facts(default_database_type=None), None, "hash", None),
+])
+def test_database_type_from_facts_or_setting(facts, setting, expected_type, extra_package):
+    result = plan(facts=facts, relay_provider="sendgrid", relay_password=PASSWORD, relay_database_type=setting,
+                  relay_domain_routes=[{"domain": "partner.example.org", "host": "mx.partner.example.org"}])
+    assert result["database_type"] == expected_type
+    assert result["sasl_map"]["type"] == expected_type
+    assert result["main_cf"]["smtp_sasl_password_maps"] == "%s:/etc/postfix/sasl_passwd" % expected_type
+    assert result["main_cf"]["transport_maps"] == "%s:/etc/postfix/transport" % expected_type
+    assert result["main_cf"]["smtp_generic_maps"] == "%s:/etc/postfix/generic" % expected_type
+    assert all(item["type"] == expected_type for item in result["tables"])
+    if extra_package:
+        assert result["packages"][-1] == extra_package
+    else:
+        assert not any(name.startswith("postfix-") for name in result["packages"])
+
+
+def test_config_dir_moves_every_table():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_config_dir="/etc/postfix-out/")
+    assert result["sasl_map"]["path"] == "/etc/postfix-out/sasl_passwd"
+    assert table(result, "generic")["path"] == "/etc/postfix-out/generic"
+
+
+def test_ca_file_setting_overrides_the_os_bundle():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_tls_ca_file="/etc/ssl/private-ca.pem")
+    assert result["main_cf"]["smtp_tls_CAfile"] == "/etc/ssl/private-ca.pem"
+
+
+# ---------------------------------------------------------------- TLS levels
+
+def test_encrypt_level_on_request():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_tls_security_level="encrypt")
+    assert result["main_cf"]["smtp_tls_security_level"] == "encrypt"
+    assert result["main_cf"]["smtp_tls_fingerprint_cert_match"] is None
+
+
+def test_fingerprint_pinning():
+    lower = FINGERPRINT.replace(":", "").lower()
+    result = plan(relay_provider="custom", relay_host="relay.example.com", relay_tls_security_level="fingerprint",
+                  relay_tls_fingerprints=[FINGERPRINT, lower])
+    main_cf = result["main_cf"]
+    assert main_cf["smtp_tls_security_level"] == "fingerprint"
+    assert main_cf["smtp_tls_fingerprint_digest"] == "sha256"
+    assert main_cf["smtp_tls_fingerprint_cert_match"] == [FINGERPRINT, FINGERPRINT]
+
+
+def test_wrapper_mode_with_encrypt_level():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_port=465, relay_tls_security_level="encrypt")
+    assert result["main_cf"]["smtp_tls_wrappermode"] == "yes"
+    assert result["main_cf"]["smtp_tls_security_level"] == "encrypt"
+
+
+def test_tls_connection_reuse_enables_tlsproxy():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_tls_connection_reuse=True)
+    assert result["main_cf"]["smtp_tls_connection_reuse"] == "yes"
+    tlsproxy = [service for service in result["master_services"] if service["name"] == "tlsproxy"]
+    assert tlsproxy == [{
+        "name": "tlsproxy", "type": "unix", "private": "-", "unpriv": "-", "chroot": "n",
+        "wakeup": "-", "maxproc": "0", "command": "tlsproxy", "state": "present",
+    }]
+
+
+def test_no_tls_connection_reuse_by_default():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["main_cf"]["smtp_tls_connection_reuse"] is None
+    assert result["master_services"] == []
+
+
+# ---------------------------------------------------------------- modes
+
+def test_null_client_defaults():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
+    main_cf = result["main_cf"]
+    assert main_cf["inet_interfaces"] == "loopback-only"
+    assert main_cf["mynetworks"] == ["127.0.0.0/8", "[::1]/128"]
+    assert main_cf["mydestination"] == ""
+    assert main_cf["local_transport"].startswith("error:")
+    assert main_cf["smtpd_relay_restrictions"] == "permit_mynetworks, reject_unauth_destination"
+    assert main_cf["smtpd_client_restrictions"] == "permit_mynetworks, reject"
+    assert main_cf["myorigin"] == "example.com"
+    assert main_cf["smtp_generic_maps"] == "hash:/etc/postfix/generic"
+    assert main_cf["sender_canonical_maps"] is None
+    assert "inet_protocols" not in main_cf
+    assert "myhostname" not in main_cf
+    assert table_dict(result, "generic") == {
+        "@localhost": "@example.com",
+        "@localhost.localdomain": "@example.com",
+        "@web1.example.com": "@example.com",
+    }
+
+
+def test_sender_domain_setting_wins_over_host_domain():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_sender_domain="mail.example.org",
+                  relay_myhostname="relay1.internal.example.net")
+    assert result["main_cf"]["myorigin"] == "mail.example.org"
+    assert result["main_cf"]["myhostname"] == "relay1.internal.example.net"
+    assert table_dict(result, "generic") == {
+        "@localhost": "@mail.example.org",
+        "@localhost.localdomain": "@mail.example.org",
+        "@relay1.internal.example.net": "@mail.example.org",
+        "@web1.example.com": "@mail.example.org",
+    }
+
+
+def test_relay_server_mode():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_mode="relay_server",
+                  relay_mynetworks=["10.0.0.0/8", "192.168.10.7", "2001:db8::/32", "[2001:db8:1::]/48"])
+    main_cf = result["main_cf"]
+    assert main_cf["inet_interfaces"] == "all"
+    assert main_cf["mynetworks"] == ["10.0.0.0/8", "192.168.10.7", "[2001:db8::]/32", "[2001:db8:1::]/48"]
+    # Never an open relay: only mynetworks may relay, and nobody else may even connect.
+    assert main_cf["smtpd_relay_restrictions"] == "permit_mynetworks, reject_unauth_destination"
+    assert main_cf["smtpd_client_restrictions"] == "permit_mynetworks, reject"
+    assert main_cf["mydestination"] == ""
+
+
+def test_relay_server_networks_as_a_string_and_listen_addresses():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_mode="relay_server",
+                  relay_mynetworks="10.0.0.0/8, 172.16.0.0/12", relay_inet_interfaces=["127.0.0.1", "10.0.0.5"],
+                  relay_inet_protocols="ipv4")
+    assert result["main_cf"]["mynetworks"] == ["10.0.0.0/8", "172.16.0.0/12"]
+    assert result["main_cf"]["inet_interfaces"] == "127.0.0.1, 10.0.0.5"
+    assert result["main_cf"]["inet_protocols"] == "ipv4"
+
+
+def test_relay_server_without_a_domain_skips_the_local_rewrite():
+    result = plan(facts=debian_facts(domain="", fqdn="relay1"), relay_provider="sendgrid", relay_password=PASSWORD,
+                  relay_mode="relay_server", relay_mynetworks=["10.0.0.0/8"])
+    assert result["main_cf"]["myorigin"] is None
+    assert table(result, "generic") is None
+    assert result["main_cf"]["smtp_generic_maps"] is None
+
+
+def test_null_client_may_list_loopback_interfaces():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_inet_interfaces=["127.0.0.1", "[::1]"])
+    assert result["main_cf"]["inet_interfaces"] == "127.0.0.1, [::1]"
+
+
+# ---------------------------------------------------------------- rewriting and headers
+
+def test_sender_rewrites_come_first_and_keep_the_local_rewrite():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
+                  relay_sender_rewrites=[{"match": "www-data@example.com", "replace": "noreply@example.com"},
+                                         {"match": "@localhost", "replace": "@ops.example.com"}])
+    entries = table(result, "generic")["entries"]
+    assert entries[0] == {"key": "www-data@example.com", "value": "noreply@example.com"}
+    assert entries[1] == {"key": "@localhost", "value": "@ops.example.com"}
+    assert [entry["key"] for entry in entries].count("@localhost") == 1
+
+
+def test_sender_canonical_instead_of_generic():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_sender_rewrite_map="sender_canonical")
+    assert result["main_cf"]["sender_canonical_maps"] == "hash:/etc/postfix/sender_canonical"
+    assert result["main_cf"]["smtp_generic_maps"] is None
+    assert table(result, "sender_canonical")["path"] == "/etc/postfix/sender_canonical"
+
+
+def test_local_rewrite_can_be_switched_off():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_rewrite_local_addresses=False)
+    assert result["main_cf"]["smtp_generic_maps"] is None
+    assert result["main_cf"]["myorigin"] == "example.com"
+
+
+def test_header_cleanup():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_header_cleanup=True)
+    assert result["main_cf"]["smtp_header_checks"] == "regexp:/etc/postfix/smtp_header_checks"
+    found = table(result, "smtp_header_checks")
+    assert found["type"] == "regexp"
+    assert found["entries"] == [
+        {"key": "/^Received:/", "value": "IGNORE"},
+        {"key": "/^X-Originating-IP:/", "value": "IGNORE"},
+        {"key": "/^X-PHP-Originating-Script:/", "value": "IGNORE"},
+    ]
+
+
+def test_header_cleanup_off_removes_the_parameter():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["main_cf"]["smtp_header_checks"] is None
+    assert table(result, "smtp_header_checks") is None
+
+
+# ---------------------------------------------------------------- routes
+
+def test_per_sender_routing():
+    result = plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password=PASSWORD,
+                  relay_sender_routes=[
+                      {"sender": "@marketing.example.com", "provider": "sendgrid", "password": "sg-key"},
+                      {"sender": "billing@example.com", "host": "smtp.billing.example.net", "username": "billing",
+                       "password": "bill-pass"},
+                  ])
+    main_cf = result["main_cf"]
+    assert main_cf["sender_dependent_relayhost_maps"] == "hash:/etc/postfix/sender_relay"
+    assert main_cf["smtp_sender_dependent_authentication"] == "yes"
+    assert table_dict(result, "sender_relay") == {
+        "@marketing.example.com": "[smtp.sendgrid.net]:587",
+        "billing@example.com": "[smtp.billing.example.net]:587",
+    }
+    assert sasl(result) == {
+        "[email-smtp.us-east-1.amazonaws.com]:587": ("AKIA", PASSWORD),
+        "@marketing.example.com": ("apikey", "sg-key"),
+        "billing@example.com": ("billing", "bill-pass"),
+    }
+
+
+def test_per_domain_routing_with_own_transports_and_local_delivery():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_domain_routes=[
+        {"domain": "partner.example.org", "provider": "mailgun", "mailgun_region": "eu",
+         "username": "postmaster@mg.example.com", "password": "mg-pass"},
+        {"domain": ".eu.example.com", "provider": "mailgun", "mailgun_region": "eu",
+         "username": "postmaster@mg.example.com", "password": "mg-pass"},
+        {"domain": "legacy.example.com", "host": "smtps.legacy.example.com", "port": 465, "username": "legacy",
+         "password": "legacy-pass"},
+        {"domain": "intranet.example.com", "action": "local"},
+        {"domain": "lab.example.com", "host": "10.9.8.7", "port": 25, "tls_security_level": "may", "transport": "lab"},
+    ])
+    assert result["main_cf"]["transport_maps"] == "hash:/etc/postfix/transport"
+    assert table_dict(result, "transport") == {
+        "partner.example.org": "route_smtp_eu_mailgun_org_587:[smtp.eu.mailgun.org]:587",
+        ".eu.example.com": "route_smtp_eu_mailgun_org_587:[smtp.eu.mailgun.org]:587",
+        "legacy.example.com": "route_smtps_legacy_example_com_465:[smtps.legacy.example.com]:465",
+        "intranet.example.com": "local:",
+        "lab.example.com": "lab:[10.9.8.7]:25",
+    }
+    services = dict((service["name"], service) for service in result["master_services"])
+    assert sorted(services) == ["lab", "route_smtp_eu_mailgun_org_587", "route_smtps_legacy_example_com_465"]
+    assert services["route_smtp_eu_mailgun_org_587"]["command"] == "smtp"
+    assert services["route_smtp_eu_mailgun_org_587"]["options"] == {"smtp_tls_wrappermode": "no"}
+    assert services["route_smtps_legacy_example_com_465"]["options"] == {"smtp_tls_wrappermode": "yes"}
+    assert services["lab"]["options"] == {"smtp_tls_wrappermode": "no", "smtp_tls_security_level": "may"}
+    assert all(service["exclusive_options"] for service in services.values())
+    assert result["main_cf"]["mydestination"] == "intranet.example.com"
+    assert sasl(result) == {
+        "[smtp.sendgrid.net]:587": ("apikey", PASSWORD),
+        "[smtp.eu.mailgun.org]:587": ("postmaster@mg.example.com", "mg-pass"),
+        "[smtps.legacy.example.com]:465": ("legacy", "legacy-pass"),
+    }
+
+
+def test_domain_routes_never_get_a_senders_login():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
+                  relay_sender_routes=[{"sender": "@a.example.com", "host": "smtp.a.example.net", "username": "a", "password": "pa"}],
+                  relay_domain_routes=[{"domain": "b.example.org", "host": "smtp.b.example.net", "username": "b", "password": "pb"}])
+    service = result["master_services"][0]
+    assert service["options"]["smtp_sender_dependent_authentication"] == "no"
+
+
+def test_fallback_relay():
+    result = plan(relay_provider="ses", relay_ses_region="eu-west-1", relay_username="AKIA", relay_password=PASSWORD,
+                  relay_fallback={"provider": "smtp2go", "username": "fallback-user", "password": "fb-pass"},
+                  relay_connection_cache=True)
+    assert result["main_cf"]["smtp_fallback_relay"] == "[mail.smtp2go.com]:587"
+    assert sasl(result)["[mail.smtp2go.com]:587"] == ("fallback-user", "fb-pass")
+    assert result["main_cf"]["smtp_connection_cache_destinations"] == [
+        "[email-smtp.eu-west-1.amazonaws.com]:587", "[mail.smtp2go.com]:587"]
+
+
+def test_ses_sandbox_allow_list():
+    result = plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password=PASSWORD,
+                  relay_ses_sandbox_recipients=["ops@example.com", "verified.example.org", "@team.example.net"])
+    entries = table(result, "transport")["entries"]
+    assert entries[:3] == [
+        {"key": "ops@example.com", "value": ":"},
+        {"key": "verified.example.org", "value": ":"},
+        {"key": "team.example.net", "value": ":"},
+    ]
+    assert entries[-1]["key"] == "*"
+    assert entries[-1]["value"].startswith("error:")
+    assert result["main_cf"]["transport_maps"] == "hash:/etc/postfix/transport"
+
+
+def test_unused_features_are_removed_from_main_cf():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
+    for name in ("sender_dependent_relayhost_maps", "smtp_sender_dependent_authentication", "smtp_fallback_relay",
+                 "transport_maps", "smtp_header_checks", "smtp_connection_cache_destinations",
+                 "smtp_tls_fingerprint_digest", "maximal_queue_lifetime"):
+        assert name in result["main_cf"] and result["main_cf"][name] is None, name
+    assert [item["name"] for item in result["tables"]] == ["generic"]
+
+
+# ---------------------------------------------------------------- limits and tuning
+
+@pytest.mark.parametrize("rate, version, expected", [
+    (14, "3.7.11", "72ms"),
+    (14, "3.5.9", "1s"),
+    (14, None, "1s"),
+    (1, "3.7.11", "1s"),
+    (0.5, "3.7.11", "2s"),
+    (0.0058, "3.5.9", "173s"),
+    (3, "3.8.0", "334ms"),
+    (0.15, "3.8.0", "6667ms"),
+    (150, "3.8.0", "7ms"),
+    (0.09, "3.8.0", "12s"),
+])
+def test_rate_delay(rate, version, expected):
+    assert rate_delay(rate, version) == expected
+
+
+def test_limits_can_be_overridden_and_switched_off():
+    result = plan(relay_provider="office365", relay_username="u@contoso.com", relay_password=PASSWORD,
+                  relay_max_send_rate=0, relay_destination_concurrency_limit=0, relay_destination_recipient_limit=100)
+    assert result["main_cf"]["smtp_destination_rate_delay"] is None
+    assert result["main_cf"]["smtp_destination_concurrency_limit"] is None
+    assert result["main_cf"]["smtp_destination_recipient_limit"] == "100"
+    result = plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password=PASSWORD,
+                  relay_max_send_rate=14)
+    assert result["main_cf"]["smtp_destination_rate_delay"] == "72ms"
+
+
+def test_queue_and_connection_tuning():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_maximal_queue_lifetime="2d",
+                  relay_bounce_queue_lifetime="1d", relay_minimal_backoff_time="5m", relay_maximal_backoff_time="30m",
+                  relay_queue_run_delay=300, relay_connection_cache=True, relay_connection_cache_time_limit="10s")
+    main_cf = result["main_cf"]
+    assert main_cf["maximal_queue_lifetime"] == "2d"
+    assert main_cf["bounce_queue_lifetime"] == "1d"
+    assert main_cf["minimal_backoff_time"] == "5m"
+    assert main_cf["maximal_backoff_time"] == "30m"
+    assert main_cf["queue_run_delay"] == "300s"
+    assert main_cf["smtp_connection_cache_destinations"] == ["[smtp.sendgrid.net]:587"]
+    assert main_cf["smtp_connection_cache_time_limit"] == "10s"
+
+
+def test_extra_parameters_pass_through():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
+                  relay_extra_parameters={"message_size_limit": 20480000, "smtputf8_enable": False,
+                                          "smtp_tls_mandatory_ciphers": "high", "smtp_tls_exclude_ciphers": ["aNULL", "MD5"]})
+    main_cf = result["main_cf"]
+    assert main_cf["message_size_limit"] == 20480000
+    assert main_cf["smtputf8_enable"] is False
+    assert main_cf["smtp_tls_mandatory_ciphers"] == "high"
+    assert main_cf["smtp_tls_exclude_ciphers"] == ["aNULL", "MD5"]
+
+
+def test_redhat_smoke_with_everything():
+    """All features together on the Red Hat family: nothing collides."""
+    result = relay_plan(settings(
+        relay_provider="custom", relay_host="relay.example.com", relay_port=465, relay_username="u", relay_password=PASSWORD,
+        relay_mode="relay_server", relay_mynetworks=["10.0.0.0/8"], relay_header_cleanup=True,
+        relay_domain_routes=[{"domain": "example.org", "provider": "sendgrid", "port": 465, "password": "sg"}],
+        relay_fallback={"host": "backup.example.com", "port": 465, "username": "b", "password": "bp"},
+        relay_tls_connection_reuse=True,
+    ), PRESETS, redhat_facts(default_database_type="lmdb"))
+    assert result["packages"] == ["postfix", "cyrus-sasl-plain", "ca-certificates", "postfix-lmdb"]
+    assert result["main_cf"]["smtp_tls_wrappermode"] == "yes"
+    assert result["main_cf"]["smtp_fallback_relay"] == "[backup.example.com]:465"
+    assert sorted(service["name"] for service in result["master_services"]) == ["route_smtp_sendgrid_net_465", "tlsproxy"]
+
+
+# ---------------------------------------------------------------- validation errors
+
+VALID = dict(relay_provider="sendgrid", relay_password=PASSWORD)
+
+# (overrides, variable named in the message, a phrase of the message)
+ERRORS = [
+    (dict(relay_provider=None), "relay_provider", "required"),
+    (dict(relay_provider="mandrill"), "relay_provider", "unknown provider"),
+    (dict(relay_provider="custom"), "relay_host", "required when relay_provider is custom"),
+    (dict(relay_provider="custom", relay_host=""), "relay_host", "required when relay_provider is custom"),
+    (dict(relay_provider="custom", relay_host="[relay.example.com]:587"), "relay_host", "bare host name"),
+    (dict(relay_provider="custom", relay_host="relay.example.com:587"), "relay_host", "bare host name"),
+    (dict(relay_provider="custom", relay_host="relay example.com"), "relay_host", "whitespace"),
+    (dict(relay_provider="custom", relay_host="relay_.-bad"), "relay_host", "not a valid host name"),
+    (dict(relay_port=0), "relay_port", "out of range"),
+    (dict(relay_port=65536), "relay_port", "out of range"),
+    (dict(relay_port="smtp"), "relay_port", "whole number"),
+    (dict(relay_port=True), "relay_port", "whole number"),
+    (dict(relay_password=None), "relay_password", "required for provider sendgrid"),
+    (dict(relay_password=" leading"), "relay_password", "whitespace"),
+    (dict(relay_password="trailing "), "relay_password", "whitespace"),
+    (dict(relay_password="two\nlines"), "relay_password", "line break"),
+    (dict(relay_password="cr\rhere"), "relay_password", "line break"),
+    (dict(relay_password="tab\there"), "relay_password", "control characters"),
+    (dict(relay_password=12345), "relay_password", "must be a string"),
+    (dict(relay_username="someone"), "relay_username", "literal user name 'apikey'"),
+    (dict(relay_provider="mailgun", relay_username=None), "relay_username", "required for provider mailgun"),
+    (dict(relay_provider="mailgun", relay_username="user:name"), "relay_username", "':'"),
+    (dict(relay_provider="mailgun", relay_username="user name"), "relay_username", "whitespace"),
+    (dict(relay_provider="custom", relay_host="r.example.com", relay_username="u", relay_password=None),
+     "relay_password", "required when relay_username is set"),
+    (dict(relay_provider="custom", relay_host="r.example.com", relay_username=None), "relay_username",
+     "required when relay_password is set"),
+    (dict(relay_provider="ses", relay_username="AKIA"), "relay_ses_region", "required for provider ses"),
+    (dict(relay_provider="ses", relay_username="AKIA", relay_ses_region="US-East-1"), "relay_ses_region", "not a region"),
+    (dict(relay_provider="ses", relay_username="AKIA", relay_ses_region="us-east"), "relay_ses_region", "not a region"),
+    (dict(relay_provider="ses", relay_username="AKIA", relay_ses_region="email-smtp.us-east-1.amazonaws.com"),
+     "relay_ses_region", "not a region"),
+    (dict(relay_provider="mailgun", relay_username="p@mg.example.com", relay_mailgun_region="asia"),
+     "relay_mailgun_region", "not one of"),
+    (dict(relay_mode="open_relay"), "relay_mode", "not one of"),
+    (dict(relay_mode="relay_server"), "relay_mynetworks", "required with relay_mode relay_server"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["0.0.0.0/0"]), "relay_mynetworks[0]", "whole Internet"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["10.0.0.0/8", "::/0"]), "relay_mynetworks[1]", "whole Internet"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["intranet"]), "relay_mynetworks[0]", "not an IP network"),
+    (dict(relay_mynetworks=["10.0.0.0/8"]), "relay_mynetworks", "null_client accepts mail from this host only"),
+    (dict(relay_inet_interfaces=["all"]), "relay_inet_interfaces", "loopback only"),
+    (dict(relay_inet_protocols="ipv5"), "relay_inet_protocols", "not one of"),
+    (dict(relay_tls_security_level="may"), "relay_tls_security_level", "not one of"),
+    (dict(relay_tls_security_level="none"), "relay_tls_security_level", "not one of"),
+    (dict(relay_tls_security_level="fingerprint"), "relay_tls_fingerprints", "required when"),
+    (dict(relay_tls_fingerprints=[FINGERPRINT]), "relay_tls_fingerprints", "only used with"),
+    (dict(relay_tls_security_level="fingerprint", relay_tls_fingerprints=["AB:CD"]), "relay_tls_fingerprints[0]",
+     "SHA-256"),
+    (dict(relay_tls_min_version="TLSv1.1"), "relay_tls_min_version", "not one of"),
+    (dict(relay_tls_ca_file="certs/ca.pem"), "relay_tls_ca_file", "absolute path"),
+    (dict(relay_tls_wrappermode="sometimes"), "relay_tls_wrappermode", "true or false"),
+    (dict(relay_database_type="dbm"), "relay_database_type", "not one of"),
+    (dict(relay_max_send_rate=-1), "relay_max_send_rate", "messages per second"),
+    (dict(relay_max_send_rate="fast"), "relay_max_send_rate", "messages per second"),
+    (dict(relay_destination_concurrency_limit=-2), "relay_destination_concurrency_limit", "out of range"),
+    (dict(relay_destination_recipient_limit="many"), "relay_destination_recipient_limit", "whole number"),
+    (dict(relay_maximal_queue_lifetime="5 days"), "relay_maximal_queue_lifetime", "time value"),
+    (dict(relay_queue_run_delay="72ms"), "relay_queue_run_delay", "time value"),
+    (dict(relay_minimal_backoff_time="2h", relay_maximal_backoff_time="30m"), "relay_minimal_backoff_time",
+     "longer than"),
+    (dict(relay_connection_cache_time_limit="soon"), "relay_connection_cache_time_limit", "time value"),
+    (dict(relay_connection_cache="yes"), "relay_connection_cache", "true or false"),
+    (dict(relay_sender_domain="not a domain"), "relay_sender_domain", "whitespace"),
+    (dict(relay_sender_domain="192.0.2.1"), "relay_sender_domain", "not a domain"),
+    (dict(relay_sender_rewrite_map="canonical"), "relay_sender_rewrite_map", "not one of"),
+    (dict(relay_sender_rewrites=[{"match": "a@example.com"}]), "relay_sender_rewrites[0]", "both match and replace"),
+    (dict(relay_sender_rewrites=[{"match": "nobody", "replace": "x@example.com"}]), "relay_sender_rewrites[0].match",
+     "not an address"),
+    (dict(relay_sender_rewrites=[{"match": "a@example.com", "replace": "b@example.com", "when": "x"}]),
+     "relay_sender_rewrites[0]", "unknown key"),
+    (dict(relay_sender_rewrites=[{"match": "a@example.com", "replace": "b@example.com"},
+                                 {"match": "a@example.com", "replace": "c@example.com"}]),
+     "relay_sender_rewrites[1].match", "rewritten twice"),
+    (dict(relay_header_cleanup=True, relay_header_cleanup_headers=[]), "relay_header_cleanup_headers", "at least one"),
+    (dict(relay_header_cleanup=True, relay_header_cleanup_headers=["X Bad"]), "relay_header_cleanup_headers[0]",
+     "not a header name"),
+    (dict(relay_extra_parameters={"relayhost": "[evil.example.com]:25"}), "relay_extra_parameters.relayhost",
+     "set by the role itself"),
+    (dict(relay_extra_parameters={"smtp_tls_security_level": "may"}), "relay_extra_parameters.smtp_tls_security_level",
+     "set by the role itself"),
+    (dict(relay_extra_parameters={"Bad-Name": "x"}), "relay_extra_parameters.Bad-Name", "not a main.cf parameter"),
+    (dict(relay_extra_parameters={"message_size_limit": None}), "relay_extra_parameters.message_size_limit", "no value"),
+    (dict(relay_extra_parameters={"smtpd_banner": "two\nlines"}), "relay_extra_parameters.smtpd_banner", "line breaks"),
+    (dict(relay_extra_parameters=["message_size_limit"]), "relay_extra_parameters", "dictionary"),
+    (dict(relay_ses_sandbox_recipients=["a@example.com"]), "relay_ses_sandbox_recipients", "only applies with relay_provider ses"),
+    (dict(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA",
+          relay_ses_sandbox_recipients=["not an address"]), "relay_ses_sandbox_recipients[0]", "whitespace"),
+    (dict(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA",
+          relay_ses_sandbox_recipients=["a@example.com"],
+          relay_sender_routes=[{"sender": "@x.example.com", "provider": "sendgrid", "password": "p"}]),
+     "relay_ses_sandbox_recipients", "cannot be combined with relay_sender_routes"),
+    (dict(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA",
+          relay_ses_sandbox_recipients=["partner.example.org"],
+          relay_domain_routes=[{"domain": "partner.example.org", "host": "mx.partner.example.org"}]),
+     "relay_ses_sandbox_recipients[0]", "already routed"),
+    (dict(relay_tls_connection_reuse=True), None, None),  # valid; the case below needs an old version
+    (dict(relay_sender_routes="@a.example.com"), "relay_sender_routes", "must be a list"),
+    (dict(relay_sender_routes=[{"host": "smtp.x.example.com"}]), "relay_sender_routes[0].sender", "required"),
+    (dict(relay_sender_routes=[{"sender": "nobody", "host": "smtp.x.example.com"}]), "relay_sender_routes[0].sender",
+     "not an address"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com"}]), "relay_sender_routes[0].host", "required"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "provider": "sparkpost"}]), "relay_sender_routes[0].provider",
+     "unknown provider"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "provider": "sendgrid", "port": 465, "password": "p"}]),
+     "relay_sender_routes[0].port", "wrapper mode"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "provider": "sendgrid"}]), "relay_sender_routes[0].password",
+     "required for provider sendgrid"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "provider": "mailgun", "username": "u:x", "password": "p"}]),
+     "relay_sender_routes[0].username", "':'"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "host": "smtp.x.example.com", "pasword": "p"}]),
+     "relay_sender_routes[0]", "unknown key"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "provider": "ses", "username": "A", "password": "p"}]),
+     "relay_sender_routes[0].ses_region", "required for provider ses"),
+    (dict(relay_sender_routes=[{"sender": "@a.example.com", "host": "smtp.x.example.com", "username": "a", "password": "1"},
+                               {"sender": "@a.example.com", "host": "smtp.y.example.com", "username": "b", "password": "2"}]),
+     "relay_sender_routes[1].username", "already has other credentials"),
+    (dict(relay_domain_routes=[{"host": "smtp.x.example.com"}]), "relay_domain_routes[0].domain", "required"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com"}]), "relay_domain_routes[0].host", "required"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "action": "bounce"}]), "relay_domain_routes[0].action",
+     "not one of"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "action": "local", "host": "smtp.x.example.com"}]),
+     "relay_domain_routes[0].host", "does not apply to action local"),
+    (dict(relay_domain_routes=[{"domain": ".x.example.com", "action": "local"}]), "relay_domain_routes[0].domain",
+     "exact domain"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "action": "local"}, {"domain": "x.example.com", "action": "local"}]),
+     "relay_domain_routes[1].domain", "routed twice"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "provider": "sendgrid", "password": PASSWORD}]),
+     "relay_domain_routes[0].host", "already the primary relay"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "transport": "smtp"}]),
+     "relay_domain_routes[0].transport", "standard Postfix service"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "transport": "Bad Name"}]),
+     "relay_domain_routes[0].transport", "not a usable master.cf service name"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "transport": "t1"},
+                               {"domain": "y.example.com", "host": "smtp.y.example.com", "transport": "t1"}]),
+     "relay_domain_routes[1].transport", "different settings"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "username": "u", "password": "p",
+                                "tls_security_level": "may"}]),
+     "relay_domain_routes[0].tls_security_level", "without verified TLS"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "port": 465,
+                                "tls_security_level": "none"}]),
+     "relay_domain_routes[0].tls_security_level", "wrapper mode"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "tls_security_level": "dane"}]),
+     "relay_domain_routes[0].tls_security_level", "not one of"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "port": 99999}]),
+     "relay_domain_routes[0].port", "out of range"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "username": "u",
+                                "password": "p\n"}]),
+     "relay_domain_routes[0].password", "line break"),
+    (dict(relay_fallback={"host": "backup.example.com"}), "relay_fallback.password", "own credentials"),
+    (dict(relay_fallback={"port": 587}), "relay_fallback.host", "required"),
+    (dict(relay_fallback={"provider": "sendgrid", "password": PASSWORD}), "relay_fallback.host", "primary relay itself"),
+    (dict(relay_fallback={"host": "backup.example.com", "port": 465, "username": "b", "password": "p"}),
+     "relay_fallback.port", "wrapper mode"),
+    (dict(relay_fallback={"host": "backup.example.com", "username": "b", "password": "p", "priority": 1}),
+     "relay_fallback", "unknown key"),
+    (dict(relay_fallback={"host": "backup.example.com", "username": "b", "password": "p"},
+          relay_sender_routes=[{"sender": "@a.example.com", "host": "smtp.x.example.com"}]),
+     "relay_fallback", "cannot be combined with relay_sender_routes"),
+    (dict(relay_fallback="backup.example.com"), "relay_fallback", "dictionary"),
+]
+
+
+@pytest.mark.parametrize("overrides, variable, phrase", [case for case in ERRORS if case[1] is not None])
+def test_validation_error_names_the_variable(overrides, variable, phrase):
+    values = dict(VALID)
+    values.update(overrides)
+    with pytest.raises(RelayPlanError) as raised:
+        plan(**values)
+    message = str(raised.value)
+    assert raised.value.variable == variable
+    assert message.startswith(variable + ": "), message
+    assert phrase in message, message
+
+
+@pytest.mark.parametrize("overrides, variable, phrase", ERRORS)
+def test_validation_errors_never_echo_a_secret(overrides, variable, phrase):
+    values = dict(VALID)
+    values.update(overrides)
+    secrets = [secret.strip() for secret in _passwords(values) if len(secret.strip()) > 3]
+    try:
+        plan(**values)
+    except RelayPlanError as exc:
+        for secret in secrets:
+            assert secret not in str(exc), str(exc)
+
+
+def _passwords(value, key=None):
+    """Every value stored under a password key, at any depth."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            for found in _passwords(item, name):
+                yield found
+    elif isinstance(value, list):
+        for item in value:
+            for found in _passwords(item, key):
+                yield found
+    elif isinstance(value, str) and key in ("relay_password", "password"):
+        yield value
+
+
+def test_password_with_a_line_break_is_not_echoed():
+    with pytest.raises(RelayPlanError) as raised:
+        plan(relay_provider="sendgrid", relay_password="SG.real-looking-key\n")
+    assert "SG.real-looking-key" not in str(raised.value)
+
+
+def test_tls_connection_reuse_needs_postfix_3_4():
+    with pytest.raises(RelayPlanError) as raised:
+        plan(facts=debian_facts(postfix_version="3.3.0"), relay_provider="sendgrid", relay_password=PASSWORD,
+             relay_tls_connection_reuse=True)
+    assert str(raised.value).startswith("relay_tls_connection_reuse: ")
+
+
+def test_null_client_without_any_domain_is_an_error():
+    with pytest.raises(RelayPlanError) as raised:
+        plan(facts=debian_facts(domain="", fqdn="web1"), relay_sender_domain=None, **VALID)
+    assert str(raised.value).startswith("relay_sender_domain: required")
+
+
+def test_missing_ca_bundle_is_an_error():
+    with pytest.raises(RelayPlanError) as raised:
+        plan(facts=debian_facts(ca_file=None), **VALID)
+    assert str(raised.value).startswith("relay_tls_ca_file: ")
+
+
+def test_settings_must_be_relay_variables():
+    with pytest.raises(RelayPlanError) as raised:
+        relay_plan({"relay_provider": "sendgrid", "provider": "ses"}, PRESETS, debian_facts())
+    assert str(raised.value).startswith("provider: ")
+
+
+def test_presets_are_required():
+    with pytest.raises(RelayPlanError) as raised:
+        relay_plan(settings(**VALID), {}, debian_facts())
+    assert str(raised.value).startswith("presets: ")
+
+
+def test_the_plan_does_not_change_its_inputs():
+    values = settings(relay_provider="sendgrid", relay_password=PASSWORD,
+                      relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com"}])
+    snapshot = yaml.safe_dump(values)
+    facts = debian_facts()
+    facts_snapshot = yaml.safe_dump(facts)
+    relay_plan(values, PRESETS, facts)
+    assert yaml.safe_dump(values) == snapshot
+    assert yaml.safe_dump(facts) == facts_snapshot
+
+
+def test_the_plan_is_deterministic():
+    values = settings(relay_provider="sendgrid", relay_password=PASSWORD, relay_header_cleanup=True,
+                      relay_domain_routes=[{"domain": "b.example.com", "host": "smtp.b.example.com"},
+                                           {"domain": "a.example.com", "host": "smtp.a.example.com"}])
+    assert relay_plan(values, PRESETS, debian_facts()) == relay_plan(values, PRESETS, debian_facts())
