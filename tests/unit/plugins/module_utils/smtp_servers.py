@@ -70,11 +70,14 @@ def free_port():
 
 
 class RelayHandler:
-    """Answers like a smarthost: optionally hides AUTH, accepts or rejects credentials."""
+    """Answers like a smarthost: optionally hides AUTH, accepts or rejects credentials, and
+    answers MAIL FROM or the end of DATA with the reply a provider would give."""
 
-    def __init__(self, offer_auth=True, accept=True):
+    def __init__(self, offer_auth=True, accept=True, mail_reply=None, data_reply='250 Ok'):
         self.offer_auth = offer_auth
         self.accept = accept
+        self.mail_reply = mail_reply
+        self.data_reply = data_reply
         self.logins = []
         self.messages = []
 
@@ -84,9 +87,16 @@ class RelayHandler:
             return responses
         return [line for line in responses if not line[4:].startswith('AUTH')]
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return '250 OK'
+
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(envelope)
-        return '250 Ok'
+        return self.data_reply
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         self.logins.append((mechanism, auth_data.login, auth_data.password))

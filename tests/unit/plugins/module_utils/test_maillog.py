@@ -1,0 +1,292 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The log parser and diagnosis on real Postfix 3.7 logs (tests/unit/fixtures/postfix-logs, see capture/).
+
+Each fixture message carries Message-ID <fixture.LABEL@relay-test.example.net>; LABEL says which
+relay stand-in it was sent to, so the expectations below follow from how it was captured.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from ansible_collections.smarthost.postfix.plugins.module_utils import maillog
+from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import MailLog, diagnose, parse_line, provider_message_id
+
+FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'postfix-logs')
+CAPTURED = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc)  # the capture container's clock
+SES_ID = '0100018c9f3e4b1a-6d2f3c4e-8a7b-4c1d-9e2f-3a4b5c6d7e8f-000000'
+
+# label -> (status, diagnosed cause, provider message id)
+EXPECTED = {
+    'no-worthy-mechs': ('deferred', 'no_worthy_mechs', None),
+    'ses-ok': ('sent', None, SES_ID),
+    'generic-ok': ('sent', None, '20261122.relaytest.1@mail.provider.test'),
+    'auth-535': ('deferred', 'auth_failed_535', None),
+    'throttled': ('deferred', 'throttled_454', None),
+    'sandbox': ('bounced', 'ses_sandbox_554', None),
+    'no-starttls': ('deferred', 'tls_required_not_offered', None),
+    'rogue-cert': ('deferred', 'certificate_verify_failed', None),
+    'implicit-ok': ('sent', None, SES_ID),
+    'unknown-user': ('bounced', 'recipient_rejected', None),
+    'broken-tls': ('deferred', 'tls_handshake_failed', None),
+    'refused': ('deferred', 'connection_refused', None),
+    'nxdomain': ('bounced', 'dns_failure', None),
+    'reuse': ('deferred', 'tls_handshake_failed', None),
+    'two-recipients': ('bounced', 'recipient_rejected', None),
+    'wrapper': ('deferred', 'no_greeting', None),
+    'timeout': ('deferred', 'connection_timeout', None),
+}
+SYSLOG_FORMATS = ['debian12-mail.log', 'traditional-maillog', 'journal-short-iso.log', 'journal.json']
+
+
+def fixture_path(name):
+    return os.path.join(FIXTURES, name)
+
+
+def load(name):
+    log = MailLog()
+    with open(fixture_path(name), encoding='utf-8') as handle:
+        log.feed_lines(handle, now=CAPTURED)
+    return log
+
+
+def trace_label(log, label):
+    message_id = 'fixture.%s@relay-test.example.net' % label
+    return maillog.trace_result(log, maillog.followed_queue_ids(log, message_id=message_id))
+
+
+@pytest.mark.parametrize('name', SYSLOG_FORMATS)
+@pytest.mark.parametrize('label', sorted(EXPECTED))
+def test_every_captured_failure_is_diagnosed_in_every_format(name, label):
+    status, cause, provider_id = EXPECTED[label]
+    result = trace_label(load(name), label)
+    assert result['found'] and result['final']
+    assert result['status'] == status
+    assert (result['diagnosis'] or {}).get('cause') == cause
+    assert result['provider_message_id'] == provider_id
+    assert any('message-id=<fixture.%s@' % label in line for line in result['lines'])
+
+
+@pytest.mark.parametrize('name', SYSLOG_FORMATS[1:])
+def test_all_formats_yield_the_same_histories(name):
+    def essentials(log):
+        return dict((queue_id, (h['message_id'], h['sender'], h['nrcpt'], h['removed'],
+                                [(d['to'], d['relay'], d['dsn'], d['status'], d['reason']) for d in h['deliveries']]))
+                    for queue_id, h in log.messages.items())
+    assert essentials(load(name)) == essentials(load('debian12-mail.log'))
+
+
+def test_timestamps_of_each_format_agree_to_the_second():
+    times = {}
+    for name in SYSLOG_FORMATS:
+        sent = load(name).last_sent
+        times[name] = datetime.datetime.fromisoformat(sent['time'])
+    assert max(times.values()) - min(times.values()) < datetime.timedelta(seconds=1)
+
+
+def test_sent_delivery_details():
+    result = trace_label(load('debian12-mail.log'), 'ses-ok')
+    assert result['relay'] == '127.0.0.1[127.0.0.1]:10025'
+    assert result['dsn'] == '2.0.0'
+    assert result['reason'] == '250 Ok ' + SES_ID
+    assert result['delays'].count('/') == 3 and isinstance(result['delay'], float)
+    assert result['diagnosis'] is None
+
+
+def test_delivery_agent_warnings_travel_with_the_delivery():
+    log = load('debian12-mail.log')
+    no_mechs = trace_label(log, 'no-worthy-mechs')
+    assert any('warning: SASL authentication failure: No worthy mechs found' in line for line in no_mechs['lines'])
+    rogue = trace_label(log, 'rogue-cert')
+    assert any('certificate verification failed for 127.0.0.1[127.0.0.1]:10031: self-signed certificate' in line
+               for line in rogue['lines'])
+    reuse = trace_label(log, 'reuse')
+    assert any('connect to private/tlsproxy service' in line for line in reuse['lines'])
+
+
+def test_worst_recipient_decides_and_each_is_listed():
+    result = trace_label(load('debian12-mail.log'), 'two-recipients')
+    assert sorted((r['to'], r['status']) for r in result['recipients']) == [
+        ('nobody@unknown-user.test', 'bounced'), ('user@ses-ok.test', 'sent')]
+
+
+def test_bounce_links_to_its_notification():
+    log = load('debian12-mail.log')
+    sandbox = log.messages[trace_label(log, 'sandbox')['queue_id']]
+    notice = log.messages[sandbox['notification_queue_id']]
+    assert notice['sender'] == ''
+    assert notice['deliveries'][0]['to'] == 'sender@example.net'
+
+
+def test_postlogd_file_with_long_queue_ids_and_an_expired_message():
+    log = load('postlogd-postfix.log')
+    sent = trace_label(log, 'long-id-sent')
+    assert sent['status'] == 'sent' and len(sent['queue_id']) > 12 and 'z' in sent['queue_id']
+    assert trace_label(log, 'long-id-535')['diagnosis']['cause'] == 'auth_failed_535'
+    expired = [h for h in log.messages.values() if h['expired']]
+    assert len(expired) == 1
+    result = maillog.trace_result(log, [expired[0]['queue_id']])
+    assert result['status'] == 'expired' and result['final']
+    assert result['diagnosis']['cause'] == 'connection_refused'
+
+
+def test_parse_line_formats():
+    rfc3339 = parse_line('2026-11-22T03:19:06.091030+00:00 relay-test postfix/pickup[1154]: 162EB184635: uid=0 from=<a@b>')
+    assert rfc3339.time == datetime.datetime(2026, 11, 22, 3, 19, 6, 91030, tzinfo=datetime.timezone.utc)
+    assert (rfc3339.host, rfc3339.program, rfc3339.pid, rfc3339.service) == ('relay-test', 'postfix/pickup', 1154, 'pickup')
+    short_iso = parse_line('2026-11-22T03:19:06+0100 relay-test postfix/smtp[9]: x')
+    assert short_iso.time.utcoffset() == datetime.timedelta(hours=1)
+    assert parse_line('not a log line') is None
+    assert parse_line('{"MESSAGE": "no identifier"}') is None
+
+
+@pytest.mark.parametrize('now, year', [
+    (datetime.datetime(2026, 11, 23, tzinfo=datetime.timezone.utc), 2026),
+    (datetime.datetime(2027, 1, 5, tzinfo=datetime.timezone.utc), 2026),  # December lines read in January
+    (datetime.datetime(2026, 11, 22, 3, 0, tzinfo=datetime.timezone.utc), 2026),
+])
+def test_traditional_timestamps_get_the_most_recent_past_year(now, year):
+    record = parse_line('Nov 22 03:19:35 relay-test postfix/qmgr[1735]: 162EB184635: removed', now=now)
+    assert record.time.year == year and record.time.tzinfo is not None
+
+
+def test_journal_json_non_utf8_message_is_decoded():
+    record = parse_line('{"MESSAGE": [65, 66, 255], "SYSLOG_IDENTIFIER": "postfix/smtp", "_PID": "7", '
+                        '"__REALTIME_TIMESTAMP": "1795316853212250"}')
+    assert record.message == 'AB\ufffd' and record.pid == 7 and record.time.year == 2026
+
+
+def test_reused_queue_id_starts_a_new_history():
+    lines = [
+        'Nov 22 03:00:00 h postfix/cleanup[1]: ABCDEF123: message-id=<old@x>',
+        'Nov 22 03:00:01 h postfix/smtp[2]: ABCDEF123: to=<a@x>, relay=r[1.2.3.4]:587, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)',
+        'Nov 22 03:00:02 h postfix/qmgr[3]: ABCDEF123: removed',
+        'Nov 22 04:00:00 h postfix/pickup[4]: ABCDEF123: uid=0 from=<me@x>',
+        'Nov 22 04:00:00 h postfix/cleanup[1]: ABCDEF123: message-id=<new@x>',
+    ]
+    log = MailLog()
+    log.feed_lines(lines, now=CAPTURED)
+    result = maillog.trace_result(log, maillog.followed_queue_ids(log, message_id='new@x'))
+    assert result['status'] == 'queued' and not result['final']
+
+
+@pytest.mark.parametrize('reply, expected', [
+    ('250 Ok ' + SES_ID, SES_ID),  # Amazon SES
+    ('250 2.0.0 Ok: queued as 4Hx7zW1Lx5z2Vb', '4Hx7zW1Lx5z2Vb'),  # Postfix-based relays
+    ('250 2.0.0 OK: queued as <202611221200.1234@smtp-relay.example>', '202611221200.1234@smtp-relay.example'),
+    ('250 OK id=1rABCd-00AbCd-2x', '1rABCd-00AbCd-2x'),
+    ('250 2.6.0 <MW4PR01MB1234.namprd01.prod.example> [InternalId=1, Hostname=X] Queued mail for delivery',
+     'MW4PR01MB1234.namprd01.prod.example'),
+    ('250 2.0.0 OK  1795316853 d2e1a72fcca58-7a1b2c3d4e5f.123 - gsmtp', 'd2e1a72fcca58-7a1b2c3d4e5f.123'),
+    ('250 2.0.0 Ok', None),
+    ('250 Great success', None),
+    (None, None),
+])
+def test_provider_message_id(reply, expected):
+    assert provider_message_id(reply) == expected
+
+
+@pytest.mark.parametrize('reason, cause', [
+    ('SASL authentication failed; server email-smtp.eu-west-1.amazonaws.com[52.1.2.3] said: 535 Authentication Credentials Invalid',
+     'auth_failed_535'),
+    ('host smtp.example[1.2.3.4] said: 421 4.7.0 Try again later, closing connection. (in reply to MAIL FROM command)', 'unknown'),
+    ('host email-smtp.us-east-1.amazonaws.com[3.2.1.0] said: 454 Throttling failure: Daily message quota exceeded. '
+     '(in reply to end of DATA command)', 'throttled_454'),
+    ('lost connection with smtp.example[1.2.3.4] while receiving the initial server greeting', 'no_greeting'),
+    ('connect to smtp.example[1.2.3.4]:25: No route to host', 'network_unreachable'),
+    ('', 'unknown'),
+    (None, 'unknown'),
+])
+def test_diagnose_other_wordings(reason, cause):
+    diagnosis = diagnose(reason)
+    assert diagnosis['cause'] == cause
+    assert diagnosis['remedy'] == maillog.REMEDIES[cause]
+
+
+def test_every_cause_has_a_remedy_and_a_rule():
+    causes = [cause for cause, _pattern in maillog.DIAGNOSIS_RULES]
+    assert sorted(causes + ['unknown']) == sorted(maillog.REMEDIES)
+    assert 'libsasl2-modules' in maillog.REMEDIES['no_worthy_mechs'] and 'cyrus-sasl-plain' in maillog.REMEDIES['no_worthy_mechs']
+    assert 'IAM' in maillog.REMEDIES['auth_failed_535']
+    assert 'default_destination_rate_delay' in maillog.REMEDIES['throttled_454']
+
+
+# --- reading and following ------------------------------------------------------------------
+
+def test_file_source_reads_only_new_complete_lines_and_survives_rotation(tmp_path):
+    path = tmp_path / 'mail.log'
+    path.write_text('one\ntwo\nthr')
+    source = maillog.LogSource('file', path=str(path))
+    assert source.read() == ['one', 'two']
+    with open(path, 'a') as handle:
+        handle.write('ee\n')
+    assert source.read() == ['three']
+    assert source.read() == []
+    path.write_text('new\n')  # rotated: the file is shorter than what was read
+    assert source.read() == ['new']
+
+
+def test_tail_skips_the_cut_first_line(tmp_path):
+    path = tmp_path / 'mail.log'
+    path.write_text(''.join('line %03d\n' % number for number in range(100)))
+    assert maillog.LogSource('file', path=str(path)).read_tail(max_bytes=30) == ['line 097', 'line 098', 'line 099']
+
+
+def test_trace_follows_a_growing_log_until_the_message_is_sent(tmp_path):
+    with open(fixture_path('debian12-mail.log'), encoding='utf-8') as handle:
+        lines = handle.readlines()
+    label_lines = [line for line in lines if 'fixture.ses-ok@' in line]
+    queue_id = label_lines[0].split(': ')[1]
+    mine = [line for line in lines if ' %s: ' % queue_id in line]
+    path = tmp_path / 'mail.log'
+    path.write_text(''.join(mine[:2]))  # pickup and cleanup only: accepted, not delivered yet
+
+    def deliver():
+        time.sleep(1.2)
+        with open(path, 'a') as handle:
+            handle.write(''.join(mine[2:]))
+    writer = threading.Thread(target=deliver)
+    writer.start()
+    result = maillog.trace(maillog.LogSource('file', path=str(path)), message_id='fixture.ses-ok@relay-test.example.net',
+                           timeout=10, poll_interval=0.2)
+    writer.join()
+    assert result['status'] == 'sent' and result['timed_out'] is False
+    assert 1.0 <= result['elapsed'] < 5
+    assert result['provider_message_id'] == SES_ID
+
+
+def test_trace_times_out_on_an_unknown_message(tmp_path):
+    path = tmp_path / 'mail.log'
+    shutil.copy(fixture_path('debian12-mail.log'), path)
+    result = maillog.trace(maillog.LogSource('file', path=str(path)), message_id='nobody@nowhere', timeout=0.5, poll_interval=0.1)
+    assert result['status'] == 'not_found' and result['found'] is False and result['timed_out'] is True
+
+
+def test_wait_for_sent_keeps_waiting_through_a_deferral(tmp_path):
+    path = tmp_path / 'mail.log'
+    shutil.copy(fixture_path('debian12-mail.log'), path)
+    source = maillog.LogSource('file', path=str(path))
+    result = maillog.trace(source, message_id='fixture.auth-535@relay-test.example.net', timeout=0.5, wait_for='sent',
+                           poll_interval=0.1)
+    assert result['status'] == 'deferred' and result['timed_out'] is True and result['final'] is False
+    assert result['diagnosis']['cause'] == 'auth_failed_535'
+
+
+def test_open_log_source_prefers_the_given_then_postfix_maillog_file(tmp_path):
+    given = tmp_path / 'given.log'
+    given.write_text('')
+    postlog = tmp_path / 'postfix.log'
+    postlog.write_text('')
+    assert maillog.open_log_source('auto', str(given), str(postlog)).path == str(given)
+    assert maillog.open_log_source('auto', None, str(postlog)).path == str(postlog)
+    assert maillog.open_log_source('none') is None
+    with pytest.raises(OSError, match='no readable mail log'):
+        maillog.open_log_source('file', str(tmp_path / 'missing.log'))
