@@ -1,0 +1,546 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Postfix lookup-table files: parse, plan, render, write atomically, compile with postmap.
+
+One implementation serves the sasl_map and lookup_table modules; the SASL-specific
+validation and masking sits at the end of this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import ValidationError
+
+# What postmap builds next to the source, per type. Other file types are read as text.
+COMPILED_SUFFIXES = {'hash': '.db', 'btree': '.db', 'lmdb': '.lmdb', 'cdb': '.cdb'}
+# Tables searched top to bottom, where the first match wins: order of entries matters.
+FIRST_MATCH_TYPES = ('regexp', 'pcre', 'cidr')
+# Tables whose key is a /pattern/ rather than a single word.
+PATTERN_TYPES = ('regexp', 'pcre')
+MASK = '********'
+
+
+@dataclasses.dataclass
+class Entry:
+    """One key/value entry; `raw` keeps the original text of an entry we did not change."""
+
+    key: str
+    value: str
+    raw: str = None
+
+    def text(self):
+        return self.raw if self.raw is not None else '%s %s' % (self.key, self.value)
+
+
+@dataclasses.dataclass
+class TableChange:
+    """The outcome of ensure_table(): the new file items and which keys changed how."""
+
+    items: list
+    added: list
+    removed: list
+    updated: list
+    reordered: bool = False
+
+
+def compiled_path(path, map_type):
+    """The file postmap builds for this type, or None when Postfix reads the source itself."""
+    suffix = COMPILED_SUFFIXES.get(map_type)
+    return path + suffix if suffix else None
+
+
+def key_identity(key, map_type):
+    """postmap folds keys of indexed tables to lower case; patterns and networks are exact."""
+    return key if map_type in FIRST_MATCH_TYPES else key.lower()
+
+
+def _split_pattern(line):
+    """Split a regexp/pcre line into (pattern with delimiters and flags, rest)."""
+    start = 1 if line.startswith('!') else 0
+    if len(line) <= start or line[start].isalnum() or line[start].isspace():
+        return None
+    delimiter = line[start]
+    index = start + 1
+    while index < len(line):
+        if line[index] == '\\':
+            index += 2
+            continue
+        if line[index] == delimiter:
+            break
+        index += 1
+    else:
+        return None
+    end = index + 1
+    while end < len(line) and not line[end].isspace():
+        end += 1
+    return line[:end], line[end:]
+
+
+def split_entry(line, map_type):
+    """Split one logical table line into (key, value)."""
+    if map_type in PATTERN_TYPES:
+        parts = _split_pattern(line)
+        if parts is not None:
+            return parts[0], parts[1].strip()
+    parts = line.split(None, 1)
+    return parts[0], (parts[1].strip() if len(parts) > 1 else '')
+
+
+def parse_table(text, map_type):
+    """Parse a table source into items: Entry objects and verbatim comment/blank lines.
+
+    As postmap reads it: '#' lines and blank lines are ignored, a line that starts with
+    whitespace continues the previous entry.
+    """
+    items = []
+    last_entry = None
+    for line in (text or '').splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith('#'):
+            items.append(line)
+            continue
+        if line[0].isspace() and last_entry is not None:
+            last_entry.value = (last_entry.value + ' ' + stripped).strip()
+            last_entry.raw += '\n' + line
+            continue
+        key, value = split_entry(line, map_type)
+        last_entry = Entry(key, value, raw=line)
+        items.append(last_entry)
+    return items
+
+
+def _masked_comment(line, mask):
+    """A comment that looks like a commented-out `key user:secret` entry, masked like one."""
+    body = line.strip()[1:].strip()
+    parts = body.split(None, 1)
+    if len(parts) == 2 and ':' in parts[1]:
+        return '# %s %s' % (parts[0], mask(parts[0], parts[1]))
+    return line
+
+
+def render_table(items, mask=None):
+    """File text for items. With `mask(key, value) -> shown value`, a display copy for diffs
+    (then commented-out entries are masked too)."""
+    lines = []
+    for item in items:
+        if not isinstance(item, Entry):
+            lines.append(_masked_comment(item, mask) if mask is not None and item.strip() else item)
+        elif mask is not None:
+            lines.append('%s %s' % (item.key, mask(item.key, item.value)))
+        else:
+            lines.append(item.text())
+    return ''.join(line + '\n' for line in lines)
+
+
+def validate_entries(entries, map_type, state='present'):
+    """Check desired (key, value) pairs before anything is written; errors name the key."""
+    seen = {}
+    for key, value in entries:
+        if not key or not key.strip():
+            raise ValidationError('an entry has an empty key')
+        if '\n' in key or '\r' in key:
+            raise ValidationError('entry %r: the key contains a line break' % key)
+        if key != key.strip():
+            raise ValidationError('entry %r: the key has leading or trailing whitespace' % key)
+        if key.startswith('#'):
+            raise ValidationError('entry %r: a key starting with # would be read as a comment' % key)
+        if map_type not in PATTERN_TYPES and re.search(r'\s', key):
+            raise ValidationError('entry %r: %s table keys cannot contain whitespace' % (key, map_type))
+        if map_type in PATTERN_TYPES:
+            pattern = _split_pattern(key)
+            if pattern is None or pattern[1]:
+                raise ValidationError('entry %r: a %s key must be one /pattern/ with optional flags' % (key, map_type))
+        if map_type == 'cidr' and not _is_network(key):
+            raise ValidationError('entry %r: not an IP address or network/prefix without host bits' % key)
+        identity = key_identity(key, map_type)
+        if identity in seen:
+            raise ValidationError('entry %r is listed more than once (as %r)' % (key, seen[identity]))
+        seen[identity] = key
+        if state != 'present':
+            continue
+        if value is None or not value.strip():
+            raise ValidationError('entry %r: the value is empty' % key)
+        if '\n' in value or '\r' in value:
+            raise ValidationError('entry %r: the value contains a line break' % key)
+
+
+def table_entries(entries, map_type, state='present'):
+    """Validate lookup_table entries and return [(key, value)] with values as postmap reads them."""
+    pairs = []
+    for entry in entries:
+        key = entry.get('key') or ''
+        value = entry.get('value')
+        pairs.append((key, None if value is None else str(value).strip()))
+    validate_entries(pairs, map_type, state)
+    return pairs
+
+
+def _is_network(text):
+    try:
+        ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        return False
+    return True
+
+
+def ensure_table(items, desired, map_type, state='present', exclusive=False, merge=None):
+    """Plan a table: the one comparison both map modules use.
+
+    items: the parsed current file. desired: list of (key, value) in the wanted order.
+    state present adds/updates the listed keys (exclusive: and removes all others);
+    state absent removes the listed keys. merge(current_value, desired_value) decides the
+    value of a key that already exists (default: the desired value).
+    Comments and untouched entries keep their place; new entries are appended. For
+    first-match tables with exclusive, entries are put in the desired order.
+    """
+    wanted = {}
+    for key, value in desired:
+        wanted[key_identity(key, map_type)] = (key, value)
+    added, removed, updated = [], [], []
+    result, seen = [], set()
+    for item in items:
+        if not isinstance(item, Entry):
+            result.append(item)
+            continue
+        identity = key_identity(item.key, map_type)
+        managed = identity in wanted or (exclusive and state == 'present')
+        if identity in seen:
+            if not managed:
+                result.append(item)
+            continue  # a later duplicate of a managed key: Postfix would ignore it anyway
+        seen.add(identity)
+        if identity not in wanted:
+            if managed:
+                removed.append(item.key)
+            else:
+                result.append(item)
+            continue
+        if state == 'absent':
+            removed.append(item.key)
+            continue
+        value = wanted[identity][1]
+        if merge is not None:
+            value = merge(item.value, value)
+        if value == item.value:
+            result.append(item)
+        else:
+            updated.append(item.key)
+            result.append(Entry(item.key, value))
+    if state == 'present':
+        for identity, (key, value) in wanted.items():
+            if identity not in seen:
+                added.append(key)
+                result.append(Entry(key, value))
+    reordered = False
+    if state == 'present' and exclusive and map_type in FIRST_MATCH_TYPES:
+        order = list(wanted)
+        entries = [item for item in result if isinstance(item, Entry)]
+        in_order = sorted(entries, key=lambda entry: order.index(key_identity(entry.key, map_type)))
+        if in_order != entries:
+            reordered = True
+            # Comments keep their lines; the entry slots are filled in the desired order.
+            queue = iter(in_order)
+            result = [next(queue) if isinstance(item, Entry) else item for item in result]
+    return TableChange(result, added, removed, updated, reordered)
+
+
+# --------------------------------------------------------------------------- files
+
+def wanted_owner():
+    """root:root when we can set it; otherwise leave ownership alone."""
+    return (0, 0) if os.geteuid() == 0 else (None, None)
+
+
+def attributes_differ(path, mode, uid, gid):
+    st = os.stat(path)
+    return (stat.S_IMODE(st.st_mode) != mode or (uid is not None and st.st_uid != uid)
+            or (gid is not None and st.st_gid != gid))
+
+
+def set_attributes(path, mode, uid, gid):
+    if uid is not None:
+        os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def _fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data, mode, uid=None, gid=None):
+    """Replace path with data: temp file in the same directory, mode/owner set, fsync, rename.
+
+    mkstemp creates the file 0600, and mode and owner are applied before the rename, so
+    the content is never visible under the final name, nor readable by others, before it
+    carries its final mode.
+    """
+    directory = os.path.dirname(path) or '.'
+    fd, temp_path = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            if uid is not None:
+                os.fchown(handle.fileno(), uid, gid)
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.rename(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.unlink(temp_path)
+        raise
+    _fsync_directory(directory)
+
+
+def backup_file(path):
+    """Copy path to path.PID.YYYY-MM-DD@HH:MM:SS~ (AnsibleModule.backup_local's naming).
+
+    Unlike shutil.copy2, the copy is created 0600 and only then given the source's mode and
+    owner, so a backup of a secret table is never readable by others, not even briefly.
+    """
+    st = os.stat(path)
+    destination = '%s.%s.%s' % (path, os.getpid(), time.strftime('%Y-%m-%d@%H:%M:%S~'))
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'wb') as handle, open(path, 'rb') as source:
+        shutil.copyfileobj(source, handle)
+        if os.geteuid() == 0:
+            os.fchown(handle.fileno(), st.st_uid, st.st_gid)
+        os.fchmod(handle.fileno(), stat.S_IMODE(st.st_mode))
+        os.fsync(handle.fileno())
+    return destination
+
+
+def compiled_is_stale(path, map_type):
+    """True when the compiled map is missing or older than its source."""
+    target = compiled_path(path, map_type)
+    if target is None:
+        return False
+    try:
+        compiled_mtime = os.stat(target).st_mtime_ns
+    except FileNotFoundError:
+        return True
+    return compiled_mtime < os.stat(path).st_mtime_ns
+
+
+def compile_table(postfix, path, map_type, mode, uid=None, gid=None):
+    """Build the compiled map with postmap and put it in place atomically with mode/owner.
+
+    postmap writes its output next to its input, and an existing output keeps its old
+    mode (postmap 3.7 re-uses a world-readable .db as is). So we run postmap on a copy
+    of the source inside a fresh mkdtemp directory (mode 0700, same file system), set
+    mode and owner on the result, then rename it over the old map: the map is never
+    reachable by others before it has its final mode, and Postfix never sees a half
+    built file.
+    """
+    target = compiled_path(path, map_type)
+    workdir = tempfile.mkdtemp(prefix='.postmap-', dir=os.path.dirname(path) or '.')
+    try:
+        source_copy = os.path.join(workdir, os.path.basename(path))
+        shutil.copyfile(path, source_copy)
+        postfix.postmap('%s:%s' % (map_type, source_copy))
+        built = compiled_path(source_copy, map_type)
+        set_attributes(built, mode, uid, gid)
+        # A source dated in the future (clock skew) would look stale forever.
+        source_mtime = os.stat(path).st_mtime_ns
+        if os.stat(built).st_mtime_ns < source_mtime:
+            os.utime(built, ns=(source_mtime, source_mtime))
+        os.rename(built, target)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def resolve_map_type(postfix, requested=None):
+    """The requested type, or the host's default_database_type; must be in `postconf -m`."""
+    map_type = requested or postfix.default_database_type()
+    available = postfix.map_types()
+    if map_type not in available:
+        raise ValidationError('map type %s is not available on this host (postconf -m lists: %s)'
+                              % (map_type, ', '.join(available)))
+    return map_type
+
+
+def manage_table(postfix, path, map_type, desired, state='present', exclusive=False, mode=0o644,
+                 check_mode=False, backup=False, merge=None, diff_masks=None):
+    """Ensure a table file (and its compiled map) hold the desired entries: the routine
+    behind both map modules.
+
+    desired: list of (key, value), already validated. diff_masks(old_items) returns the
+    (before, after) value masks for the diff; without it values are shown as they are.
+    Returns the module result plus a `diff` dict.
+    """
+    directory = os.path.dirname(path) or '.'
+    if not os.path.isdir(directory):
+        raise ValidationError('directory %s does not exist' % directory)
+    try:
+        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+            old_text = handle.read()
+    except FileNotFoundError:
+        old_text = None
+    old_items = parse_table(old_text, map_type)
+    change = ensure_table(old_items, desired, map_type, state, exclusive, merge)
+    new_text = render_table(change.items)
+    uid, gid = wanted_owner()
+    masks = diff_masks(old_items) if diff_masks is not None else (None, None)
+    target = compiled_path(path, map_type)
+
+    content_changed = new_text != old_text
+    source_attributes = old_text is not None and not content_changed and attributes_differ(path, mode, uid, gid)
+    compile_needed = target is not None and (content_changed or compiled_is_stale(path, map_type))
+    compiled_attributes = (target is not None and not compile_needed and os.path.exists(target)
+                           and attributes_differ(target, mode, uid, gid))
+
+    result = {
+        'changed': bool(content_changed or source_attributes or compile_needed or compiled_attributes),
+        'map': '%s:%s' % (map_type, path),
+        'type': map_type,
+        'keys_added': change.added,
+        'keys_removed': change.removed,
+        'keys_updated': change.updated,
+        'compiled': bool(compile_needed),
+        'backup_file': None,
+        'diff': {
+            'before_header': path,
+            'after_header': path,
+            'before': render_table(old_items, masks[0]) if old_text is not None else '',
+            'after': render_table(change.items, masks[1]),
+        },
+    }
+    if check_mode:
+        return result
+    if content_changed:
+        if backup and old_text is not None:
+            result['backup_file'] = backup_file(path)
+        atomic_write(path, new_text.encode('utf-8', 'surrogateescape'), mode, uid, gid)
+    elif source_attributes:
+        set_attributes(path, mode, uid, gid)
+    if compile_needed:
+        compile_table(postfix, path, map_type, mode, uid, gid)
+    elif compiled_attributes:
+        set_attributes(target, mode, uid, gid)
+    return result
+
+
+# --------------------------------------------------------------------------- SASL password maps
+
+_LABEL = r'(?!-)[A-Za-z0-9-]{1,63}(?<!-)'
+_HOSTNAME_RE = re.compile(r'^%s(\.%s)*$' % (_LABEL, _LABEL))
+
+
+def _is_hostname(text):
+    if len(text) > 253 or not _HOSTNAME_RE.match(text):
+        return False
+    if re.match(r'^[0-9.]+$', text):  # all digits and dots: must be a real IPv4 address
+        return _is_ipv4(text)
+    return True
+
+
+def _is_ipv4(text):
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(text):
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_port(port):
+    return port is None or (port.isdigit() and not port.startswith('0') and 1 <= int(port) <= 65535)
+
+
+def sasl_key_error(key):
+    """None when key is a lookup key Postfix uses for SASL passwords, else the reason."""
+    bracketed = re.match(r'^\[([^\]]*)\](?::([^:]*))?$', key)
+    if bracketed:
+        host, port = bracketed.groups()
+        if not (_is_hostname(host) or _is_ipv4(host) or _is_ipv6(host)):
+            return 'invalid host %r inside brackets' % host
+        if not _valid_port(port):
+            return 'invalid port %r (1-65535)' % port
+        return None
+    if '@' in key:
+        local_part, _at, domain = key.partition('@')
+        if re.search(r'[\s:]', local_part):
+            return 'invalid local part in user@domain key'
+        if not _is_hostname(domain):
+            return 'invalid domain %r' % domain
+        return None
+    host, _colon, port = key.partition(':')
+    if not (_is_hostname(host) or _is_ipv4(host)):
+        return 'invalid host %r (IPv6 addresses must be written in brackets)' % host
+    if _colon and not _valid_port(port):
+        return 'invalid port %r (1-65535)' % port
+    return None
+
+
+def sasl_entries(entries, state='present'):
+    """Validate sasl_map entries and return [(key, 'username:password')].
+
+    Errors name the entry's key and never include the password.
+    """
+    pairs = []
+    for entry in entries:
+        key = entry.get('key') or ''
+        problem = sasl_key_error(key) if key.strip() else 'empty key'
+        if problem:
+            raise ValidationError('entry %r: %s' % (key, problem))
+        if state != 'present':
+            pairs.append((key, None))
+            continue
+        username, password = entry.get('username'), entry.get('password')
+        if not username:
+            raise ValidationError('entry %r: username is missing or empty' % key)
+        if ':' in username or re.search(r'\s', username):
+            raise ValidationError('entry %r: username must not contain ":" or whitespace' % key)
+        if not password:
+            raise ValidationError('entry %r: password is missing or empty' % key)
+        if '\n' in password or '\r' in password:
+            raise ValidationError('entry %r: password contains a line break' % key)
+        if password != password.strip():
+            raise ValidationError('entry %r: password has leading or trailing whitespace, which Postfix '
+                                  'would drop' % key)
+        pairs.append((key, '%s:%s' % (username, password)))
+    validate_entries(pairs, 'hash', state)
+    return pairs
+
+
+def keep_password(current_value, desired_value):
+    """merge() for update_password=on_create: new username, password already in the map."""
+    if ':' not in current_value:
+        return desired_value
+    return '%s:%s' % (desired_value.split(':', 1)[0], current_value.split(':', 1)[1])
+
+
+def sasl_masks(old_items):
+    """Diff masks for a SASL map: show `username:********`, flag changed passwords."""
+    old_passwords = {key_identity(item.key, 'hash'): item.value.partition(':')[2]
+                     for item in old_items if isinstance(item, Entry)}
+
+    def before(_key, value):
+        return '%s:%s' % (value.partition(':')[0], MASK)
+
+    def after(key, value):
+        old = old_passwords.get(key_identity(key, 'hash'))
+        changed = old is not None and old != value.partition(':')[2]
+        return '%s:%s%s' % (value.partition(':')[0], MASK, ' (password changed)' if changed else '')
+
+    return before, after

@@ -1,0 +1,696 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one Postfix command-line layer of smarthost.postfix.
+
+Everything that runs postconf, postmap or postfix, parses their output or decides
+which postconf invocations a desired main.cf/master.cf state needs lives here.
+Modules only translate between Ansible options and these functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pty
+import re
+import shutil
+import subprocess
+import tempfile
+
+# Where Postfix installs its tools when PATH (e.g. a non-login shell) lacks the sbin directories.
+SBIN_DIRS = ('/usr/sbin', '/usr/local/sbin', '/sbin')
+
+SERVICE_TYPES = ('inet', 'unix', 'unix-dgram', 'fifo', 'pass')
+# The five flag/limit columns of a master.cf entry, as the postconf module names them,
+# mapped to the names `postconf -F` uses.
+MASTER_FIELDS = (
+    ('private', 'private'),
+    ('unpriv', 'unprivileged'),
+    ('chroot', 'chroot'),
+    ('wakeup', 'wakeup'),
+    ('maxproc', 'process_limit'),
+)
+_FIELD_PATTERNS = {
+    'private': re.compile(r'^[yn-]$'),
+    'unpriv': re.compile(r'^[yn-]$'),
+    'chroot': re.compile(r'^[yn-]$'),
+    'wakeup': re.compile(r'^(-|[0-9]+\??)$'),
+    'maxproc': re.compile(r'^(-|[0-9]+)$'),
+}
+
+PARAMETER_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
+# $name, ${name}, ${name?value}, ${name:value}, $(name) ... : only the name matters here.
+_REFERENCE_RE = re.compile(r'\$(?:\{([A-Za-z0-9_]+)|\(([A-Za-z0-9_]+)|([A-Za-z0-9_]+))')
+# `-o {name=value with spaces}` keeps its braces as one token.
+_COMMAND_TOKEN_RE = re.compile(r'\{[^}]*\}|\S+')
+
+# Postfix 3.6 introduced the ">=TLSv1.2" protocol range syntax.
+MODERN_TLS_SYNTAX_VERSION = (3, 6)
+
+
+class PostfixError(Exception):
+    """A Postfix tool failed. Carries the command line, exit code and what Postfix printed."""
+
+    def __init__(self, message, cmd=None, rc=None, stderr=''):
+        self.message = message
+        self.cmd = list(cmd or [])
+        self.rc = rc
+        self.stderr = (stderr or '').strip()
+        super().__init__('%s: %s' % (message, self.stderr) if self.stderr else message)
+
+
+class ValidationError(ValueError):
+    """The requested state is invalid; raised before anything is written."""
+
+
+def find_binary(name):
+    """Return the path of a Postfix tool from PATH or the sbin directories, or None."""
+    directories = os.environ.get('PATH', '').split(os.pathsep) + list(SBIN_DIRS)
+    for directory in directories:
+        if not directory:
+            continue
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def run_subprocess(cmd):
+    """Default runner: same (rc, stdout, stderr) contract as AnsibleModule.run_command."""
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def module_runner(module):
+    """AnsibleModule.run_command without its $VAR and ~ expansion of arguments, which
+    would rewrite Postfix's own $name references (e.g. `$myhostname`) before postconf sees them."""
+    def run(cmd):
+        return module.run_command(cmd, expand_user_and_vars=False)
+    return run
+
+
+def _run_with_terminal(cmd):
+    """Run cmd with stdout/stderr on a pseudo-terminal and return (rc, output).
+
+    `postfix check` reports its findings on stderr only when stderr is a terminal
+    (otherwise only to syslog), so a pipe would lose the reason of a failure.
+    """
+    master_fd, slave_fd = pty.openpty()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave_fd, stderr=slave_fd, close_fds=True)
+    finally:
+        os.close(slave_fd)
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(master_fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master_fd)
+    rc = proc.wait()
+    return rc, b''.join(chunks).decode('utf-8', 'replace').replace('\r\n', '\n')
+
+
+def parse_settings(text):
+    """Parse `name = value` lines as printed by `postconf`, `postconf -n/-d` or `postconf -P`."""
+    settings = {}
+    for line in text.splitlines():
+        if line.endswith(' ='):
+            settings[line[:-2]] = ''
+        elif ' = ' in line:
+            name, value = line.split(' = ', 1)
+            settings[name] = value
+    return settings
+
+
+def read_main_cf(path):
+    """Parse main.cf the way Postfix reads it: logical lines, comments, last definition wins.
+
+    Only needed for names `postconf -n` hides (user-defined names nothing refers to).
+    """
+    settings = {}
+    logical_lines = []
+    for line in _read_text(path).splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith('#'):
+            continue
+        if line[0].isspace():
+            if logical_lines:
+                logical_lines[-1] += ' ' + stripped
+            continue
+        logical_lines.append(stripped)
+    for logical in logical_lines:
+        if '=' in logical:
+            name, value = logical.split('=', 1)
+            settings[name.strip()] = normalize_whitespace(value)
+    return settings
+
+
+def _read_text(path):
+    try:
+        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ''
+
+
+def normalize_whitespace(text):
+    """Postfix joins continuation lines and prints values with single spaces; so do we."""
+    return ' '.join(text.split())
+
+
+def referenced_names(value):
+    """Names a main.cf or master.cf value refers to as $name, ${name...} or $(name...)."""
+    names = set()
+    for match in _REFERENCE_RE.finditer(value or ''):
+        names.add(next(group for group in match.groups() if group))
+    return names
+
+
+def parse_version(text):
+    """'3.7.11' -> (3, 7, 11); snapshot suffixes such as '3.10-20240101' are ignored."""
+    match = re.match(r'\d+(\.\d+)*', text.strip())
+    return tuple(int(part) for part in match.group(0).split('.')) if match else ()
+
+
+def tls_min_version_syntax(mail_version):
+    """'modern' when Postfix accepts `>=TLSv1.2` protocol ranges (3.6+), else 'legacy'."""
+    return 'modern' if parse_version(mail_version)[:2] >= MODERN_TLS_SYNTAX_VERSION else 'legacy'
+
+
+# --------------------------------------------------------------------------- master.cf model
+
+def _override(token):
+    """'name=value' or '{name = value}' -> (name, value)."""
+    if token.startswith('{') and token.endswith('}'):
+        token = token[1:-1]
+    name, _equals, value = token.partition('=')
+    return name.strip(), value.strip()
+
+
+def split_command(command):
+    """Split a master.cf command field into (command without overrides, {override: value}).
+
+    Overrides are the `-o name=value` options between the program name and its first
+    non-option argument, as Postfix itself treats them (`-o` after `argv=` belongs to
+    pipe); they are returned in file order.
+    """
+    tokens = _COMMAND_TOKEN_RE.findall(command or '')
+    kept = tokens[:1]
+    overrides = {}
+    index = 1
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith('-') or token == '--':
+            break
+        if token == '-o' and index + 1 < len(tokens):
+            name, value = _override(tokens[index + 1])
+            overrides[name] = value
+            index += 2
+            continue
+        if token.startswith('-o'):
+            name, value = _override(token[2:])
+            overrides[name] = value
+        else:
+            kept.append(token)
+        index += 1
+    kept.extend(tokens[index:])
+    return ' '.join(kept), overrides
+
+
+@dataclasses.dataclass
+class MasterEntry:
+    """One master.cf service: its columns, its command and its `-o` overrides."""
+
+    name: str
+    type: str
+    private: str = '-'
+    unpriv: str = '-'
+    chroot: str = '-'
+    wakeup: str = '-'
+    maxproc: str = '-'
+    command: str = ''
+    options: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self):
+        return '%s/%s' % (self.name, self.type)
+
+    def command_with_options(self):
+        """The command field with the overrides placed right after the program name."""
+        tokens = _COMMAND_TOKEN_RE.findall(self.command)
+        overrides = []
+        for name, value in self.options.items():
+            setting = '%s=%s' % (name, value)
+            overrides += ['-o', '{%s}' % setting if re.search(r'\s', setting) else setting]
+        return ' '.join(tokens[:1] + overrides + tokens[1:])
+
+    def line(self):
+        """The entry as one logical line, the form `postconf -M name/type=...` takes."""
+        return ' '.join([self.name, self.type, self.private, self.unpriv, self.chroot, self.wakeup,
+                         self.maxproc, self.command_with_options()])
+
+    def render(self):
+        """The entry as master.cf shows it, one override per line (for diffs)."""
+        lines = ['%-10s %-5s %-7s %-7s %-7s %-7s %-7s %s' % (
+            self.name, self.type, self.private, self.unpriv, self.chroot, self.wakeup, self.maxproc, self.command)]
+        for name, value in self.options.items():
+            lines.append('  -o %s=%s' % (name, value))
+        return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------- the CLI
+
+class Postfix:
+    """Runs Postfix's tools against one configuration directory (`-c`) or Postfix's default."""
+
+    def __init__(self, config_dir=None, runner=None):
+        self.config_dir = config_dir
+        self._runner = runner or run_subprocess
+        self._config_directory = None
+
+    # -- running -------------------------------------------------------------
+
+    def command(self, tool, *args):
+        binary = find_binary(tool)
+        if binary is None:
+            raise PostfixError('%s not found: is Postfix installed?' % tool)
+        return [binary] + (['-c', self.config_dir] if self.config_dir else []) + list(args)
+
+    def run(self, tool, *args):
+        """Run a Postfix tool; return stdout or raise PostfixError with Postfix's stderr."""
+        cmd = self.command(tool, *args)
+        rc, out, err = self._runner(cmd)
+        if rc != 0:
+            raise PostfixError('%s failed (rc=%s)' % (' '.join([tool] + list(args[:1])), rc), cmd, rc, err)
+        return out
+
+    def postconf(self, *args):
+        return self.run('postconf', *args)
+
+    def postmap(self, *args):
+        return self.run('postmap', *args)
+
+    def check(self):
+        """`postfix check`; raises PostfixError with Postfix's complaint when it fails."""
+        cmd = self.command('postfix', 'check')
+        rc, output = _run_with_terminal(cmd)
+        if rc != 0:
+            raise PostfixError('postfix check failed (rc=%s)' % rc, cmd, rc, output)
+        return output
+
+    @contextlib.contextmanager
+    def scratch(self, master_cf=''):
+        """A throwaway config dir (empty main.cf, given master.cf) to ask postconf questions."""
+        workdir = tempfile.mkdtemp(prefix='smarthost-postfix-')
+        try:
+            main_cf = os.path.join(workdir, 'main.cf')
+            with open(main_cf, 'w', encoding='utf-8'):
+                pass
+            # postconf re-reads a main.cf younger than about two seconds until it stops
+            # changing; this one is complete, so date it back and skip that wait.
+            os.utime(main_cf, (0, 0))
+            with open(os.path.join(workdir, 'master.cf'), 'w', encoding='utf-8') as handle:
+                handle.write(master_cf)
+            yield Postfix(workdir, self._runner)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    # -- facts -----------------------------------------------------------------
+
+    def config_directory(self):
+        if self._config_directory is None:
+            self._config_directory = self.config_dir or self.postconf('-dh', 'config_directory').strip()
+        return self._config_directory
+
+    def main_cf_path(self):
+        return os.path.join(self.config_directory(), 'main.cf')
+
+    def master_cf_path(self):
+        return os.path.join(self.config_directory(), 'master.cf')
+
+    def mail_version(self):
+        # -d: a compile-time fact, readable even before main.cf exists.
+        return self.postconf('-dh', 'mail_version').strip()
+
+    def default_database_type(self):
+        """The effective default_database_type (main.cf may override the built-in one)."""
+        if os.path.exists(self.main_cf_path()):
+            return self.postconf('-h', 'default_database_type').strip()
+        return self.postconf('-dh', 'default_database_type').strip()
+
+    def map_types(self):
+        """Lookup table types this Postfix supports (`postconf -m`)."""
+        if os.path.exists(self.main_cf_path()):
+            return self.postconf('-m').split()
+        # postconf -m insists on a main.cf; the dynamic map list does not live there.
+        with self.scratch() as scratch:
+            return scratch.postconf('-m').split()
+
+    def parameter_names(self):
+        """Every name postconf recognises here: built-in, service-defined and used user-defined."""
+        return set(self.postconf('-H').split())
+
+    def explicit_settings(self):
+        """What main.cf actually sets: `postconf -n`, plus user-defined names it hides.
+
+        `postconf -n` leaves out user-defined names that nothing refers to; without them a
+        second run could not see that such a name is already set.
+        """
+        settings = parse_settings(self.postconf('-n'))
+        for name, value in read_main_cf(self.main_cf_path()).items():
+            settings.setdefault(name, value)
+        return settings
+
+    def master_entries(self):
+        """master.cf services keyed 'name/type', with overrides split from the command."""
+        fields = {}
+        for key, value in parse_settings(self.postconf('-F')).items():
+            service_key, field = key.rsplit('/', 1)
+            fields.setdefault(service_key, {})[field] = value
+        entries = {}
+        for service_key, values in fields.items():
+            name, service_type = service_key.rsplit('/', 1)
+            command, options = split_command(values.get('command', ''))
+            entries[service_key] = MasterEntry(
+                name=values.get('service', name), type=values.get('type', service_type),
+                command=command, options=options,
+                **{ours: values.get(theirs, '-') for ours, theirs in MASTER_FIELDS})
+        return entries
+
+    # -- changes ---------------------------------------------------------------
+
+    def set_parameters(self, settings):
+        """All main.cf assignments in one `postconf -e`."""
+        if settings:
+            self.postconf('-e', *['%s=%s' % item for item in settings.items()])
+
+    def remove_parameters(self, names):
+        """All main.cf removals in one `postconf -X`."""
+        if names:
+            self.postconf('-X', *names)
+
+    def apply_services(self, plan):
+        """Apply a ServicePlan with at most one postconf invocation per kind of edit."""
+        if plan.remove:
+            self.postconf('-MX', *plan.remove)
+        if plan.replace:
+            self.postconf('-M', *['%s=%s' % (entry.key, entry.line()) for entry in plan.replace])
+        if plan.fields:
+            self.postconf('-F', *['%s=%s' % item for item in plan.fields.items()])
+        if plan.remove_options:
+            self.postconf('-PX', *plan.remove_options)
+        if plan.set_options:
+            self.postconf('-P', *['%s=%s' % item for item in plan.set_options.items()])
+
+
+def describe(postfix):
+    """Facts for the postfix_info module; installed=False instead of an error without Postfix."""
+    facts = {
+        'installed': find_binary('postconf') is not None,
+        'mail_version': None,
+        'default_database_type': None,
+        'map_types': [],
+        'config_directory': None,
+        'tls_min_version_syntax': None,
+    }
+    if not facts['installed']:
+        return facts
+    facts['mail_version'] = postfix.mail_version()
+    facts['tls_min_version_syntax'] = tls_min_version_syntax(facts['mail_version'])
+    facts['config_directory'] = postfix.config_directory()
+    facts['default_database_type'] = postfix.default_database_type()
+    facts['map_types'] = postfix.map_types()
+    return facts
+
+
+# --------------------------------------------------------------------------- main.cf planning
+
+def format_parameter_value(value, separator=', '):
+    """Turn an Ansible value into the text Postfix stores: bool -> yes/no, list -> joined."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, (list, tuple)):
+        return separator.join(format_parameter_value(item, separator) for item in value if item is not None)
+    return normalize_whitespace(str(value))
+
+
+def normalize_parameters(parameters):
+    """Validate names and format values; None stays None (meaning: remove)."""
+    normalized = {}
+    bad = sorted(name for name in parameters if not PARAMETER_NAME_RE.match(str(name)))
+    if bad:
+        raise ValidationError('invalid main.cf parameter name(s): %s' % ', '.join(bad))
+    for name, value in parameters.items():
+        normalized[name] = format_parameter_value(value)
+    return normalized
+
+
+def plan_parameters(current, desired, state):
+    """Return (to_set, to_remove) turning `current` main.cf settings into `desired`."""
+    to_set, to_remove = {}, []
+    for name, value in desired.items():
+        if state == 'absent' or value is None:
+            if name in current:
+                to_remove.append(name)
+        elif current.get(name) != value:
+            to_set[name] = value
+    return to_set, to_remove
+
+
+def parameters_diff(current, to_set, to_remove):
+    """Before/after text of exactly the main.cf lines that change."""
+    names = list(to_set) + list(to_remove)
+    before = ''.join(('%s = %s' % (name, current[name])).rstrip() + '\n' for name in names if name in current)
+    after = ''.join(('%s = %s' % (name, value)).rstrip() + '\n' for name, value in to_set.items())
+    return before, after
+
+
+def find_unknown_parameters(postfix, names, settings_after, override_values=(), services_to_define=(),
+                            master_entries=None):
+    """Names Postfix would not recognise once this call is applied.
+
+    Known are: what `postconf -H` lists (built-in names, names derived from master.cf
+    services, user-defined names something refers to); names referred to as $name by a
+    main.cf value (as it will be), by a -o override (existing or new) or listed in
+    smtpd_restriction_classes; and names derived from services this call defines, which
+    postconf itself reports for a scratch master.cf holding just those services.
+    master_entries: the current master.cf if already read (it is read only when needed).
+    """
+    unknown = set(names) - postfix.parameter_names()
+    for value in list(settings_after.values()) + list(override_values):
+        unknown -= referenced_names(value)
+    unknown -= set(re.split(r'[\s,]+', settings_after.get('smtpd_restriction_classes', '')))
+    if unknown:
+        if master_entries is None:
+            master_entries = postfix.master_entries()
+        for entry in master_entries.values():
+            for value in entry.options.values():
+                unknown -= referenced_names(value)
+    if unknown and services_to_define:
+        master_cf = ''.join(entry.line() + '\n' for entry in services_to_define)
+        with postfix.scratch(master_cf) as scratch:
+            unknown -= scratch.parameter_names()
+    return sorted(unknown)
+
+
+# --------------------------------------------------------------------------- master.cf planning
+
+@dataclasses.dataclass
+class ServicePlan:
+    """The postconf edits that turn the current master.cf into the desired one."""
+
+    remove: list = dataclasses.field(default_factory=list)          # -MX name/type
+    replace: list = dataclasses.field(default_factory=list)         # -M name/type=line (MasterEntry)
+    fields: dict = dataclasses.field(default_factory=dict)          # -F name/type/field=value
+    remove_options: list = dataclasses.field(default_factory=list)  # -PX name/type/option
+    set_options: dict = dataclasses.field(default_factory=dict)     # -P name/type/option=value
+    changes: list = dataclasses.field(default_factory=list)         # (key, before entry|None, after entry|None)
+
+    @property
+    def changed_services(self):
+        return [key for key, _before, _after in self.changes]
+
+
+def normalize_service(spec):
+    """Validate one `services` item and return it with formatted values."""
+    name = (spec.get('name') or '').strip()
+    if not name or re.search(r'[\s/]', name):
+        raise ValidationError('invalid master.cf service name %r' % spec.get('name'))
+    service_type = spec.get('type') or 'unix'
+    key = '%s/%s' % (name, service_type)
+    if service_type not in SERVICE_TYPES:
+        raise ValidationError('service %s: type must be one of %s' % (key, ', '.join(SERVICE_TYPES)))
+    fields = {}
+    for field, _postconf_name in MASTER_FIELDS:
+        value = spec.get(field)
+        if value is None:
+            continue
+        value = format_parameter_value(value)
+        if not _FIELD_PATTERNS[field].match(value):
+            raise ValidationError('service %s: invalid %s %r' % (key, field, value))
+        fields[field] = value
+    command = spec.get('command')
+    if command is not None:
+        command = normalize_whitespace(command)
+        stripped, overrides = split_command(command)
+        if overrides:
+            raise ValidationError('service %s: put -o overrides into options, not into command' % key)
+        if not stripped:
+            raise ValidationError('service %s: command is empty' % key)
+        command = stripped
+    options = {}
+    for option, value in (spec.get('options') or {}).items():
+        if not PARAMETER_NAME_RE.match(str(option)):
+            raise ValidationError('service %s: invalid option name %r' % (key, option))
+        value = format_parameter_value(value, separator=',')
+        # postconf -P refuses whitespace in override values.
+        if value is not None and re.search(r'\s', value):
+            raise ValidationError('service %s: option %s must not contain whitespace' % (key, option))
+        options[option] = value
+    return {
+        'name': name, 'type': service_type, 'key': key, 'state': spec.get('state') or 'present',
+        'fields': fields, 'command': command, 'options': options,
+        'exclusive_options': bool(spec.get('exclusive_options')),
+    }
+
+
+def plan_services(current_entries, services):
+    """Plan master.cf edits. `services` are normalize_service() results."""
+    plan = ServicePlan()
+    seen = set()
+    for spec in services:
+        key = spec['key']
+        if key in seen:
+            raise ValidationError('service %s is listed more than once' % key)
+        seen.add(key)
+        current = current_entries.get(key)
+        if spec['state'] == 'absent':
+            if current is not None:
+                plan.remove.append(key)
+                plan.changes.append((key, current, None))
+            continue
+        if current is None:
+            if spec['command'] is None:
+                raise ValidationError('service %s is not in master.cf: give its command to create it' % key)
+            entry = MasterEntry(spec['name'], spec['type'], command=spec['command'],
+                                options={k: v for k, v in spec['options'].items() if v is not None},
+                                **spec['fields'])
+            plan.replace.append(entry)
+            plan.changes.append((key, None, entry))
+            continue
+        desired = dataclasses.replace(current, options=dict(current.options), **spec['fields'])
+        if spec['command'] is not None:
+            desired.command = spec['command']
+        for option, value in spec['options'].items():
+            if value is None:
+                desired.options.pop(option, None)
+            else:
+                desired.options[option] = value
+        if spec['exclusive_options']:
+            wanted = {option for option, value in spec['options'].items() if value is not None}
+            desired.options = {k: v for k, v in desired.options.items() if k in wanted}
+        if desired == current:
+            continue
+        plan.changes.append((key, current, desired))
+        if desired.command != current.command:
+            # A new command field replaces the overrides too: rewrite the whole entry.
+            plan.replace.append(desired)
+            continue
+        for field, postconf_name in MASTER_FIELDS:
+            if getattr(desired, field) != getattr(current, field):
+                plan.fields['%s/%s' % (key, postconf_name)] = getattr(desired, field)
+        for option in current.options:
+            if option not in desired.options:
+                plan.remove_options.append('%s/%s' % (key, option))
+        for option, value in desired.options.items():
+            if current.options.get(option) != value:
+                plan.set_options['%s/%s' % (key, option)] = value
+    return plan
+
+
+def services_diff(plan):
+    """Before/after text of exactly the master.cf entries that change."""
+    before = ''.join(entry.render() for _key, entry, _after in plan.changes if entry is not None)
+    after = ''.join(entry.render() for _key, _before, entry in plan.changes if entry is not None)
+    return before, after
+
+
+# --------------------------------------------------------------------------- the postconf module's work
+
+def configure(postfix, parameters=None, state='present', services=None, allow_unknown=False,
+              check_mode=False, backup=None):
+    """Bring main.cf and master.cf to the requested state.
+
+    `backup` is called with a file path before that file is changed and returns the backup
+    path. Returns the module result (without the Ansible plumbing).
+    """
+    desired = normalize_parameters(parameters or {})
+    service_specs = [normalize_service(spec) for spec in services or []]
+    if not os.path.isdir(postfix.config_directory()):
+        raise ValidationError('config directory %s does not exist' % postfix.config_directory())
+    main_cf = postfix.main_cf_path()
+    master_cf = postfix.master_cf_path()
+
+    with contextlib.ExitStack() as stack:
+        reader = postfix
+        if not os.path.exists(main_cf):
+            # postconf refuses to work without main.cf (Debian's "No configuration" leaves
+            # none): start from an empty one, or in check mode read through a scratch copy.
+            if check_mode:
+                reader = stack.enter_context(postfix.scratch(_read_text(master_cf)))
+            else:
+                os.close(os.open(main_cf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        current = reader.explicit_settings() if desired else {}
+        to_set, to_remove = plan_parameters(current, desired, state)
+        entries = reader.master_entries() if service_specs else None
+        plan = plan_services(entries, service_specs) if service_specs else ServicePlan()
+
+        if not allow_unknown and state == 'present':
+            settings_after = dict(current, **to_set)
+            for name in to_remove:
+                settings_after.pop(name, None)
+            unknown = find_unknown_parameters(
+                reader, [name for name, value in desired.items() if value is not None], settings_after,
+                [value for spec in service_specs for value in spec['options'].values() if value is not None],
+                plan.replace, entries)
+            if unknown:
+                raise ValidationError(
+                    'unknown main.cf parameter name(s): %s (Postfix would ignore them; set allow_unknown: true '
+                    'to write them anyway)' % ', '.join(unknown))
+
+    result = {
+        'changed': bool(to_set or to_remove or plan.changes),
+        'changed_parameters': list(to_set) + list(to_remove),
+        'changed_services': plan.changed_services,
+        'backup_files': {},
+        'diff': [],
+    }
+    if to_set or to_remove:
+        before, after = parameters_diff(current, to_set, to_remove)
+        result['diff'].append({'before_header': main_cf, 'after_header': main_cf, 'before': before, 'after': after})
+    if plan.changes:
+        before, after = services_diff(plan)
+        result['diff'].append({'before_header': master_cf, 'after_header': master_cf, 'before': before, 'after': after})
+    if check_mode or not result['changed']:
+        return result
+
+    if backup is not None:
+        if (to_set or to_remove) and os.path.exists(main_cf):
+            result['backup_files']['main_cf'] = backup(main_cf)
+        if plan.changes and os.path.exists(master_cf):
+            result['backup_files']['master_cf'] = backup(master_cf)
+    postfix.set_parameters(to_set)
+    postfix.remove_parameters(to_remove)
+    postfix.apply_services(plan)
+    return result
