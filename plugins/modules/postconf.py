@@ -1,0 +1,285 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: postconf
+short_description: Manage Postfix main.cf parameters and master.cf services with postconf
+version_added: 0.1.0
+author: "smarthost.postfix maintainers (@smarthost)"
+description:
+  - Sets and removes C(main.cf) parameters and manages C(master.cf) service entries and their
+    C(-o) overrides through Postfix's own C(postconf) command, never by editing text.
+  - Compares the requested state with what C(main.cf) actually holds (C(postconf -n)), so a run
+    that changes nothing reports C(changed=false) and writes nothing.
+  - All C(main.cf) assignments of one task are applied in a single C(postconf -e) invocation and
+    all removals in a single C(postconf -X). C(master.cf) edits use C(postconf -M), C(-MX), C(-F),
+    C(-P) and C(-PX), at most one invocation of each.
+  - Postfix itself only warns about parameter names it does not know, at run time. This module
+    fails instead, naming them, unless O(allow_unknown=true).
+  - If C(main.cf) does not exist yet (for example Debian's "No configuration" install), an empty
+    one is created first.
+notes:
+  - Supports check mode and diff mode. The diff shows before and after of exactly the
+    C(main.cf) lines and C(master.cf) entries that change.
+  - Does not reload Postfix; notify a handler for that.
+requirements:
+  - Postfix (C(postconf)) on the managed host.
+options:
+  config_dir:
+    description:
+      - Postfix configuration directory to work on (C(postconf -c)), for example a second
+        Postfix instance.
+      - When omitted, Postfix's default configuration directory is used.
+    type: path
+  parameters:
+    description:
+      - C(main.cf) parameters as a dictionary of name to value.
+      - Values may be strings, numbers, booleans (written as C(yes)/C(no)) or lists (joined with
+        C(", ")). Whitespace runs are collapsed to one space, as Postfix itself prints values.
+      - A value of V(null) removes the parameter from C(main.cf), so that Postfix's default applies.
+      - With O(state=absent), the listed names are removed and their values are ignored.
+    type: dict
+  state:
+    description:
+      - Whether the names in O(parameters) should be set (V(present)) or removed (V(absent)).
+      - Applies to O(parameters) only; each service has its own O(services[].state).
+    type: str
+    choices: [present, absent]
+    default: present
+  services:
+    description:
+      - C(master.cf) service entries to manage, identified by O(services[].name) and O(services[].type).
+      - Services not listed are left alone.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description:
+          - Service name, the first column of C(master.cf), for example V(relay), V(tlsproxy) or
+            V(127.0.0.1:submission).
+        type: str
+        required: true
+      type:
+        description:
+          - Service type, the second column of C(master.cf).
+        type: str
+        choices: [inet, unix, unix-dgram, fifo, pass]
+        default: unix
+      state:
+        description:
+          - V(present) creates or updates the entry, V(absent) removes it (C(postconf -MX)).
+        type: str
+        choices: [present, absent]
+        default: present
+      private:
+        description:
+          - The private column. When creating an entry and omitted, V(-) (Postfix's default).
+        type: str
+        choices: ['y', 'n', '-']
+      unpriv:
+        description:
+          - The unprivileged column. When creating an entry and omitted, V(-).
+        type: str
+        choices: ['y', 'n', '-']
+      chroot:
+        description:
+          - The chroot column. When creating an entry and omitted, V(-).
+          - Debian's package runs most services chrooted; RHEL's does not.
+        type: str
+        choices: ['y', 'n', '-']
+      wakeup:
+        description:
+          - The wakeup column, for example V(60), V(1000?) or V(-). When creating an entry and
+            omitted, V(-).
+        type: str
+      maxproc:
+        description:
+          - The process limit column, a number or V(-). When creating an entry and omitted, V(-).
+        type: str
+      command:
+        description:
+          - The command with its arguments, for example V(smtp), V(tlsproxy) or
+            V(pipe flags=Rq user=list argv=/usr/bin/handler ${nexthop}).
+          - Do not put C(-o) overrides here; use O(services[].options).
+          - When omitted, the entry must already exist and only its columns and overrides are managed.
+          - Changing the command of an existing entry rewrites the entry (C(postconf -M)) and keeps
+            its overrides.
+        type: str
+      options:
+        description:
+          - C(-o name=value) overrides of this service, as a dictionary.
+          - Values are formatted like O(parameters), except that lists are joined with C(,);
+            values must not contain whitespace (C(postconf -P) refuses it).
+          - A value of V(null) removes that override (C(postconf -PX)), for example to drop
+            C(-o smtp_fallback_relay=) from the V(relay) service.
+          - Overrides not listed are kept unless O(services[].exclusive_options=true).
+        type: dict
+      exclusive_options:
+        description:
+          - Remove overrides of this service that are not listed in O(services[].options).
+        type: bool
+        default: false
+  allow_unknown:
+    description:
+      - Accept C(main.cf) names Postfix does not know.
+      - Known names are those C(postconf -d) lists, names Postfix derives from C(master.cf)
+        services (for example V(ses_relay_destination_rate_delay) once a V(ses_relay) service
+        exists, including services defined in the same task), and user-defined names that some
+        value refers to as C($name) or C(${name}) (in C(main.cf), in a C(-o) override, or in this
+        task), or that C(smtpd_restriction_classes) lists.
+    type: bool
+    default: false
+  backup:
+    description:
+      - Before changing C(main.cf) or C(master.cf), keep a timestamped copy of it next to it.
+    type: bool
+    default: false
+seealso:
+  - name: postconf(1)
+    description: Postfix configuration utility.
+    link: https://www.postfix.org/postconf.1.html
+  - name: master(5)
+    description: The master.cf file format.
+    link: https://www.postfix.org/master.5.html
+  - module: smarthost.postfix.postfix_info
+"""
+
+EXAMPLES = r"""
+- name: Relay all mail through Amazon SES with SASL and verified TLS
+  smarthost.postfix.postconf:
+    parameters:
+      relayhost: "[email-smtp.eu-west-1.amazonaws.com]:587"
+      smtp_sasl_auth_enable: true
+      smtp_sasl_password_maps: hash:/etc/postfix/sasl_passwd
+      smtp_sasl_security_options: noanonymous
+      smtp_tls_security_level: secure
+      smtp_tls_mandatory_protocols: ">=TLSv1.2"
+      smtp_tls_CAfile: /etc/ssl/certs/ca-certificates.crt
+      inet_interfaces: loopback-only
+      mydestination: []
+  notify: Reload postfix
+
+- name: Define a named smtp transport with its own relayhost, and enable tlsproxy
+  smarthost.postfix.postconf:
+    services:
+      - name: ses_relay
+        chroot: n
+        command: smtp
+        options:
+          relayhost: "[email-smtp.eu-west-1.amazonaws.com]:587"
+      - name: tlsproxy
+        chroot: y
+        maxproc: "0"
+        command: tlsproxy
+    parameters:
+      ses_relay_destination_rate_delay: 72ms
+      smtp_tls_connection_reuse: true
+
+- name: Remove the -o smtp_fallback_relay= override from the relay service
+  smarthost.postfix.postconf:
+    services:
+      - name: relay
+        options:
+          smtp_fallback_relay: null
+
+- name: Remove parameters, keeping a backup of main.cf
+  smarthost.postfix.postconf:
+    parameters:
+      fallback_relay:
+      smtp_fallback_relay:
+    state: absent
+    backup: true
+
+- name: Manage a second instance
+  smarthost.postfix.postconf:
+    config_dir: /etc/postfix-out
+    parameters:
+      myhostname: out.example.com
+"""
+
+RETURN = r"""
+changed_parameters:
+  description: C(main.cf) parameter names that were (or in check mode would be) set or removed.
+  returned: always
+  type: list
+  elements: str
+  sample: [relayhost, smtp_sasl_auth_enable]
+changed_services:
+  description: C(master.cf) services that were (or would be) created, changed or removed, as C(name/type).
+  returned: always
+  type: list
+  elements: str
+  sample: [ses_relay/unix, relay/unix]
+backup_files:
+  description: Backups made before changing a file, keyed C(main_cf) and C(master_cf); only files that were backed up.
+  returned: always
+  type: dict
+  sample:
+    main_cf: /etc/postfix/main.cf.4242.2025-01-31@12:00:00~
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
+    SERVICE_TYPES,
+    Postfix,
+    PostfixError,
+    ValidationError,
+    configure,
+    module_runner,
+)
+
+
+def main():
+    flag = dict(type='str', choices=['y', 'n', '-'])
+    module = AnsibleModule(
+        argument_spec=dict(
+            config_dir=dict(type='path'),
+            parameters=dict(type='dict'),
+            state=dict(type='str', default='present', choices=['present', 'absent']),
+            services=dict(type='list', elements='dict', options=dict(
+                name=dict(type='str', required=True),
+                type=dict(type='str', default='unix', choices=list(SERVICE_TYPES)),
+                state=dict(type='str', default='present', choices=['present', 'absent']),
+                private=flag,
+                unpriv=flag,
+                chroot=flag,
+                wakeup=dict(type='str'),
+                maxproc=dict(type='str'),
+                command=dict(type='str'),
+                options=dict(type='dict'),
+                exclusive_options=dict(type='bool', default=False),
+            )),
+            allow_unknown=dict(type='bool', default=False),
+            backup=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
+    try:
+        result = configure(
+            postfix,
+            parameters=module.params['parameters'],
+            state=module.params['state'],
+            services=module.params['services'],
+            allow_unknown=module.params['allow_unknown'],
+            check_mode=module.check_mode,
+            backup=module.backup_local if module.params['backup'] else None,
+        )
+    except ValidationError as exc:
+        module.fail_json(msg=str(exc))
+    except PostfixError as exc:
+        module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+    diff = result.pop('diff')
+    if module._diff:
+        result['diff'] = diff
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

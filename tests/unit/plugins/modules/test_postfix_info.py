@@ -1,0 +1,72 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""smarthost.postfix.postfix_info against the installed Postfix and without one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+from ansible_collections.smarthost.postfix.plugins.module_utils import postfix as postfix_utils
+
+
+def postconf(config_dir, *args):
+    return subprocess.run(['postconf', '-c', str(config_dir)] + list(args), check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, universal_newlines=True).stdout
+
+
+def test_reports_what_postconf_says(run_module, postfix_dir):
+    result = run_module('postfix_info', {'config_dir': str(postfix_dir)})
+    assert result['installed'] is True and result['changed'] is False
+    assert result['mail_version'] == postconf(postfix_dir, '-dh', 'mail_version').strip()
+    assert result['default_database_type'] == postconf(postfix_dir, '-h', 'default_database_type').strip()
+    assert result['map_types'] == postconf(postfix_dir, '-m').split()
+    assert result['config_directory'] == str(postfix_dir)
+    major, minor = (int(part) for part in result['mail_version'].split('.')[:2])
+    assert result['tls_min_version_syntax'] == ('modern' if (major, minor) >= (3, 6) else 'legacy')
+
+
+def test_effective_default_database_type(run_module, postfix_dir, settle):
+    postconf(postfix_dir, '-e', 'default_database_type=btree')
+    settle()
+    assert run_module('postfix_info', {'config_dir': str(postfix_dir)})['default_database_type'] == 'btree'
+
+
+def test_check_mode_changes_nothing(run_module, postfix_dir):
+    files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in postfix_dir.iterdir()}
+    result = run_module('postfix_info', {'config_dir': str(postfix_dir)}, check_mode=True)
+    assert result['installed'] and not result['changed']
+    assert {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in postfix_dir.iterdir()} == files
+
+
+def test_works_before_main_cf_exists(run_module, postfix_dir):
+    (postfix_dir / 'main.cf').unlink()
+    result = run_module('postfix_info', {'config_dir': str(postfix_dir)})
+    assert result['installed'] and 'hash' in result['map_types']
+    assert result['default_database_type'] == postconf(postfix_dir, '-dh', 'default_database_type').strip()
+    assert not (postfix_dir / 'main.cf').exists()
+
+
+def test_not_installed_is_not_a_failure(run_module, tmp_path, monkeypatch):
+    monkeypatch.setenv('PATH', str(tmp_path))
+    monkeypatch.setattr(postfix_utils, 'SBIN_DIRS', ())
+    result = run_module('postfix_info', {}, check_mode=True)
+    assert not result.get('failed')
+    assert result['installed'] is False
+    assert result['mail_version'] is None and result['map_types'] == []
+    assert result['tls_min_version_syntax'] is None
+
+
+def test_failing_postconf_is_reported(run_module, tmp_path):
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'main.cf').write_text('setgid_group =\n')
+    os.utime(str(broken / 'main.cf'), (0, 0))  # skip postconf's wait for a freshly written main.cf
+    result = run_module('postfix_info', {'config_dir': str(broken)})
+    if not result.get('failed'):
+        pytest.fail('postfix_info accepted a main.cf postconf -m refuses: %r' % result)
+    assert 'setgid_group' in result['stderr']
