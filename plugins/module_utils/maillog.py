@@ -34,6 +34,11 @@ REMEDIES = {
     'auth_failed_535': 'The relay rejected the SMTP credentials (535): regenerate them. Amazon SES needs SMTP credentials, '
                        'which are not IAM access keys and are tied to a region; also check the provider\'s username rule '
                        'and that the sasl_passwd key matches relayhost exactly (brackets and port included).',
+    'auth_required_530': 'The relay requires a login and Postfix did not send one: check smtp_sasl_auth_enable = yes and '
+                         'that the sasl_passwd key matches the relayhost value exactly (brackets and port included), '
+                         'rebuilt with postmap; Postfix only logs in over TLS unless smtp_sasl_tls_security_options allow.',
+    'starttls_required_530': 'The relay requires STARTTLS and Postfix did not start TLS: set smtp_tls_security_level = '
+                             'secure (or encrypt) for this relay, globally or in smtp_tls_policy_maps.',
     'ses_sandbox_554': 'Amazon SES refused an unverified address (554 Email address is not verified): verify the sender '
                        'identity in this SES region, and while the account is in the SES sandbox verify recipients too '
                        'or request production access.',
@@ -60,6 +65,8 @@ REMEDIES = {
 DIAGNOSIS_RULES = (
     ('no_worthy_mechs', re.compile(r'no worthy mechs|no mechanism available', re.I)),
     ('auth_failed_535', re.compile(r'said: 535\b|SASL authentication failed.*\b535\b', re.I)),
+    ('auth_required_530', re.compile(r'said: 530[ -].*authenticat', re.I)),
+    ('starttls_required_530', re.compile(r'said: 530[ -].*STARTTLS', re.I)),
     ('ses_sandbox_554', re.compile(r'Email address is not verified', re.I)),
     ('throttled_454', re.compile(r'said: 4[25]\d\b.*(throttl|rate|too many|exceed|quota|limit)', re.I)),
     ('certificate_verify_failed', re.compile(r'certificate not verified|certificate verification failed|certificate verify failed', re.I)),
@@ -79,8 +86,9 @@ FINAL_STATUSES = ('sent', 'bounced', 'expired')
 TAIL_BYTES = 16 * 1024 * 1024
 TAIL_ENTRIES = 50000
 
-# Short queue ids are hex; long ones (enable_long_queue_ids) are base-52 time, 'z', base-51 inode.
-_QUEUE_ID = r'(?:[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]{6,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+)'
+# Short queue ids are hex; long ones (enable_long_queue_ids) are the time in base 52 (digits and
+# consonants, 'z' included: at least 10 characters), then 'z', then the inode in base 51 (no 'z').
+_QUEUE_ID = r'(?:[0-9A-F]{6,}|[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-z]{10,}z[0-9B-DF-HJ-NP-TV-Zb-df-hj-np-tv-y]+)'
 _QUEUE_ID_RE = re.compile(r'^(%s): (.*)$' % _QUEUE_ID)
 _SYSLOG_RE = re.compile(
     r'^(?P<stamp>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?'  # RFC 3339, short-iso

@@ -175,6 +175,8 @@ diagnosis:
         - V(no_worthy_mechs) - no SASL client mechanism installed (libsasl2-modules / cyrus-sasl-plain).
         - V(certificate_verify_failed) - the relay's certificate did not verify (CA file, clock, name).
         - V(auth_failed_535) - credentials rejected (SES needs SMTP credentials, not IAM keys).
+        - V(auth_required_530) - the relay wants a login and Postfix sent none (sasl_passwd key does not match relayhost).
+        - V(starttls_required_530) - the relay wants STARTTLS and Postfix did not use TLS.
         - V(ses_sandbox_554) - SES refused an unverified address (sandbox).
         - V(throttled_454) - the relay asks to slow down (rate delay, concurrency).
         - V(connection_timeout) - no TCP connection (blocked port; 465 needs wrapper mode).

@@ -62,7 +62,10 @@ options:
         or an alias that is not on the certificate.
     type: str
   timeout:
-    description: Seconds to wait for the connection and for each reply.
+    description:
+      - Seconds to wait for the connection and for each reply.
+      - A server that stays silent is probed once more to tell implicit TLS from a tarpit, so that case takes up to
+        twice as long.
     type: int
     default: 10
   helo_name:

@@ -43,6 +43,8 @@ EXPECTED = {
     'two-recipients': ('bounced', 'recipient_rejected', None),
     'wrapper': ('deferred', 'no_greeting', None),
     'timeout': ('deferred', 'connection_timeout', None),
+    'no-password': ('bounced', 'auth_required_530', None),
+    'no-tls': ('bounced', 'starttls_required_530', None),
 }
 SYSLOG_FORMATS = ['debian12-mail.log', 'traditional-maillog', 'journal-short-iso.log', 'journal.json']
 
@@ -136,6 +138,18 @@ def test_postlogd_file_with_long_queue_ids_and_an_expired_message():
     result = maillog.trace_result(log, [expired[0]['queue_id']])
     assert result['status'] == 'expired' and result['final']
     assert result['diagnosis']['cause'] == 'connection_refused'
+
+
+@pytest.mark.parametrize('queue_id', ['4jXDzX693QzCy0y', '4jXDWG6l2QzCqyr', '2985118041D'])
+def test_long_and_short_queue_ids_are_recognised(queue_id):
+    record = parse_line('Nov 22 03:27:52 relay-test postfix/qmgr[1520]: %s: removed' % queue_id, now=CAPTURED)
+    assert maillog.parse_event(record) == {'queue_id': queue_id, 'type': 'removed'}
+
+
+@pytest.mark.parametrize('message', ['statistics: max connection rate 1/60s', 'warning: SASL authentication failure'])
+def test_words_followed_by_a_colon_are_not_queue_ids(message):
+    record = parse_line('Nov 22 03:27:52 relay-test postfix/anvil[1]: ' + message, now=CAPTURED)
+    assert maillog.parse_event(record) is None
 
 
 def test_parse_line_formats():
