@@ -139,6 +139,6 @@ def relay_plan_filter(settings, presets, facts=None):
         raise AnsibleFilterError(str(exc))
 
 
-class FilterModule(object):
+class FilterModule:
     def filters(self):
         return {"relay_plan": relay_plan_filter}

@@ -16,6 +16,8 @@ variable at fault) and returns the dict the relay role applies:
 ``restart_parameters``  parameters whose change needs a restart, not a reload
 ``relayhost``           the primary next hop, for messages and reports
 ``database_type``       the indexed map type every table uses
+``stale_compiled_maps`` compiled files of other map types next to the role's tables, to remove
+``map_files``           every file the SASL map and the tables consist of (source and compiled)
 
 ``settings`` is keyed by the role's variable names (relay_provider, ...),
 ``presets`` by provider name (roles/relay/vars/presets.yml), and ``facts``
@@ -74,7 +76,7 @@ class RelayPlanError(ValueError):
 
     def __init__(self, variable, problem):
         self.variable = variable
-        super(RelayPlanError, self).__init__("%s: %s" % (variable, problem))
+        super().__init__("%s: %s" % (variable, problem))
 
 
 # ---------------------------------------------------------------- small validators
@@ -224,7 +226,7 @@ def postfix_version_tuple(version):
 
 # ---------------------------------------------------------------- relays
 
-class Relay(object):
+class Relay:
     """One smarthost: where to connect and who to log in as."""
 
     def __init__(self, provider, host, port, wrappermode, username, password):
@@ -424,7 +426,8 @@ def relay_plan(settings, presets, facts):
 
     route_services = {}
     for index, item in enumerate(domain_routes):
-        _domain_route(presets, index, item, primary, bool(sender_routes), local_domains, transport_entries, route_services, sasl_entries)
+        _domain_route(presets, index, item, primary, bool(sender_routes), fallback_value is not None,
+                      local_domains, transport_entries, route_services, sasl_entries)
     master_services.extend(route_services[name]["service"] for name in sorted(route_services))
 
     sender_entries = []
@@ -499,13 +502,16 @@ def relay_plan(settings, presets, facts):
         "main_cf": main_cf,
         "master_services": master_services,
         "sasl_map": {"path": sasl_path, "type": database_type},
+        "map_files": _map_files(sasl_path, tables, database_type),
+        "stale_compiled_maps": _stale_compiled_maps(
+            [sasl_path] + [item["path"] for item in tables if item["type"] == database_type], database_type),
         "sasl_entries": sasl_entries.entries,
         "tables": tables,
         "restart_parameters": list(RESTART_PARAMETERS),
     }
 
 
-class _Settings(object):
+class _Settings:
     """The role's variables; absent and None both mean "not set"."""
 
     def __init__(self, settings):
@@ -521,7 +527,7 @@ class _Settings(object):
         return default if value is None else value
 
 
-class _SaslEntries(object):
+class _SaslEntries:
     """SASL map entries keyed by next hop or sender; one key must never carry two logins."""
 
     def __init__(self):
@@ -538,6 +544,27 @@ class _SaslEntries(object):
         entry = {"key": key, "username": relay.username, "password": relay.password}
         self._by_key[key] = entry
         self.entries.append(entry)
+
+
+COMPILED_SUFFIXES = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
+
+
+def _map_files(sasl_path, tables, database_type):
+    """Sources and compiled files of the role's maps: what a rollback puts back."""
+    suffix = COMPILED_SUFFIXES.get(database_type)
+    files = []
+    for path, table_type in [(sasl_path, database_type)] + [(item["path"], item["type"]) for item in tables]:
+        files.append(path)
+        if table_type == database_type and suffix:
+            files.append(path + suffix)
+    return files
+
+
+def _stale_compiled_maps(paths, database_type):
+    """Compiled files another map type left next to the role's tables (the old .db keeps old passwords)."""
+    current = COMPILED_SUFFIXES.get(database_type)
+    others = sorted(set(COMPILED_SUFFIXES.values()) - set([current]))
+    return [path + suffix for path in paths for suffix in others]
 
 
 def _database_type(setting, facts):
@@ -709,7 +736,8 @@ def _network(variable, value):
     return str(network) if "/" in bare else str(network.network_address)
 
 
-def _domain_route(presets, index, item, primary, has_sender_routes, local_domains, transport_entries, route_services, sasl_entries):
+def _domain_route(presets, index, item, primary, has_sender_routes, has_fallback, local_domains, transport_entries, route_services,
+                  sasl_entries):
     prefix = "relay_domain_routes[%d]" % index
     item = _mapping(prefix, item, DOMAIN_ROUTE_KEYS)
     if item.get("domain") is None:
@@ -762,6 +790,9 @@ def _domain_route(presets, index, item, primary, has_sender_routes, local_domain
     if has_sender_routes:
         # Otherwise a sender's own login would be offered to this route's relay.
         options["smtp_sender_dependent_authentication"] = "no"
+    if has_fallback:
+        # A route names its relay: mail for the domain waits for it rather than leaving elsewhere.
+        options["smtp_fallback_relay"] = ""
     service = {
         "name": name,
         "type": "unix",

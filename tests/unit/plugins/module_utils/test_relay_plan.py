@@ -310,6 +310,28 @@ def test_database_type_from_facts_or_setting(facts, setting, expected_type, extr
         assert not any(name.startswith("postfix-") for name in result["packages"])
 
 
+@pytest.mark.parametrize("database_type, stale", [
+    ("hash", [".cdb", ".lmdb"]),
+    ("lmdb", [".cdb", ".db"]),
+    ("cdb", [".db", ".lmdb"]),
+])
+def test_compiled_maps_of_other_types_are_listed_for_removal(database_type, stale):
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_database_type=database_type,
+                  relay_header_cleanup=True)
+    expected = [path + suffix for path in ("/etc/postfix/sasl_passwd", "/etc/postfix/generic") for suffix in stale]
+    # The regexp table has no compiled form and is not listed.
+    assert result["stale_compiled_maps"] == expected
+
+
+def test_map_files_lists_sources_and_compiled_maps():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_database_type="lmdb", relay_header_cleanup=True)
+    assert result["map_files"] == [
+        "/etc/postfix/sasl_passwd", "/etc/postfix/sasl_passwd.lmdb",
+        "/etc/postfix/generic", "/etc/postfix/generic.lmdb",
+        "/etc/postfix/smtp_header_checks",
+    ]
+
+
 def test_config_dir_moves_every_table():
     result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_config_dir="/etc/postfix-out/")
     assert result["sasl_map"]["path"] == "/etc/postfix-out/sasl_passwd"
@@ -529,6 +551,13 @@ def test_per_domain_routing_with_own_transports_and_local_delivery():
         "[smtp.eu.mailgun.org]:587": ("postmaster@mg.example.com", "mg-pass"),
         "[smtps.legacy.example.com]:465": ("legacy", "legacy-pass"),
     }
+
+
+def test_domain_routes_do_not_fall_back_to_the_fallback_relay():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
+                  relay_fallback={"host": "backup.example.com", "username": "b", "password": "bp"},
+                  relay_domain_routes=[{"domain": "b.example.org", "host": "smtp.b.example.net"}])
+    assert result["master_services"][0]["options"]["smtp_fallback_relay"] == ""
 
 
 def test_domain_routes_never_get_a_senders_login():
