@@ -3,7 +3,7 @@
 # Exit 0 when the image is ready, 3 (with the reason on stdout) when it
 # cannot be had here, so callers can report a skip instead of pretending.
 set -uo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 1
 tag=smarthost-postfix/rocky:9
 base=${ROCKY_BASE_IMAGE:-docker.io/rockylinux/rockylinux:9}
 if docker image inspect "$tag" >/dev/null 2>&1; then

@@ -19,7 +19,7 @@ done
 if docker info >/dev/null 2>&1; then
     need_pkgs=("${need_pkgs[@]/docker.io}")
 fi
-need_pkgs=($(printf '%s\n' "${need_pkgs[@]}" | grep -v '^$' || true))
+mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | grep -v '^$' || true)
 
 if ((${#need_pkgs[@]})); then
     log "installing system packages: ${need_pkgs[*]}"

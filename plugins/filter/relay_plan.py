@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: relay_plan
-author: smarthost.postfix maintainers
+author: "smarthost.postfix maintainers (@smarthost)"
 version_added: 0.1.0
 short_description: Compute the Postfix configuration of a smarthost relay
 description:

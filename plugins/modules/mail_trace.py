@@ -10,7 +10,7 @@ DOCUMENTATION = r'''
 module: mail_trace
 short_description: Follow one message through the Postfix log and explain why it was not delivered
 version_added: 0.1.0
-author: smarthost.postfix maintainers
+author: "smarthost.postfix maintainers (@smarthost)"
 description:
   - Finds a message in the mail log or the journal by queue id or Message-ID, and follows it until it is sent,
     bounced or deferred (or, with O(wait_for=sent), until it is sent or bounced), or until O(timeout) passes.

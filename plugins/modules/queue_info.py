@@ -10,7 +10,7 @@ DOCUMENTATION = r'''
 module: queue_info
 short_description: Report Postfix queue depth, stuck mail by cause, service state and last delivery
 version_added: 0.1.0
-author: smarthost.postfix maintainers
+author: "smarthost.postfix maintainers (@smarthost)"
 description:
   - Reads the queue with C(postqueue -j) (Postfix 3.1 or later) and reports the number of messages per queue,
     the age of the oldest message, and deferred messages grouped by diagnosed cause and by relay or destination.

@@ -10,7 +10,7 @@ DOCUMENTATION = r'''
 module: relay_probe
 short_description: Check that an SMTP relay will accept this host before Postfix is switched to it
 version_added: 0.1.0
-author: smarthost.postfix maintainers
+author: "smarthost.postfix maintainers (@smarthost)"
 description:
   - Connects from the managed host to an SMTP relay (smarthost) the way Postfix's C(smtp) client will, without
     sending mail - connect, STARTTLS or implicit TLS, certificate verification against the host's CA bundle and

@@ -64,7 +64,7 @@ def header_summary(content):
         if line[:1] in (" ", "\t") and fields:
             fields[-1][1] += " " + line.strip()
         elif ":" in line:
-            name, _, value = line.partition(":")
+            name, _sep, value = line.partition(":")
             fields.append([name.strip().lower(), value.strip()])
     headers = {}
     received = 0
@@ -296,7 +296,7 @@ class Emulator:
                 pass
         await self.stop_listening()
         self.drop_sessions()
-        for _ in range(20):
+        for _unused in range(20):
             if not self.sessions:
                 break
             await asyncio.sleep(0.1)

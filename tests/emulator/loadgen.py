@@ -69,7 +69,7 @@ def main():
     for process in processes:
         process.start()
     replies = {}
-    for _ in processes:
+    for _unused in processes:
         for code, count in queue.get().items():
             replies[str(code)] = replies.get(str(code), 0) + count
     for process in processes:

@@ -152,5 +152,5 @@ except smtplib.SMTPRecipientsRefused as exc:
 def smtp_submit(client, server_ip, sender, recipient, tag, port=25):
     """Submit a message over SMTP from a client container: (250, "") or the refusal's (code, text)."""
     out = client.check_output("python3 -c %s %s %s %s %s %s", SMTP_CLIENT, server_ip, str(port), sender, recipient, tag)
-    code, _, text = out.strip().partition(" ")
+    code, _sep, text = out.strip().partition(" ")
     return int(code), text

@@ -57,7 +57,7 @@ def test_local_domain_is_delivered_on_the_host_not_relayed():
     tag = harness.new_tag()
     harness.send_with_sendmail(relay, "root", "root@intranet.example.test", tag)
     delivered = False
-    for _ in range(60):
+    for _unused in range(60):
         if relay.run("grep -rqs %s /var/mail/", tag).rc == 0:
             delivered = True
             break

@@ -43,7 +43,7 @@ MESSAGE = (
 
 
 def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
+    sockets = [socket.socket() for _unused in range(count)]
     for sock in sockets:
         sock.bind(("127.0.0.1", 0))
     ports = [sock.getsockname()[1] for sock in sockets]
@@ -284,7 +284,7 @@ def test_pipelined_commands_are_answered_in_order(emulator):
         assert client.has_extn("pipelining")
         login(client, "sendgrid")
         client.send("MAIL FROM:<sender@example.test>\r\nRCPT TO:<one@example.net>\r\nRCPT TO:<two@example.net>\r\nDATA\r\n")
-        assert [client.getreply()[0] for _ in range(4)] == [250, 250, 250, 354]
+        assert [client.getreply()[0] for _unused in range(4)] == [250, 250, 250, 354]
         client.send(MESSAGE + ".\r\n")
         assert client.getreply()[0] == 250
     [message] = emulator.records()
@@ -295,10 +295,10 @@ def test_concurrent_sessions_write_whole_records(emulator):
     def worker():
         with connect(emulator) as client:
             login(client, "sendgrid")
-            for _ in range(25):
+            for _unused in range(25):
                 assert send(client)[0] == 250
 
-    threads = [threading.Thread(target=worker) for _ in range(8)]
+    threads = [threading.Thread(target=worker) for _unused in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -377,7 +377,7 @@ def test_rate_limit_mode_is_a_token_bucket(emulator):
     with connect(emulator) as client:
         login(client, "sendgrid")
         started = time.monotonic()
-        for _ in range(30):
+        for _unused in range(30):
             code = send(client)[0]
             assert code in (250, 454)
             accepted += code == 250
@@ -464,7 +464,7 @@ def test_control_cli_sets_mode_and_prints_counters(emulator):
     assert json.loads(result.stdout)["rate"] == 2.0
     assert result.stderr == ""  # the running server acknowledged the mode
     assert emulatorctl.read_status(emulator.state_dir)["mode"]["mode"] == "rate_limit"
-    refused = subprocess.run(ctl + ["mode", "rate_limit", "--rate", "-1"], capture_output=True, text=True)
+    refused = subprocess.run(ctl + ["mode", "rate_limit", "--rate", "-1"], capture_output=True, text=True, check=False)
     assert refused.returncode == 2
     assert "rate must be greater than 0" in refused.stderr
     with connect(emulator) as client:
@@ -474,7 +474,7 @@ def test_control_cli_sets_mode_and_prints_counters(emulator):
     assert (counters["messages"], counters["auth"]["succeeded"], counters["mode"]["mode"]) == (1, 1, "rate_limit")
     records = json.loads(subprocess.run(ctl + ["records", "auth"], capture_output=True, text=True, check=True).stdout)
     assert [r["provider"] for r in records] == ["sendgrid"]
-    waited = subprocess.run(ctl + ["wait", "--messages", "2", "--timeout", "0.5"], capture_output=True, text=True)
+    waited = subprocess.run(ctl + ["wait", "--messages", "2", "--timeout", "0.5"], capture_output=True, text=True, check=False)
     assert waited.returncode == 1
     subprocess.run(ctl + ["reset"], check=True, capture_output=True)
     assert emulator.records() == []

@@ -141,7 +141,7 @@ class SilentListener:
     def _accept(self):
         while True:
             try:
-                connection, _ = self.socket.accept()
+                connection, _address = self.socket.accept()
             except OSError:
                 return
             self.accepted.append(connection)
@@ -197,7 +197,7 @@ class ScriptedServer:
     def _serve(self):
         while True:
             try:
-                connection, _ = self.socket.accept()
+                connection, _address = self.socket.accept()
             except OSError:
                 return
             try:

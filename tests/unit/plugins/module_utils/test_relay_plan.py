@@ -866,12 +866,10 @@ def _passwords(value, key=None):
     """Every value stored under a password key, at any depth."""
     if isinstance(value, dict):
         for name, item in value.items():
-            for found in _passwords(item, name):
-                yield found
+            yield from _passwords(item, name)
     elif isinstance(value, list):
         for item in value:
-            for found in _passwords(item, key):
-                yield found
+            yield from _passwords(item, key)
     elif isinstance(value, str) and key in ("relay_password", "password"):
         yield value
 

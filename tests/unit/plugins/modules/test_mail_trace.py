@@ -110,7 +110,7 @@ def _playbook(instance, recipient, extra=()):
                      relay_verify_timeout=30, relay_verify_become=False)
     cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
            os.path.join(REPO, 'playbooks', 'verify.yml'), '-e', json.dumps(variables)] + list(extra)
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
 
 
 def test_verify_playbook_passes_a_delivered_message(instance):

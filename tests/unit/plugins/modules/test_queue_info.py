@@ -107,7 +107,7 @@ def _health(instance, extra):
                      relay_health_become=False, **extra)
     cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
            os.path.join(REPO, 'playbooks', 'health.yml'), '-e', json.dumps(variables)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
 
 
 def test_health_playbook_prints_the_fleet_table(instance):
