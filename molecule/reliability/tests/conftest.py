@@ -55,8 +55,15 @@ def outcome(request):
 def pytest_sessionfinish(session, exitstatus):
     if not RESULTS or not harness.EPHEMERAL_DIR:
         return
+    versions = {}
+    for name in ("rel-relay", "rel-encrypt"):
+        try:
+            versions[name] = harness.host(name).run("postconf -h mail_version").stdout.strip()
+        except Exception:  # pylint: disable=broad-except
+            versions[name] = None
     data = {
         "scenario": harness.SCENARIO,
+        "postfix_versions": versions,
         "started": STARTED.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "pytest_exit_status": int(exitstatus),

@@ -185,5 +185,11 @@ def converge(*extra_args, limit=RELAY):
     return harness.run_playbook(CONVERGE, "--limit", limit, *extra_args)
 
 
+def fatal_excerpt(output, limit=800):
+    """The failed task's report from a playbook's output, for short assertion messages."""
+    start = output.find("fatal: [")
+    return " ".join(output[start:start + limit * 2].split())[:limit] if start >= 0 else output[-limit:]
+
+
 def provider_passwords():
     return [provider["password"] for provider in harness.providers().values()]

@@ -59,7 +59,9 @@ def render_markdown(data):
         "`make test`) from its results file; do not edit by hand. Re-render a kept results file with",
         "`python3 molecule/reliability/tests/report.py <ephemeral dir>/reliability.json`.",
         "",
-        "Run %s to %s: %d of %d checks passed." % (data.get("started"), data.get("finished"), passed, len(results)),
+        "Run %s to %s: %d of %d checks passed. Postfix %s." % (
+            data.get("started"), data.get("finished"), passed, len(results),
+            ", ".join("%s on %s" % (version, name) for name, version in sorted((data.get("postfix_versions") or {}).items()))),
         "Targets: `rel-relay` (Debian 13, relay_server, `relay_tls_security_level: secure`), `rel-encrypt`",
         "(Debian 12, null_client, `encrypt`), `rel-outsider` (Debian 12, outside mynetworks, no Postfix role);",
         "the provider emulator answers as `relay.example.test`. Times are measured, not asserted; counts",

@@ -149,7 +149,7 @@ def impersonation(outcome, name, ip, mode, level, expect_delivery):
         harness.emulator_mode("normal")
     figures = rel.wait_for_batch(host, prefix, 1, timeout=60, flush_every=5)
     outcome.set(**figures)
-    outcome.set(section="Faults", credentials_received=len(credentials), queued_while_attacked=counts["deferred"],
+    outcome.set(section="Faults", tls_level=level, credentials_received=len(credentials), queued_while_attacked=counts["deferred"],
                 intercepted=len(intercepted), reason=first_reason(reasons))
     return counts, reasons, credentials, intercepted, figures
 
@@ -229,13 +229,46 @@ def test_configuration_postfix_rejects_is_rolled_back_and_postfix_still_relays(o
                              "running" if running else "NOT running", figures["arrived"] + figures["duplicated"]),
                 default_process_limit_after=effective)
     assert run["rc"] != 0
-    assert "postfix check rejected" in run["output"], run["output"][-3000:]
-    assert "default_process_limit" in run["postfix_said"], run["output"][-3000:]
+    assert "postfix check rejected" in run["output"], rel.fatal_excerpt(run["output"])
+    assert "default_process_limit" in run["postfix_said"], rel.fatal_excerpt(run["output"])
     assert run["main_cf_before"] == run["main_cf_after"]
     assert run["master_cf_before"] == run["master_cf_after"]
     assert effective == "100"
     assert running
     assert figures["arrived"] == 1 and figures["duplicated"] == 0, figures
+
+
+def test_rejected_configuration_with_a_credential_change_restores_the_credentials_too(outcome):
+    """The same rollback when the failed run also changed the password: the old one must be back."""
+    host = rel.target()
+    settle(host)
+    wrong_password = "Rel-Canary-Rollback-%s" % harness.new_tag()[-12:]
+    maps_before = {name: rel.file_sha256(host, "/etc/postfix/%s" % name) for name in ("sasl_passwd", "sasl_passwd.db")}
+    outcome.set(section="Faults", item="rejected configuration with a password change",
+                tried="converge changing relay_password AND adding a relay_extra_parameters entry postfix check rejects")
+    rc, output = rel.converge("-e", "relay_password=%s" % wrong_password,
+                              "-e", '{"relay_extra_parameters": {"default_process_limit": "many"}}')
+    maps_after = {name: rel.file_sha256(host, "/etc/postfix/%s" % name) for name in maps_before}
+    new_password_live = host.run("grep -qF -- %s /etc/postfix/sasl_passwd", wrong_password).rc == 0
+    prefix = harness.new_tag()
+    try:
+        figures = rel.deliver_one(host, prefix, timeout=30)
+        reasons = set(rel.delay_reasons(host))
+    finally:
+        # Put the scenario's own credentials back whatever happened.
+        restore_rc, restore_output = rel.converge()
+        rel.flush(host)
+    figures = rel.wait_for_batch(host, prefix, 1, timeout=60, flush_every=5) if restore_rc == 0 else figures
+    outcome.set(happened="role failed (rc %d); main.cf/master.cf restored, SASL map %s (the new password %s live); "
+                         "a message sent afterwards: %s" % (
+                             rc, "unchanged" if maps_before == maps_after else "NOT restored",
+                             "is" if new_password_live else "is not",
+                             "delivered" if not reasons else "deferred: %s" % sorted(reasons)[0][:160]),
+                sasl_map_restored=maps_before == maps_after)
+    assert rc != 0 and "postfix check rejected" in output, rel.fatal_excerpt(output)
+    assert restore_rc == 0, rel.fatal_excerpt(restore_output)
+    assert maps_before == maps_after, "the failed run left its new SASL credentials in place (only main.cf and master.cf are restored)"
+    assert not reasons, reasons
 
 
 def test_restart_with_mail_queued_loses_nothing(outcome):
