@@ -18,6 +18,7 @@ variable at fault) and returns the dict the relay role applies:
 ``database_type``       the indexed map type every table uses
 ``stale_compiled_maps`` compiled files of other map types next to the role's tables, to remove
 ``map_files``           every file the SASL map and the tables consist of (source and compiled)
+``aliases``             ``{path, map, compiled}`` of the alias database local delivery needs, or None
 
 ``settings`` is keyed by the role's variable names (relay_provider, ...),
 ``presets`` by provider name (roles/relay/vars/presets.yml), and ``facts``
@@ -43,6 +44,7 @@ DOMAIN_ROUTE_ACTIONS = ("relay", "local")
 RESTART_PARAMETERS = ["inet_interfaces", "inet_protocols"]
 
 LOOPBACK_NETWORKS = ["127.0.0.0/8", "[::1]/128"]
+ALIASES_PATH = "/etc/aliases"
 LOCAL_TRANSPORT_DISABLED = "error:local delivery is disabled on this relay"
 SANDBOX_REJECT = "error:5.7.1 recipient is not on relay_ses_sandbox_recipients (Amazon SES sandbox)"
 DEFAULT_HEADER_CLEANUP = ["Received", "X-Originating-IP", "X-PHP-Originating-Script"]
@@ -479,6 +481,7 @@ def relay_plan(settings, presets, facts):
         main_cf["transport_maps"] = None
 
     _mode(setting, mode, local_domains, main_cf)
+    aliases = _aliases(local_domains, database_type, main_cf)
 
     # Sender rewriting: local addresses leave with a real domain.
     _rewriting(setting, facts, mode, config_dir, database_type, main_cf, tables)
@@ -508,7 +511,23 @@ def relay_plan(settings, presets, facts):
         "sasl_entries": sasl_entries.entries,
         "tables": tables,
         "restart_parameters": list(RESTART_PARAMETERS),
+        "aliases": aliases,
     }
+
+
+def _aliases(local_domains, database_type, main_cf):
+    """The alias database local(8) reads, where some domain is delivered locally.
+
+    A package installed without configuration never built it, and local
+    delivery defers with "alias database unavailable" until it exists.
+    """
+    if not local_domains:
+        return None
+    alias_map = "%s:%s" % (database_type, ALIASES_PATH)
+    main_cf["alias_maps"] = alias_map
+    main_cf["alias_database"] = alias_map
+    suffix = COMPILED_SUFFIXES.get(database_type)
+    return {"path": ALIASES_PATH, "map": alias_map, "compiled": ALIASES_PATH + suffix if suffix else None}
 
 
 class _Settings:

@@ -30,12 +30,24 @@ def providers():
 
 
 def inventory_hosts(group="relays"):
-    """Host name -> host vars written by molecule, for the hosts of a group."""
+    """Host name -> the host variables the scenario gives it, for the hosts of a group.
+
+    Molecule writes groups at the top level of its inventory; host variables
+    are the scenario's linked host_vars/<host>.yml files.
+    """
     with open(INVENTORY_FILE) as handle:
         inventory = yaml.safe_load(handle)
-    hostvars = inventory["all"].get("hosts", {})
-    members = inventory["all"].get("children", {}).get(group, {}).get("hosts", {})
-    return {name: dict(hostvars.get(name) or {}) for name in members}
+    members = (inventory.get(group) or inventory["all"].get("children", {}).get(group) or {}).get("hosts") or {}
+    scenario_dir = os.environ.get("MOLECULE_SCENARIO_DIRECTORY", "")
+    hosts = {}
+    for name in members:
+        path = os.path.join(scenario_dir, "host_vars", "%s.yml" % name)
+        hostvars = {}
+        if os.path.exists(path):
+            with open(path) as handle:
+                hostvars = yaml.safe_load(handle) or {}
+        hosts[name] = hostvars
+    return hosts
 
 
 def host(name):

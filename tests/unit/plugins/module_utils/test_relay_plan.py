@@ -553,6 +553,24 @@ def test_per_domain_routing_with_own_transports_and_local_delivery():
     }
 
 
+def test_local_delivery_gets_an_alias_database_of_the_host_type():
+    routes = [{"domain": "intranet.example.com", "action": "local"}]
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_domain_routes=routes)
+    assert result["aliases"] == {"path": "/etc/aliases", "map": "hash:/etc/aliases", "compiled": "/etc/aliases.db"}
+    assert result["main_cf"]["alias_maps"] == "hash:/etc/aliases"
+    assert result["main_cf"]["alias_database"] == "hash:/etc/aliases"
+    lmdb = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_domain_routes=routes,
+                facts=debian_facts(default_database_type="lmdb"))
+    assert lmdb["aliases"]["compiled"] == "/etc/aliases.lmdb"
+    assert lmdb["main_cf"]["alias_maps"] == "lmdb:/etc/aliases"
+
+
+def test_no_alias_database_without_local_delivery():
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["aliases"] is None
+    assert "alias_maps" not in result["main_cf"]
+
+
 def test_domain_routes_do_not_fall_back_to_the_fallback_relay():
     result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
                   relay_fallback={"host": "backup.example.com", "username": "b", "password": "bp"},
