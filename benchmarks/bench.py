@@ -1,0 +1,514 @@
+# -*- coding: utf-8 -*-
+# Copyright: smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Benchmarks of smarthost.postfix (issue 7), driven by benchmarks/run.sh.
+
+    bench.py measure   run every phase on containers, write benchmarks/results/results.json
+    bench.py report    write docs/performance.md from results.json
+
+Each phase stores its runs as it finishes them, so a phase that fails leaves
+the others' figures and its own error in the report. Counts come from the
+BENCH_* environment variables (see COUNTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(REPO, "benchmarks")
+STATE = os.path.join(BENCH_DIR, "results")
+RESULTS = os.path.join(STATE, "results.json")
+REPORT = os.path.join(REPO, "docs", "performance.md")
+NETWORK = "smarthost-bench"
+EMULATOR = "smarthost-emulator-bench"
+EMULATOR_STATE = os.path.join(STATE, "emulator")
+RECORDS = os.path.join(EMULATOR_STATE, "records", "messages.jsonl")
+IMAGE = "smarthost-postfix/debian:12"
+CACHED_IMAGE = "smarthost-postfix/debian:12-postfix-cached"
+LABEL = "smarthost-bench=1"
+VENV_BIN = os.path.join(REPO, ".venv", "bin")
+
+COUNTS = {
+    "converge_runs": int(os.environ.get("BENCH_CONVERGE_RUNS", "3")),
+    "noop_runs": int(os.environ.get("BENCH_NOOP_RUNS", "5")),
+    "fleet_runs": int(os.environ.get("BENCH_FLEET_RUNS", "2")),
+    "fleet_sizes": [int(n) for n in os.environ.get("BENCH_FLEET_SIZES", "1,4,8,16").split(",")],
+    "relay_runs": int(os.environ.get("BENCH_RELAY_RUNS", "3")),
+    "relay_messages": [int(n) for n in os.environ.get("BENCH_RELAY_MESSAGES", "1000,5000").split(",")],
+    "rate_runs": int(os.environ.get("BENCH_RATE_RUNS", "2")),
+    "rate_messages": int(os.environ.get("BENCH_RATE_MESSAGES", "1000")),
+    "shipped_messages": int(os.environ.get("BENCH_SHIPPED_MESSAGES", "30")),
+    "smtp_source_sessions": 10,
+    "message_bytes": 2000,
+    "forks": 16,
+}
+SES_RATE = 14.0
+
+# Role settings per configuration (relay_provider ses against the emulator).
+THROUGHPUT_VARS = {
+    "relay_max_send_rate": 0,
+    "relay_tls_connection_reuse": True,
+    "relay_connection_cache": True,
+}
+RATE_VARS = {"relay_max_send_rate": SES_RATE}
+RATE_REUSE_VARS = {"relay_max_send_rate": SES_RATE, "relay_tls_connection_reuse": True}
+
+# The guides' configuration: relayhost, SASL and `encrypt`, Debian's defaults otherwise.
+PLAIN_GUIDE = [
+    "relayhost = [email-smtp.us-east-1.amazonaws.com]:587",
+    "smtp_sasl_auth_enable = yes",
+    "smtp_sasl_password_maps = hash:/etc/postfix/sasl_passwd",
+    "smtp_sasl_security_options = noanonymous",
+    "smtp_tls_security_level = encrypt",
+]
+
+
+# ------------------------------------------------------------------ plumbing
+def log(message):
+    print("bench: %s" % message, flush=True)
+
+
+def run(cmd, check=True, env=None, timeout=None):
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise RuntimeError("%s failed (%d):\n%s" % (" ".join(cmd[:4]), result.returncode, tail))
+    return result
+
+
+def dexec(container, script, check=True, timeout=None):
+    return run(["docker", "exec", container, "bash", "-c", script], check=check, timeout=timeout)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, int(round(fraction * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+def load_results():
+    if os.path.exists(RESULTS):
+        with open(RESULTS, encoding="utf-8") as handle:
+            return json.load(handle)
+    return {}
+
+
+def save_results(results):
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=1, sort_keys=True)
+    os.replace(tmp, RESULTS)
+
+
+def ansible_env(count_file=None):
+    env = dict(os.environ)
+    env.update({
+        "PATH": VENV_BIN + os.pathsep + env.get("PATH", ""),
+        "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".build", "collections"),
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(BENCH_DIR, "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "bench_count",
+        "ANSIBLE_FORKS": str(COUNTS["forks"]),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        "ANSIBLE_DEPRECATION_WARNINGS": "0",
+    })
+    env.pop("BENCH_COUNT_FILE", None)
+    if count_file:
+        env["BENCH_COUNT_FILE"] = count_file
+    return env
+
+
+def providers():
+    with open(os.path.join(REPO, "tests", "emulator", "providers.json"), encoding="utf-8") as handle:
+        return json.load(handle)["providers"]
+
+
+def write_inventory(name, hosts, role_vars=None):
+    """A YAML (JSON) inventory: the hosts in group bench, relaying through the SES preset."""
+    ses = providers()["ses"]
+    group_vars = {
+        "relay_provider": "ses",
+        "relay_ses_region": "us-east-1",
+        # Fake, public test credentials of the emulator (tests/emulator/providers.json).
+        "relay_username": ses["username"],
+        "relay_password": ses["password"],
+        "relay_sender_domain": "example.test",
+    }
+    group_vars.update(role_vars or {})
+    inventory = {"all": {
+        "vars": {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"},
+        "children": {"bench": {"hosts": {host: None for host in hosts}, "vars": group_vars}},
+    }}
+    path = os.path.join(STATE, "inventory-%s.yml" % name)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(inventory, handle, indent=1)
+    return path
+
+
+def playbook(inventory, extra_vars=None, check=False, count_file=None, book=None):
+    """Seconds one ansible-playbook run takes (wall clock, process start to exit)."""
+    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, book or os.path.join(BENCH_DIR, "playbooks", "converge.yml")]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    start = time.monotonic()
+    run(cmd, env=ansible_env(count_file))
+    return time.monotonic() - start
+
+
+def adhoc(inventory, module):
+    cmd = [os.path.join(VENV_BIN, "ansible"), "-i", inventory, "bench", "-m", module]
+    start = time.monotonic()
+    run(cmd, env=ansible_env())
+    return time.monotonic() - start
+
+
+def start_hosts(names, image):
+    for name in names:
+        run(["docker", "rm", "-f", "-v", name], check=False)
+        run(["docker", "run", "-d", "--name", name, "--hostname", name + ".example.test", "--network", NETWORK,
+             "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+             "--label", LABEL, image])
+    # systemd must be up before the role talks to it.
+    deadline = time.monotonic() + 60
+    for name in names:
+        while True:
+            state = dexec(name, "systemctl is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s: systemd did not come up (%s)" % (name, state))
+            time.sleep(0.3)
+
+
+def remove_hosts(names):
+    if names:
+        run(["docker", "rm", "-f", "-v"] + list(names), check=False)
+
+
+def cpu_seconds(container):
+    """CPU time a container used so far (cgroup v1 or v2), or None where the cgroup is not found."""
+    cid = run(["docker", "inspect", "-f", "{{.Id}}", container]).stdout.strip()
+    for path, scale in (
+        ("/sys/fs/cgroup/cpuacct/docker/%s/cpuacct.usage" % cid, 1e-9),
+        ("/sys/fs/cgroup/system.slice/docker-%s.scope/cpu.stat" % cid, 1e-6),
+        ("/sys/fs/cgroup/docker/%s/cpu.stat" % cid, 1e-6),
+    ):
+        try:
+            with open(path, encoding="ascii") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        if path.endswith("cpu.stat"):
+            match = re.search(r"^usage_usec (\d+)", text, re.M)
+            return int(match.group(1)) * scale if match else None
+        return int(text.strip()) * scale
+    return None
+
+
+def phase(results, name, function):
+    log("phase %s" % name)
+    start = time.monotonic()
+    # Other work on the machine shows here: the ratios within a run are what count.
+    results.setdefault(name, {})["load_average_at_start"] = [round(value, 2) for value in os.getloadavg()]
+    try:
+        function(results)
+    except Exception as error:  # a broken phase must not cost the others their figures
+        results.setdefault(name, {})["error"] = "%s: %s" % (type(error).__name__, error)
+        log("phase %s FAILED: %s" % (name, error))
+        traceback.print_exc()
+    results.setdefault(name, {})["phase_seconds"] = round(time.monotonic() - start, 1)
+    save_results(results)
+
+
+# ------------------------------------------------------------------ 1-3, 7: one host
+def phase_converge(results):
+    """Fresh converge with and without the packages cached, then no-op, check mode and the floor."""
+    data = results.setdefault("single_host", {"runs": []})
+    host = "bench-single"
+    inventory = write_inventory("single", [host])
+    runs = COUNTS["converge_runs"]
+    for index in range(runs):
+        for kind, image in (("not_cached", IMAGE), ("cached", CACHED_IMAGE)):
+            start_hosts([host], image)
+            seconds = playbook(inventory)
+            data["runs"].append({"run": index + 1, "fresh_converge": kind, "seconds": round(seconds, 2)})
+            log("fresh converge (%s) run %d: %.1fs" % (kind, index + 1, seconds))
+            save_results(results)
+    # The last host (cached image, converged) is the subject of the no-op runs.
+    data["rate_delay_as_shipped"] = dexec(host, "postconf -h smtp_destination_rate_delay").stdout.strip()
+    data["postfix_version"] = dexec(host, "postconf -h mail_version").stdout.strip()
+    floor = data.setdefault("floor_runs", [])
+    for index in range(COUNTS["noop_runs"]):
+        count_noop = os.path.join(STATE, "count-noop.json")
+        count_check = os.path.join(STATE, "count-check.json")
+        entry = {"run": index + 1}
+        entry["ping"] = round(adhoc(inventory, "ping"), 2)
+        entry["setup"] = round(adhoc(inventory, "setup"), 2)
+        entry["noop"] = round(playbook(inventory, count_file=count_noop), 2)
+        entry["check"] = round(playbook(inventory, check=True, count_file=count_check), 2)
+        with open(count_noop, encoding="utf-8") as handle:
+            noop_counts = json.load(handle)
+        with open(count_check, encoding="utf-8") as handle:
+            check_counts = json.load(handle)
+        entry["noop_changed"] = noop_counts["results"].get("changed", 0)
+        entry["check_changed"] = check_counts["results"].get("changed", 0)
+        floor.append(entry)
+        data["counts_noop"] = noop_counts
+        data["counts_check"] = check_counts
+        log("no-op run %d: %s" % (index + 1, entry))
+        save_results(results)
+    remove_hosts([host])
+
+
+# ------------------------------------------------------------------ 4: fleet
+def phase_fleet(results):
+    data = results.setdefault("fleet", {"runs": []})
+    for index in range(COUNTS["fleet_runs"]):
+        for size in COUNTS["fleet_sizes"]:
+            hosts = ["bench-fleet-%02d" % number for number in range(1, size + 1)]
+            inventory = write_inventory("fleet-%d" % size, hosts)
+            start_hosts(hosts, CACHED_IMAGE)
+            try:
+                fresh = playbook(inventory)
+            finally:
+                remove_hosts(hosts)
+            data["runs"].append({"run": index + 1, "hosts": size, "fresh": round(fresh, 2)})
+            log("fleet run %d, %d hosts: fresh %.1fs" % (index + 1, size, fresh))
+            save_results(results)
+
+
+# ------------------------------------------------------------------ 5-6: relay
+RELAY_HOST = "bench-relay"
+CONFIGS = "/root/bench-configs"
+
+
+def prepare_relay_host(data):
+    """bench-relay converged by the role in each configuration, snapshots of /etc/postfix per configuration."""
+    start_hosts([RELAY_HOST], CACHED_IMAGE)
+    inventory = write_inventory("relay", [RELAY_HOST])
+    env = ansible_env()
+    run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
+         os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
+         "-e", "emulator_project_dir=%s" % REPO, "-e", "emulator_state_dir=%s" % EMULATOR_STATE,
+         "-e", "emulator_scenario=bench"], env=env)
+    # Every Postfix log line must reach the journal: latency comes from its delay= fields.
+    dexec(RELAY_HOST, "mkdir -p /etc/systemd/journald.conf.d && "
+          "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && "
+          "systemctl restart systemd-journald")
+    for name, role_vars in (("ses_shipped", {}), ("preset", THROUGHPUT_VARS), ("ses14", RATE_VARS), ("ses14_reuse", RATE_REUSE_VARS)):
+        playbook(inventory, extra_vars=role_vars)
+        dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s" % (CONFIGS, CONFIGS, name, CONFIGS, name))
+        data.setdefault("postconf_n", {})[name] = dexec(RELAY_HOST, "postconf -n").stdout.splitlines()
+    # The plain guide configuration: Debian's template, the package's master.cf, five settings.
+    settings = " ".join("'%s'" % line for line in PLAIN_GUIDE)
+    dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/ses14 $d/plain; "
+          "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
+          "postconf -c $d/plain -e %s; postalias /etc/aliases; "
+          # Local intake: the throughput configuration with every message discarded after the queue.
+          "cp -a $d/preset $d/intake; postconf -c $d/intake -e default_transport=discard:intake" % (CONFIGS, settings))
+    for name in ("plain", "intake"):
+        data.setdefault("postconf_n", {})[name] = dexec(
+            RELAY_HOST, "postconf -c %s/%s -n | grep -v '^config_directory'" % (CONFIGS, name)).stdout.splitlines()
+
+
+def switch_config(name):
+    dexec(RELAY_HOST, "systemctl stop postfix@- postfix; rm -rf /etc/postfix; cp -a %s/%s /etc/postfix; "
+          "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; systemctl start postfix; "
+          "for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1" % (CONFIGS, name))
+
+
+def emulator(command):
+    return run(["docker", "exec", EMULATOR, "sh", "-c", "emulatorctl " + command]).stdout
+
+
+def read_records():
+    try:
+        with open(RECORDS, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.endswith("\n") and line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def wait_for_records(count, timeout, stall=30.0):
+    """The emulator's records once `count` arrived, the timeout passed, or nothing new came for `stall` seconds."""
+    deadline = time.monotonic() + timeout
+    seen, last_change = -1, time.monotonic()
+    while True:
+        records = read_records()
+        now = time.monotonic()
+        if len(records) != seen:
+            seen, last_change = len(records), now
+        if len(records) >= count or now > deadline or now - last_change > stall:
+            return records
+        time.sleep(0.2)
+
+
+def journal_cursor():
+    out = dexec(RELAY_HOST, "journalctl -n 0 --show-cursor --no-pager").stdout
+    match = re.search(r"cursor: (\S+)", out)
+    return match.group(1) if match else None
+
+
+def delivery_delays(cursor, identifier):
+    """delay= of every status=sent line a delivery agent logged after the cursor."""
+    dexec(RELAY_HOST, "journalctl --sync", check=False)
+    after = "--after-cursor='%s'" % cursor if cursor else ""
+    out = dexec(RELAY_HOST, "journalctl %s -t %s -o cat --no-pager" % (after, identifier)).stdout
+    return [float(m.group(1)) for m in re.finditer(r"delay=([0-9.]+),.*status=sent", out)]
+
+
+def relay_run(config, messages, wait_timeout):
+    """Submit `messages` with smtp-source on the host's port 25 and time their way to the emulator."""
+    switch_config(config)
+    emulator("reset")
+    cursor = journal_cursor()
+    cpu_before = {name: cpu_seconds(name) for name in (RELAY_HOST, EMULATOR)}
+    start = time.time()
+    dexec(RELAY_HOST, "smtp-source -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
+          % (COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]))
+    submitted = time.time()
+    entry = {"config": config, "messages": messages, "submit_seconds": round(submitted - start, 3),
+             "submit_rate": round(messages / (submitted - start), 1)}
+    if config == "intake":
+        # Wait until the discard agent has taken everything out of the queue.
+        dexec(RELAY_HOST, "for i in $(seq 600); do [ -z \"$(postqueue -j)\" ] && exit 0; sleep 0.1; done; exit 1", check=False)
+        end = time.time()
+        entry["delivered"] = messages
+        entry["rate"] = round(messages / (submitted - start), 1)
+        identifier = "postfix/discard"
+    else:
+        records = wait_for_records(messages, wait_timeout)
+        # All delivered: the emulator's last record ends the run; otherwise the moment the wait gave up.
+        end = max(r["ts"] for r in records) if len(records) >= messages else time.time()
+        entry["delivered"] = len(records)
+        entry["rate"] = round(len(records) / (end - start), 1) if records else 0.0
+        counters = json.loads(emulator("counters"))
+        entry["emulator_connections"] = counters["connections"]
+        entry["emulator_auth"] = counters["auth"]["succeeded"]
+        entry["replies_454"] = counters["replies"]["454"]
+        identifier = "postfix/smtp"
+        entry["tls"] = sorted({"%s %s" % (r.get("tls"), r.get("tls_version")) for r in records})
+    wall = max(end - start, 1e-6)
+    for name, before in cpu_before.items():
+        after = cpu_seconds(name)
+        if before is not None and after is not None:
+            entry["cpu_%s" % ("emulator" if name == EMULATOR else "target")] = round((after - before) / wall, 2)
+    entry["seconds"] = round(end - start, 3)
+    delays = delivery_delays(cursor, identifier)
+    entry["latency_samples"] = len(delays)
+    entry["latency_p50"] = percentile(delays, 0.50)
+    entry["latency_p99"] = percentile(delays, 0.99)
+    return entry
+
+
+def phase_relay(results):
+    data = results.setdefault("relay", {"runs": []})
+    prepare_relay_host(data)
+    for index in range(COUNTS["relay_runs"]):
+        for messages in COUNTS["relay_messages"]:
+            for config in ("intake", "plain", "preset"):
+                entry = relay_run(config, messages, wait_timeout=60 + messages / 20.0)
+                entry["run"] = index + 1
+                data["runs"].append(entry)
+                log("relay run %d %s %d: %.0f msg/s p50 %s p99 %s" % (
+                    index + 1, config, messages, entry["rate"], entry["latency_p50"], entry["latency_p99"]))
+                save_results(results)
+
+
+def phase_rate(results):
+    data = results.setdefault("rate", {"runs": []})
+    if not os.path.exists(RECORDS) or not dexec(RELAY_HOST, "test -d %s/ses14" % CONFIGS, check=False).returncode == 0:
+        raise RuntimeError("the relay phase did not prepare bench-relay")
+    messages = COUNTS["rate_messages"]
+    emulator("mode rate_limit --rate %g" % SES_RATE)
+    data["emulator_mode"] = json.loads(emulator("show-mode"))
+    try:
+        plan = [(index, config, messages) for index in range(COUNTS["rate_runs"]) for config in ("ses14", "ses14_reuse")]
+        # The preset as shipped paces to 1 msg/s: a short run shows whether that pacing holds.
+        plan.append((0, "ses_shipped", COUNTS["shipped_messages"]))
+        for index, config, count in plan:
+            allowed = 1.0 if config == "ses_shipped" else SES_RATE
+            entry = relay_run(config, count, wait_timeout=count / allowed * 1.6 + 60)
+            entry["run"] = index + 1
+            entry["allowed_rate"] = allowed
+            entry["rate_fraction"] = round(entry["rate"] / allowed, 3)
+            entry["queue_left"] = int(dexec(RELAY_HOST, "postqueue -j | wc -l").stdout.strip() or 0)
+            data["runs"].append(entry)
+            log("rate run %d %s: %d delivered, %.2f msg/s, %d x 454" % (
+                index + 1, config, entry["delivered"], entry["rate"], entry["replies_454"]))
+            save_results(results)
+    finally:
+        emulator("mode normal")
+
+
+# ------------------------------------------------------------------ environment
+def environment():
+    def out(cmd):
+        try:
+            return run(cmd, check=False).stdout.strip()
+        except OSError:
+            return None
+    cpu = None
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu,
+        "kernel": platform.release(),
+        "docker": out(["docker", "version", "-f", "{{.Server.Version}}"]),
+        "ansible_core": out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0] if shutil.which(os.path.join(VENV_BIN, "ansible")) else None,
+        "commit": out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
+    }
+
+
+def measure():
+    """Every phase, or those named in BENCH_PHASES (kept with the other phases' earlier results)."""
+    os.makedirs(STATE, exist_ok=True)
+    only = [name for name in os.environ.get("BENCH_PHASES", "").split(",") if name]
+    results = load_results() if only else {}
+    results.update({"counts": COUNTS, "environment": environment()})
+    save_results(results)
+    started = time.monotonic()
+    for name, function in (("single_host", phase_converge), ("fleet", phase_fleet), ("relay", phase_relay), ("rate", phase_rate)):
+        if not only or name in only:
+            results.pop(name, None)
+            phase(results, name, function)
+    if not only:
+        results["total_seconds"] = round(time.monotonic() - started, 1)
+    save_results(results)
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else "measure"
+    if command == "measure":
+        measure()
+    elif command == "report":
+        sys.path.insert(0, BENCH_DIR)
+        import report  # noqa: E402  pylint: disable=import-outside-toplevel
+        report.write(load_results(), REPORT)
+    else:
+        sys.exit(__doc__)

@@ -1,0 +1,93 @@
+# -*- coding: utf-8 -*-
+# Copyright: smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Count tasks and module invocations of a playbook run for the benchmarks.
+
+Writes JSON to the file named by BENCH_COUNT_FILE when the run ends. A module
+invocation is a task (or loop item) that ran a module on a managed host; tasks
+the controller answers alone (set_fact, debug, assert, include_vars, ...) and
+skipped tasks are counted as tasks but not as invocations.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+from ansible.plugins.callback import CallbackBase
+
+DOCUMENTATION = """
+name: bench_count
+type: aggregate
+short_description: count tasks and module invocations (benchmarks only)
+description: Writes task and module-invocation counts to the file named by BENCH_COUNT_FILE.
+requirements: [enable in ANSIBLE_CALLBACKS_ENABLED]
+"""
+
+CONTROLLER_ONLY = {
+    "set_fact", "debug", "assert", "fail", "include_vars", "meta", "validate_argument_spec",
+    "include_tasks", "import_tasks", "include_role", "import_role", "group_by", "add_host", "pause",
+}
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "bench_count"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self):
+        super().__init__()
+        self.tasks = 0
+        self.handlers = 0
+        self.results = Counter()          # ok / changed / skipped / failed per task result
+        self.invocations = Counter()      # module name -> runs on hosts (loop items counted singly)
+        self.controller_only = Counter()  # action name -> results answered by the controller
+
+    def v2_playbook_on_task_start(self, task, is_conditional):
+        self.tasks += 1
+
+    def v2_playbook_on_handler_task_start(self, task):
+        self.handlers += 1
+
+    @staticmethod
+    def _short(action):
+        return action.rsplit(".", 1)[-1]
+
+    def _count(self, result, status):
+        self.results[status] += 1
+        action = result._task.action
+        short = self._short(action)
+        if short in CONTROLLER_ONLY:
+            self.controller_only[short] += 1
+            return
+        items = result._result.get("results")
+        if isinstance(items, list):
+            ran = sum(1 for item in items if not item.get("skipped"))
+        else:
+            ran = 1
+        if ran:
+            self.invocations["setup" if short == "gather_facts" else short] += ran
+
+    def v2_runner_on_ok(self, result):
+        self._count(result, "changed" if result._result.get("changed") else "ok")
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._count(result, "failed")
+
+    def v2_runner_on_skipped(self, result):
+        self.results["skipped"] += 1
+
+    def v2_playbook_on_stats(self, stats):
+        path = os.environ.get("BENCH_COUNT_FILE")
+        if not path:
+            return
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({
+                "tasks": self.tasks,
+                "handlers": self.handlers,
+                "results": dict(self.results),
+                "module_invocations": sum(self.invocations.values()),
+                "by_module": dict(sorted(self.invocations.items())),
+                "controller_only": dict(sorted(self.controller_only.items())),
+            }, handle, indent=1, sort_keys=True)

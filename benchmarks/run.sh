@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# make bench: measure the collection on containers created here and write
+# docs/performance.md. Everything it starts (bench-* hosts, the emulator
+# smarthost-emulator-bench, network smarthost-bench) is removed on exit, also
+# when a step fails. Counts: BENCH_* variables, see benchmarks/bench.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+network=smarthost-bench
+state=$repo/benchmarks/results
+python=$repo/.venv/bin/python3
+
+cleanup() {
+    local ids
+    ids=$(docker ps -aq --filter label=smarthost-bench=1)
+    [[ -z $ids ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
+    docker rm -f -v smarthost-emulator-bench >/dev/null 2>&1 || true
+    docker network rm "$network" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "==> images: base, emulator, and the cached-packages variant"
+bash images/build.sh 12
+bash tests/emulator/build.sh
+# Rebuilt when the base image changed or the apt lists are older than half a
+# day: the role refreshes lists older than a day, which would add a download.
+cached=smarthost-postfix/debian:12-postfix-cached
+base_id=$(docker image inspect -f '{{.Id}}' smarthost-postfix/debian:12)
+built_from=$(docker image inspect -f '{{ index .Config.Labels "smarthost.bench.base" }}' "$cached" 2>/dev/null || true)
+created=$(docker image inspect -f '{{.Created}}' "$cached" 2>/dev/null || echo 1970-01-01T00:00:00Z)
+if [[ $built_from != "$base_id" ]] || (( $(date +%s) - $(date -d "$created" +%s) > 43200 )); then
+    echo "==> $cached: building (packages downloaded, not installed)"
+    docker build -q --no-cache --label "smarthost.bench.base=$base_id" -t "$cached" - \
+        < benchmarks/Dockerfile.postfix-cached >/dev/null
+fi
+
+cleanup
+mkdir -p "$state"
+rm -f "$state"/results.json
+docker network create "$network" >/dev/null
+
+echo "==> measuring (about 30 minutes on 2 cores)"
+"$python" benchmarks/bench.py measure
+"$python" benchmarks/bench.py report
+echo "==> docs/performance.md written"
