@@ -36,15 +36,23 @@ def _table(rows):
     return lines
 
 
+def _short_message(message):
+    """The refusal itself, without the Ansible wrapping around a failed filter or argument check."""
+    for marker in ("relay_plan failed: ", "Validation of arguments failed: "):
+        if marker in message:
+            return message.split(marker, 1)[1]
+    return message
+
+
 def _bad_input_table(cases):
     lines = [
-        "| case | -e overrides | named variable | Postfix files unchanged | message (first line) |",
+        "| case | -e overrides | named variable | Postfix files unchanged | message |",
         "|---|---|---|---|---|",
     ]
     for case in cases:
         lines.append("| %s |" % " | ".join(_cell(value) for value in (
             case.get("case"), "`%s`" % case.get("overrides"), case.get("variable"),
-            case.get("unchanged"), (case.get("message") or "")[:160],
+            case.get("unchanged"), _short_message(case.get("message") or "")[:200],
         )))
     return lines
 
