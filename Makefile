@@ -19,7 +19,7 @@ COLLECTIONS := $(BUILD)/collections
 SANITY_VENV := $(BUILD)/sanity-venv
 SANITY_ROOT := $(BUILD)/sanity/ansible_collections/smarthost/postfix
 ANSIBLE_TEST_REQS := $(VENV)/lib/python3*/site-packages/ansible_test/_data/requirements
-SCENARIOS   ?= default routes
+SCENARIOS   ?= default routes reliability
 
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)

@@ -305,11 +305,14 @@ def atomic_write(path, data, mode, uid=None, gid=None):
     _fsync_directory(directory)
 
 
-def backup_file(path):
+def backup_file(path, mode=None):
     """Copy path to path.PID.YYYY-MM-DD@HH:MM:SS~ (AnsibleModule.backup_local's naming).
 
-    Unlike shutil.copy2, the copy is created 0600 and only then given the source's mode and
-    owner, so a backup of a secret table is never readable by others, not even briefly.
+    Unlike shutil.copy2, the copy is created 0600 and only then given the source's owner and
+    mode, so a backup of a secret table is never readable by others, not even briefly. With
+    mode (the mode the table is being given), the backup gets no permission beyond it: a
+    SASL map that an older tool left 0644 is backed up 0600, not as a world-readable copy
+    of the old password.
     """
     st = os.stat(path)
     destination = '%s.%s.%s' % (path, os.getpid(), time.strftime('%Y-%m-%d@%H:%M:%S~'))
@@ -318,7 +321,10 @@ def backup_file(path):
         shutil.copyfileobj(source, handle)
         if os.geteuid() == 0:
             os.fchown(handle.fileno(), st.st_uid, st.st_gid)
-        os.fchmod(handle.fileno(), stat.S_IMODE(st.st_mode))
+        backup_mode = stat.S_IMODE(st.st_mode)
+        if mode is not None:
+            backup_mode &= mode
+        os.fchmod(handle.fileno(), backup_mode)
         os.fsync(handle.fileno())
     return destination
 
@@ -422,7 +428,7 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
         return result
     if content_changed:
         if backup and old_text is not None:
-            result['backup_file'] = backup_file(path)
+            result['backup_file'] = backup_file(path, mode)
         atomic_write(path, new_text.encode('utf-8', 'surrogateescape'), mode, uid, gid)
     elif source_attributes:
         set_attributes(path, mode, uid, gid)

@@ -158,6 +158,16 @@ def test_backup_is_0600(sasl):
     assert sasl(backup=True, entries=[entry(password=OTHER_PASSWORD)])['backup_file'] is None
 
 
+def test_backup_of_a_world_readable_map_is_still_0600(sasl):
+    # An older tool left the map 0644: the module tightens the live file, and
+    # the backup of the old password must not stay world-readable either.
+    sasl(entries=[entry()])
+    os.chmod(sasl.path, 0o644)
+    result = sasl(backup=True, entries=[entry(password=OTHER_PASSWORD)])
+    assert mode_and_owner(sasl.path) == (0o600, 0, 0)
+    assert mode_and_owner(result['backup_file']) == (0o600, 0, 0)
+
+
 def test_default_type_follows_default_database_type(sasl, postfix_dir, settle):
     subprocess.run(['postconf', '-c', str(postfix_dir), '-e', 'default_database_type=btree'], check=True)
     settle()
