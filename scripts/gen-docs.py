@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -302,7 +301,7 @@ def load_role():
     with open(os.path.join(ROOT, ROLE_SPECS), encoding='utf-8') as handle:
         specs = yaml.safe_load(handle)['argument_specs']['main']
     groups = defaults_groups(os.path.join(ROOT, ROLE_DEFAULTS))
-    grouped = [name for _, names in groups for name in names]
+    grouped = [name for _title, names in groups for name in names]
     rest = [name for name in specs['options'] if name not in grouped]
     if rest:
         groups.append(('other', rest))
@@ -598,31 +597,53 @@ def check_troubleshooting():
     return problems
 
 
+def heading_anchors(text):
+    """The anchors of a Markdown text's headings, numbered for repeats as GitHub and GitLab do."""
+    anchors = set()
+    counts = {}
+    for line in re.sub(r'```.*?```', '', text, flags=re.S).splitlines():
+        heading = _HEADING.match(line)
+        if heading:
+            base = slug(heading.group('text'))
+            count = counts.get(base, 0)
+            counts[base] = count + 1
+            anchors.add(base if count == 0 else '%s-%d' % (base, count))
+    return anchors
+
+
 def check_links(pages):
-    """Every docs page is in the index; every relative link resolves."""
+    """Every docs page is in the index; every relative link and its #anchor resolves."""
     problems = []
     markdown = ['README.md']
-    for directory, _, filenames in os.walk(os.path.join(ROOT, 'docs')):
+    for directory, _subdirs, filenames in os.walk(os.path.join(ROOT, 'docs')):
         markdown.extend(os.path.relpath(os.path.join(directory, f), ROOT) for f in filenames if f.endswith('.md'))
     markdown = sorted(set(markdown) | set(pages))
     index = os.path.join(ROOT, DOCS_INDEX)
+    texts = {}
+
+    def text_of(path):
+        if path not in texts:
+            if path in pages:
+                texts[path] = pages[path]
+            else:
+                with open(os.path.join(ROOT, path), encoding='utf-8') as handle:
+                    texts[path] = handle.read()
+        return texts[path]
+
     linked = set()
     for path in markdown:
-        if path in pages:
-            text = pages[path]
-        else:
-            with open(os.path.join(ROOT, path), encoding='utf-8') as handle:
-                text = handle.read()
-        text = re.sub(r'```.*?```', '', text, flags=re.S)
-        for match in _MD_LINK.finditer(text):
+        for match in _MD_LINK.finditer(re.sub(r'```.*?```', '', text_of(path), flags=re.S)):
             target = match.group('target')
-            if re.match(r'^[a-z][a-z0-9+.-]*:', target) or target.startswith('#'):
+            if re.match(r'^[a-z][a-z0-9+.-]*:', target):
                 continue
-            resolved = os.path.normpath(os.path.join(os.path.dirname(path), target.split('#')[0]))
+            file_part, _hash, anchor = target.partition('#')
+            resolved = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) if file_part else path
             if path == DOCS_INDEX:
                 linked.add(resolved)
             if not os.path.exists(os.path.join(ROOT, resolved)) and resolved not in pages:
                 problems.append('%s links to %s, which does not exist' % (path, target))
+            elif anchor and resolved.endswith('.md') and anchor not in heading_anchors(text_of(resolved)):
+                problems.append('%s links to %s, but %s has no heading with that anchor' % (path, target, resolved))
     if os.path.exists(index):
         for path in markdown:
             if path.startswith('docs/') and path != DOCS_INDEX and path not in linked:
@@ -635,7 +656,7 @@ def check_links(pages):
 # ---------------------------------------------------------------- main
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--check', action='store_true',
                         help='write nothing; exit 1 when a generated page is out of date or a check fails')
     args = parser.parse_args(argv)
