@@ -1,6 +1,6 @@
 # smarthost.postfix — one entry point for everything.
 #
-#   make test        everything CI runs: lint, sanity, unit tests, molecule scenarios
+#   make test        everything CI runs: lint, sanity, unit tests, molecule scenarios, adopter test
 #   make demo        a demo fleet in containers relaying through the provider emulator
 #   make demo-clean  remove the demo fleet
 #   make bench       benchmarks, written to docs/performance.md
@@ -57,8 +57,8 @@ images: host
 	@bash tests/emulator/build.sh
 
 # ---------------------------------------------------------------- checks
-.PHONY: test lint sanity unit molecule
-test: setup lint sanity unit molecule
+.PHONY: test lint sanity unit molecule adopter
+test: setup lint sanity unit molecule adopter
 
 lint: setup
 	@echo "==> ansible-lint (production profile)"
@@ -111,6 +111,11 @@ demo-clean:
 .PHONY: bench
 bench: setup images
 	@bash benchmarks/run.sh
+
+# What an adopter does: Galaxy tarball into an infra repo of its own.
+adopter: setup images
+	@echo "==> adopter test: build, install into a separate infra repo, converge"
+	@bash tests/integration/adopter.sh
 
 # ---------------------------------------------------------------- packaging
 .PHONY: build

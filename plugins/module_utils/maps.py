@@ -536,17 +536,23 @@ def keep_password(current_value, desired_value):
     return '%s:%s' % (desired_value.split(':', 1)[0], current_value.split(':', 1)[1])
 
 
+def _shown_username(value):
+    """The username for a diff, unless it is the secret itself (Postmark's server token)."""
+    username, _sep, password = value.partition(':')
+    return MASK if username == password else username
+
+
 def sasl_masks(old_items):
     """Diff masks for a SASL map: show `username:********`, flag changed passwords."""
     old_passwords = {key_identity(item.key, 'hash'): item.value.partition(':')[2]
                      for item in old_items if isinstance(item, Entry)}
 
     def before(_key, value):
-        return '%s:%s' % (value.partition(':')[0], MASK)
+        return '%s:%s' % (_shown_username(value), MASK)
 
     def after(key, value):
         old = old_passwords.get(key_identity(key, 'hash'))
         changed = old is not None and old != value.partition(':')[2]
-        return '%s:%s%s' % (value.partition(':')[0], MASK, ' (password changed)' if changed else '')
+        return '%s:%s%s' % (_shown_username(value), MASK, ' (password changed)' if changed else '')
 
     return before, after

@@ -314,3 +314,12 @@ def test_manage_table_fixes_modes_of_existing_files(postfix_dir, tmp_path):
 def test_manage_table_needs_an_existing_directory(postfix_dir, tmp_path):
     with pytest.raises(ValidationError, match='does not exist'):
         manage_table(Postfix(str(postfix_dir)), str(tmp_path / 'no' / 'table'), 'hash', [('a', 'b')])
+
+
+def test_sasl_diff_masks_a_username_that_is_the_secret():
+    # Postmark's server token is both the username and the password.
+    token = '00000000-aaaa-4bbb-8ccc-token0000001'
+    before, after = sasl_masks([])
+    assert token not in after('[smtp.postmarkapp.com]:587', '%s:%s' % (token, token))
+    assert token not in before('[smtp.postmarkapp.com]:587', '%s:%s' % (token, token))
+    assert after('[smtp.sendgrid.net]:587', 'apikey:SG.secret').startswith('apikey:')
