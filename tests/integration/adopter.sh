@@ -21,8 +21,11 @@ fail() { echo "FAILED: $*" >&2; exit 1; }
 echo "==> build the collection tarball"
 ansible-galaxy collection build --force --output-path "$work/dist" "$repo" >/dev/null
 tarball=$(ls "$work"/dist/smarthost-postfix-*.tar.gz)
-tar -tzf "$tarball" | grep -q '^plugins/modules/postconf.py$' || fail "tarball lacks plugins/modules/postconf.py"
-tar -tzf "$tarball" | grep -qE '^(molecule|\.venv|images)/' && fail "tarball carries test or build files"
+contents=$(tar -tzf "$tarball")
+grep -qx 'plugins/modules/postconf.py' <<<"$contents" || fail "tarball lacks plugins/modules/postconf.py"
+if grep -qE '^(molecule|\.venv|\.ansible|\.build|images)/' <<<"$contents"; then
+    fail "tarball carries test, cache or build files: $(grep -E '^(molecule|\.venv|\.ansible|\.build|images)/' <<<"$contents" | head -3)"
+fi
 
 echo "==> an infra repo of its own, with the collection installed from requirements.yml"
 infra=$work/infra
