@@ -79,7 +79,7 @@ def log(message):
 
 
 def run(cmd, check=True, env=None, timeout=None):
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     if check and result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
         raise RuntimeError("%s failed (%d):\n%s" % (" ".join(cmd[:4]), result.returncode, tail))
@@ -188,16 +188,28 @@ def start_hosts(names, image):
         run(["docker", "run", "-d", "--name", name, "--hostname", name + ".example.test", "--network", NETWORK,
              "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
              "--label", LABEL, image])
-    # systemd must be up before the role talks to it.
-    deadline = time.monotonic() + 60
+    # systemd must be up before the role talks to it; on a loaded machine boot takes minutes.
+    deadline = time.monotonic() + 300
     for name in names:
         while True:
             state = dexec(name, "systemctl is-system-running", check=False).stdout.strip()
             if state in ("running", "degraded"):
                 break
+            if dexec(name, "systemctl is-active basic.target", check=False).stdout.strip() == "active":
+                break
             if time.monotonic() > deadline:
                 raise RuntimeError("%s: systemd did not come up (%s)" % (name, state))
             time.sleep(0.3)
+
+
+def trust_test_ca(names):
+    """The role probes the smarthost before it switches: hosts must trust the emulator's test CA (untimed)."""
+    ca = os.path.join(EMULATOR_STATE, "certs", "ca.crt")
+    if not os.path.exists(ca):
+        return
+    for name in names:
+        run(["docker", "cp", ca, "%s:/usr/local/share/ca-certificates/smarthost-test-ca.crt" % name])
+        dexec(name, "update-ca-certificates >/dev/null")
 
 
 def remove_hosts(names):
@@ -232,7 +244,7 @@ def phase(results, name, function):
     results.setdefault(name, {})["load_average_at_start"] = [round(value, 2) for value in os.getloadavg()]
     try:
         function(results)
-    except Exception as error:  # a broken phase must not cost the others their figures
+    except Exception as error:  # pylint: disable=broad-exception-caught  # a broken phase must not cost the others their figures
         results.setdefault(name, {})["error"] = "%s: %s" % (type(error).__name__, error)
         log("phase %s FAILED: %s" % (name, error))
         traceback.print_exc()
@@ -243,13 +255,15 @@ def phase(results, name, function):
 # ------------------------------------------------------------------ 1-3, 7: one host
 def phase_converge(results):
     """Fresh converge with and without the packages cached, then no-op, check mode and the floor."""
-    data = results.setdefault("single_host", {"runs": []})
+    data = results.setdefault("single_host", {})
+    data.setdefault("runs", [])
     host = "bench-single"
     inventory = write_inventory("single", [host])
     runs = COUNTS["converge_runs"]
     for index in range(runs):
         for kind, image in (("not_cached", IMAGE), ("cached", CACHED_IMAGE)):
             start_hosts([host], image)
+            trust_test_ca([host])
             seconds = playbook(inventory)
             data["runs"].append({"run": index + 1, "fresh_converge": kind, "seconds": round(seconds, 2)})
             log("fresh converge (%s) run %d: %.1fs" % (kind, index + 1, seconds))
@@ -282,12 +296,14 @@ def phase_converge(results):
 
 # ------------------------------------------------------------------ 4: fleet
 def phase_fleet(results):
-    data = results.setdefault("fleet", {"runs": []})
+    data = results.setdefault("fleet", {})
+    data.setdefault("runs", [])
     for index in range(COUNTS["fleet_runs"]):
         for size in COUNTS["fleet_sizes"]:
             hosts = ["bench-fleet-%02d" % number for number in range(1, size + 1)]
             inventory = write_inventory("fleet-%d" % size, hosts)
             start_hosts(hosts, CACHED_IMAGE)
+            trust_test_ca(hosts)
             try:
                 fresh = playbook(inventory)
             finally:
@@ -306,11 +322,7 @@ def prepare_relay_host(data):
     """bench-relay converged by the role in each configuration, snapshots of /etc/postfix per configuration."""
     start_hosts([RELAY_HOST], CACHED_IMAGE)
     inventory = write_inventory("relay", [RELAY_HOST])
-    env = ansible_env()
-    run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
-         os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
-         "-e", "emulator_project_dir=%s" % REPO, "-e", "emulator_state_dir=%s" % EMULATOR_STATE,
-         "-e", "emulator_scenario=bench"], env=env)
+    start_emulator(inventory)
     # Every Postfix log line must reach the journal: latency comes from its delay= fields.
     dexec(RELAY_HOST, "mkdir -p /etc/systemd/journald.conf.d && "
           "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && "
@@ -329,6 +341,14 @@ def prepare_relay_host(data):
     for name in ("plain", "intake"):
         data.setdefault("postconf_n", {})[name] = dexec(
             RELAY_HOST, "postconf -c %s/%s -n | grep -v '^config_directory'" % (CONFIGS, name)).stdout.splitlines()
+
+
+def start_emulator(inventory):
+    """The harness's prepare.yml: the emulator on smarthost-bench under the providers' names, the test CA on the hosts."""
+    run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
+         os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
+         "-e", "emulator_project_dir=%s" % REPO, "-e", "emulator_state_dir=%s" % EMULATOR_STATE,
+         "-e", "emulator_scenario=bench"], env=ansible_env())
 
 
 def switch_config(name):
@@ -422,8 +442,12 @@ def relay_run(config, messages, wait_timeout):
 
 
 def phase_relay(results):
-    data = results.setdefault("relay", {"runs": []})
-    prepare_relay_host(data)
+    data = results.setdefault("relay", {})
+    data.setdefault("runs", [])
+    if os.environ.get("BENCH_REUSE_RELAY") == "1" and dexec(RELAY_HOST, "test -d %s/intake" % CONFIGS, check=False).returncode == 0:
+        data["postconf_n"] = load_results().get("relay", {}).get("postconf_n", {})
+    else:
+        prepare_relay_host(data)
     for index in range(COUNTS["relay_runs"]):
         for messages in COUNTS["relay_messages"]:
             for config in ("intake", "plain", "preset"):
@@ -436,7 +460,8 @@ def phase_relay(results):
 
 
 def phase_rate(results):
-    data = results.setdefault("rate", {"runs": []})
+    data = results.setdefault("rate", {})
+    data.setdefault("runs", [])
     if not os.path.exists(RECORDS) or not dexec(RELAY_HOST, "test -d %s/ses14" % CONFIGS, check=False).returncode == 0:
         raise RuntimeError("the relay phase did not prepare bench-relay")
     messages = COUNTS["rate_messages"]
@@ -493,6 +518,8 @@ def measure():
     results.update({"counts": COUNTS, "environment": environment()})
     save_results(results)
     started = time.monotonic()
+    # The role probes the smarthost before its first switch, so the emulator runs from the start.
+    start_emulator(write_inventory("emulator", []))
     for name, function in (("single_host", phase_converge), ("fleet", phase_fleet), ("relay", phase_relay), ("rate", phase_rate)):
         if not only or name in only:
             results.pop(name, None)
@@ -503,10 +530,10 @@ def measure():
 
 
 if __name__ == "__main__":
-    command = sys.argv[1] if len(sys.argv) > 1 else "measure"
-    if command == "measure":
+    ACTION = sys.argv[1] if len(sys.argv) > 1 else "measure"
+    if ACTION == "measure":
         measure()
-    elif command == "report":
+    elif ACTION == "report":
         sys.path.insert(0, BENCH_DIR)
         import report  # noqa: E402  pylint: disable=import-outside-toplevel
         report.write(load_results(), REPORT)
