@@ -19,6 +19,7 @@ variable at fault) and returns the dict the relay role applies:
 ``stale_compiled_maps`` compiled files of other map types next to the role's tables, to remove
 ``map_files``           every file the SASL map and the tables consist of (source and compiled)
 ``aliases``             ``{path, map, compiled}`` of the alias database local delivery needs, or None
+``probe``               ``{host, port, tls, verify, ca_file, authenticate}`` for relay_probe before a switch
 
 ``settings`` is keyed by the role's variable names (relay_provider, ...),
 ``presets`` by provider name (roles/relay/vars/presets.yml), and ``facts``
@@ -512,6 +513,22 @@ def relay_plan(settings, presets, facts):
         "tables": tables,
         "restart_parameters": list(RESTART_PARAMETERS),
         "aliases": aliases,
+        "probe": _probe(primary, main_cf),
+    }
+
+
+def _probe(primary, main_cf):
+    """How relay_probe checks the primary before a host switches to it (no secret here:
+    the login is the SASL entry keyed by relayhost)."""
+    return {
+        "host": primary.host.strip("[]"),
+        "port": primary.port,
+        "tls": "implicit" if primary.wrappermode else "starttls",
+        # encrypt does not verify the certificate and fingerprint pins it
+        # instead of trusting a CA: the probe must not be stricter than Postfix.
+        "verify": main_cf.get("smtp_tls_security_level") in ("secure", "verify"),
+        "ca_file": main_cf.get("smtp_tls_CAfile"),
+        "authenticate": primary.has_credentials,
     }
 
 

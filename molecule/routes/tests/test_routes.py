@@ -83,5 +83,20 @@ def test_fallback_relay_takes_over_when_the_primary_is_down():
         harness.emulator_mode("normal")
 
 
+def test_switch_to_a_relay_that_rejects_the_login_is_refused_before_any_change():
+    target = harness.host("rt-fallback")
+    before = target.check_output("cat /etc/postfix/main.cf /etc/postfix/sasl_passwd | sha256sum")
+    wrong = "wrong-password-for-the-probe-test"
+    converge = os.path.join(harness.PROJECT_DIR, "molecule", "resources", "playbooks", "converge.yml")
+    rc, output = harness.run_playbook(
+        converge, "--limit", "rt-fallback", "-e", "relay_provider=mailgun", "-e", "relay_username=nobody@example.test",
+        "-e", "relay_password=" + wrong)
+    assert rc != 0, output[-2000:]
+    assert "credentials_rejected" in output, output[-2000:]
+    assert wrong not in output
+    assert target.check_output("cat /etc/postfix/main.cf /etc/postfix/sasl_passwd | sha256sum") == before
+    assert target.check_output("postconf -h relayhost") == "[smtp.sendgrid.net]:587"
+
+
 def test_check_mode_changes_nothing():
     harness.assert_check_mode_changes_nothing(harness.inventory_hosts("relays"))

@@ -565,6 +565,15 @@ def test_local_delivery_gets_an_alias_database_of_the_host_type():
     assert lmdb["main_cf"]["alias_maps"] == "lmdb:/etc/aliases"
 
 
+def test_probe_follows_the_primary_relay_and_tls_level():
+    result = plan(relay_provider="gmail", relay_username="me@example.com", relay_password=PASSWORD, relay_port=465)
+    assert result["probe"] == {"host": "smtp.gmail.com", "port": 465, "tls": "implicit", "verify": True,
+                               "ca_file": "/etc/ssl/certs/ca-certificates.crt", "authenticate": True}
+    assert PASSWORD not in str(result["probe"])
+    encrypt = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_tls_security_level="encrypt")
+    assert encrypt["probe"]["tls"] == "starttls" and encrypt["probe"]["verify"] is False
+
+
 def test_no_alias_database_without_local_delivery():
     result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
     assert result["aliases"] is None
