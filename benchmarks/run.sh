@@ -11,9 +11,7 @@ state=$repo/benchmarks/results
 python=$repo/.venv/bin/python3
 
 cleanup() {
-    local ids
-    ids=$(docker ps -aq --filter label=smarthost-bench=1)
-    [[ -z $ids ]] || docker rm -f -v $ids >/dev/null 2>&1 || true
+    docker ps -aq --filter label=smarthost-bench=1 | xargs -r docker rm -f -v >/dev/null 2>&1 || true
     docker rm -f -v smarthost-emulator-bench >/dev/null 2>&1 || true
     docker network rm "$network" >/dev/null 2>&1 || true
 }

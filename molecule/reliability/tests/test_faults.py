@@ -300,10 +300,10 @@ def test_restart_with_mail_queued_loses_nothing(outcome):
     figures = rel.wait_for_batch(host, prefix, sent, timeout=120, flush_every=5)
     seconds = time.monotonic() - started
     outcome.set(seconds=seconds, **figures)
-    outcome.set(happened="%d queued before the restart, %d after it (clean shutdown: %s, Postfix back in %.1fs); "
-                         "%d arrived after the flush" % (sum(before.values()), sum(after.values()), bool(stopped),
-                                                          restart_seconds, figures["arrived"]),
-                restart_seconds=restart_seconds, queued_before=sum(before.values()), queued_after=sum(after.values()))
+    happened = "%d queued before the restart, %d after it (clean shutdown: %s, Postfix back in %.1fs); %d arrived after the flush" % (
+        sum(before.values()), sum(after.values()), bool(stopped), restart_seconds, figures["arrived"])
+    outcome.set(happened=happened, restart_seconds=restart_seconds,
+                queued_before=sum(before.values()), queued_after=sum(after.values()))
     assert back, "Postfix did not come back after the restart"
     assert sum(before.values()) == sent and sum(after.values()) == sent, (before, after)
     assert figures["arrived"] == sent and figures["lost"] == 0 and figures["duplicated"] == 0, figures
