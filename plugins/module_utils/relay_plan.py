@@ -678,16 +678,16 @@ def tls_protocols(minimum, syntax):
 
 
 def rate_delay(messages_per_second, postfix_version):
-    """Postfix rate delay for a send rate.
+    """Postfix rate delay for a send rate, in whole seconds, rounded up.
 
-    Below 10 seconds, a delay that is not whole seconds is written in ms where Postfix is known
-    to read that unit (3.7 and later); otherwise it is rounded up to whole seconds.
+    postconf(5) of Postfix 3.7 and 3.10 lists only s, m, h, d and w for rate delays; Postfix
+    3.7.11 accepts "72ms" without a warning and then delivers one message and stops (measured
+    by the benchmarks). So no unit below seconds: a rate above one message per second cannot be
+    paced by a rate delay and is held to one per second, never above what was asked for.
+    postfix_version is kept for callers; no version changes this.
     """
-    delay_ms = int(math.ceil(1000.0 / messages_per_second))
-    version = postfix_version_tuple(postfix_version)
-    if delay_ms % 1000 and delay_ms < 10000 and version is not None and version >= (3, 7):
-        return "%dms" % delay_ms
-    return "%ds" % int(math.ceil(delay_ms / 1000.0))
+    del postfix_version
+    return "%ds" % int(math.ceil(1.0 / messages_per_second))
 
 
 def _limits(setting, facts, preset, main_cf):

@@ -177,7 +177,7 @@ EXAMPLES = r"""
         maxproc: "0"
         command: tlsproxy
     parameters:
-      ses_relay_destination_rate_delay: 72ms
+      ses_relay_destination_rate_delay: 1s
       smtp_tls_connection_reuse: true
 
 - name: Remove the -o smtp_fallback_relay= override from the relay service
