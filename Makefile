@@ -63,6 +63,8 @@ test: setup lint sanity unit molecule adopter
 lint: setup
 	@echo "==> ansible-lint (production profile)"
 	@$(BIN)/ansible-lint --profile production -q
+	@echo "==> changelog fragments"
+	@$(BIN)/antsibull-changelog lint
 	@echo "==> generated docs up to date, links and cause names consistent"
 	@$(BIN)/python scripts/gen-docs.py --check
 

@@ -71,6 +71,17 @@ ansible-galaxy collection install -r requirements.yml >/dev/null
 ansible-doc smarthost.postfix.sasl_map | grep -q "update_password" || fail "ansible-doc does not show sasl_map's options"
 ansible-doc -t role smarthost.postfix.relay | grep -q "relay_provider" || fail "ansible-doc does not show the relay role's variables"
 
+echo "==> execution environment: the collection adds no Python or system dependency"
+introspected=$(ansible-builder introspect --sanitize "$infra/collections")
+python3 - "$introspected" <<'PY' || fail "the collection declares EE dependencies: $introspected"
+import sys, yaml
+data = yaml.safe_load(sys.argv[1].split("---", 1)[-1]) or {}
+assert not data.get("python") and not data.get("system"), data
+PY
+ansible-builder create --file "$repo/docs/examples/awx/execution-environment.yml" --context "$work/ee-context" >/dev/null \
+    || fail "ansible-builder create rejects docs/examples/awx/execution-environment.yml"
+[[ -s $work/ee-context/Containerfile || -s $work/ee-context/Dockerfile ]] || fail "ansible-builder create wrote no build file"
+
 echo "==> a target container and the provider emulator"
 docker network create "$network" >/dev/null
 docker run -d --name "$name" --hostname "$name.example.test" --network "$network" --cgroupns host \
