@@ -92,6 +92,30 @@ def module_runner(module):
     return run
 
 
+def run_and_exit(module, work, path=None, scrub=None):
+    """Run work() -> result dict and end a configuring module the same way everywhere.
+
+    Bad input and Postfix's own refusals become fail_json (with the command, exit code and
+    stderr for the latter); an OSError becomes "cannot write <path>" where a path is given.
+    The diff is returned only in diff mode. scrub(text) cleans every message of secrets.
+    """
+    clean = scrub or (lambda text: text)
+    try:
+        result = work()
+    except ValidationError as exc:
+        module.fail_json(msg=clean(str(exc)))
+    except PostfixError as exc:
+        module.fail_json(msg=clean(str(exc)), cmd=exc.cmd, rc=exc.rc, stderr=clean(exc.stderr))
+    except OSError as exc:
+        if path is None:
+            raise
+        module.fail_json(msg=clean('cannot write %s: %s' % (path, exc)))
+    diff = result.pop('diff')
+    if module._diff:  # pylint: disable=protected-access
+        result['diff'] = diff
+    module.exit_json(**result)
+
+
 def _run_with_terminal(cmd):
     """Run cmd with stdout/stderr on a pseudo-terminal and return (rc, output).
 

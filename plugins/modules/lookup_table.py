@@ -191,9 +191,8 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
     Postfix,
-    PostfixError,
-    ValidationError,
     module_runner,
+    run_and_exit,
 )
 
 
@@ -217,10 +216,11 @@ def main():
     if not re.match(r'^0?[0-7]{3,4}$', module.params['mode']):
         module.fail_json(msg='mode must be octal permissions such as "0644", got %r' % module.params['mode'])
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
-    try:
+
+    def work():
         map_type = resolve_map_type(postfix, module.params['type'])
         pairs = table_entries(module.params['entries'] or [], map_type, module.params['state'])
-        result = manage_table(
+        return manage_table(
             postfix, module.params['path'], map_type, pairs,
             state=module.params['state'],
             exclusive=module.params['exclusive'],
@@ -228,16 +228,8 @@ def main():
             check_mode=module.check_mode,
             backup=module.params['backup'],
         )
-    except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    except PostfixError as exc:
-        module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
-    except OSError as exc:
-        module.fail_json(msg='cannot write %s: %s' % (module.params['path'], exc))
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+
+    run_and_exit(module, work, path=module.params['path'])
 
 
 if __name__ == '__main__':

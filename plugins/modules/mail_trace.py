@@ -214,7 +214,7 @@ log_source:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import open_log_source, trace
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError, module_runner
 
 
 def main():
@@ -237,7 +237,7 @@ def main():
     maillog_file = None
     if params['log_source'] == 'auto' and not params['log_path']:
         try:
-            maillog_file = Postfix(params['config_dir'], runner=module.run_command).postconf('-h', 'maillog_file').strip() or None
+            maillog_file = Postfix(params['config_dir'], runner=module_runner(module)).postconf('-h', 'maillog_file').strip() or None
         except PostfixError:
             maillog_file = None  # Postfix < 3.4 or not installed: the syslog files and the journal remain
     try:

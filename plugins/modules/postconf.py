@@ -228,10 +228,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
     SERVICE_TYPES,
     Postfix,
-    PostfixError,
-    ValidationError,
     configure,
     module_runner,
+    run_and_exit,
 )
 
 
@@ -261,24 +260,15 @@ def main():
         supports_check_mode=True,
     )
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
-    try:
-        result = configure(
-            postfix,
-            parameters=module.params['parameters'],
-            state=module.params['state'],
-            services=module.params['services'],
-            allow_unknown=module.params['allow_unknown'],
-            check_mode=module.check_mode,
-            backup=module.backup_local if module.params['backup'] else None,
-        )
-    except ValidationError as exc:
-        module.fail_json(msg=str(exc))
-    except PostfixError as exc:
-        module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+    run_and_exit(module, lambda: configure(
+        postfix,
+        parameters=module.params['parameters'],
+        state=module.params['state'],
+        services=module.params['services'],
+        allow_unknown=module.params['allow_unknown'],
+        check_mode=module.check_mode,
+        backup=module.backup_local if module.params['backup'] else None,
+    ))
 
 
 if __name__ == '__main__':

@@ -197,7 +197,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import LOG_SOURCES, MailLog, open_log_source
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError, module_runner
 from ansible_collections.smarthost.postfix.plugins.module_utils.queue import (
     health_problems, queue_stats, read_queue, render_metrics, service_state, write_atomically)
 
@@ -240,7 +240,7 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    runner = module.run_command
+    runner = module_runner(module)
     postfix = Postfix(params['config_dir'], runner=runner)
     now = time.time()
     try:

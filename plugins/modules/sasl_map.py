@@ -197,9 +197,8 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
     Postfix,
-    PostfixError,
-    ValidationError,
     module_runner,
+    run_and_exit,
 )
 
 
@@ -231,10 +230,11 @@ def main():
         return text
 
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
-    try:
+
+    def work():
         pairs = sasl_entries(entries, module.params['state'])
         map_type = resolve_map_type(postfix, module.params['type'])
-        result = manage_table(
+        return manage_table(
             postfix, module.params['path'], map_type, pairs,
             state=module.params['state'],
             exclusive=module.params['exclusive'],
@@ -244,16 +244,8 @@ def main():
             merge=keep_password if module.params['update_password'] == 'on_create' else None,
             diff_masks=sasl_masks,
         )
-    except ValidationError as exc:
-        module.fail_json(msg=scrub(str(exc)))
-    except PostfixError as exc:
-        module.fail_json(msg=scrub(str(exc)), cmd=exc.cmd, rc=exc.rc, stderr=scrub(exc.stderr))
-    except OSError as exc:
-        module.fail_json(msg=scrub('cannot write %s: %s' % (module.params['path'], exc)))
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    module.exit_json(**result)
+
+    run_and_exit(module, work, path=module.params['path'], scrub=scrub)
 
 
 if __name__ == '__main__':
