@@ -371,6 +371,12 @@ class Postfix:
             return self.postconf('-h', 'default_database_type').strip()
         return self.postconf('-dh', 'default_database_type').strip()
 
+    def relayhost(self):
+        """Where this host relays now; empty without a main.cf or without a relayhost."""
+        if os.path.exists(self.main_cf_path()):
+            return self.postconf('-h', 'relayhost').strip()
+        return ''
+
     def map_types(self):
         """Lookup table types this Postfix supports (`postconf -m`)."""
         if os.path.exists(self.main_cf_path()):
@@ -445,6 +451,7 @@ def describe(postfix):
         'map_types': [],
         'config_directory': None,
         'tls_min_version_syntax': None,
+        'relayhost': None,
     }
     if not facts['installed']:
         return facts
@@ -453,6 +460,7 @@ def describe(postfix):
     facts['config_directory'] = postfix.config_directory()
     facts['default_database_type'] = postfix.default_database_type()
     facts['map_types'] = postfix.map_types()
+    facts['relayhost'] = postfix.relayhost()
     return facts
 
 

@@ -78,6 +78,14 @@ tls_min_version_syntax:
   returned: always
   type: str
   sample: modern
+relayhost:
+  description:
+    - The smarthost this host relays to now (C(postconf -h relayhost)); empty when main.cf sets
+      none or does not exist, null when Postfix is not installed.
+    - The relay role compares it with the planned relayhost to decide whether to probe a switch.
+  returned: always
+  type: str
+  sample: "[email-smtp.eu-west-1.amazonaws.com]:587"
 """
 
 from ansible.module_utils.basic import AnsibleModule

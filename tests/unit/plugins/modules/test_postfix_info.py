@@ -36,6 +36,13 @@ def test_effective_default_database_type(run_module, postfix_dir, settle):
     assert run_module('postfix_info', {'config_dir': str(postfix_dir)})['default_database_type'] == 'btree'
 
 
+def test_reports_the_current_relayhost(run_module, postfix_dir, settle):
+    assert run_module('postfix_info', {'config_dir': str(postfix_dir)})['relayhost'] == ''
+    postconf(postfix_dir, '-e', 'relayhost=[smtp.sendgrid.net]:587')
+    settle()
+    assert run_module('postfix_info', {'config_dir': str(postfix_dir)})['relayhost'] == '[smtp.sendgrid.net]:587'
+
+
 def test_check_mode_changes_nothing(run_module, postfix_dir):
     files = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in postfix_dir.iterdir()}
     result = run_module('postfix_info', {'config_dir': str(postfix_dir)}, check_mode=True)
@@ -48,6 +55,7 @@ def test_works_before_main_cf_exists(run_module, postfix_dir):
     result = run_module('postfix_info', {'config_dir': str(postfix_dir)})
     assert result['installed'] and 'hash' in result['map_types']
     assert result['default_database_type'] == postconf(postfix_dir, '-dh', 'default_database_type').strip()
+    assert result['relayhost'] == ''
     assert not (postfix_dir / 'main.cf').exists()
 
 
@@ -59,6 +67,7 @@ def test_not_installed_is_not_a_failure(run_module, tmp_path, monkeypatch):
     assert result['installed'] is False
     assert result['mail_version'] is None and result['map_types'] == []
     assert result['tls_min_version_syntax'] is None
+    assert result['relayhost'] is None
 
 
 def test_failing_postconf_is_reported(run_module, tmp_path):
