@@ -677,16 +677,14 @@ def tls_protocols(minimum, syntax):
     return ", ".join(excluded)
 
 
-def rate_delay(messages_per_second, postfix_version):
+def rate_delay(messages_per_second):
     """Postfix rate delay for a send rate, in whole seconds, rounded up.
 
     postconf(5) of Postfix 3.7 and 3.10 lists only s, m, h, d and w for rate delays; Postfix
     3.7.11 accepts "72ms" without a warning and then delivers one message and stops (measured
     by the benchmarks). So no unit below seconds: a rate above one message per second cannot be
     paced by a rate delay and is held to one per second, never above what was asked for.
-    postfix_version is kept for callers; no version changes this.
     """
-    del postfix_version
     return "%ds" % int(math.ceil(1.0 / messages_per_second))
 
 
@@ -701,7 +699,7 @@ def _limits(setting, facts, preset, main_cf):
         if number is None or number < 0:
             raise RelayPlanError("relay_max_send_rate", "must be a number of messages per second, 0 or more; got %r" % (rate,))
         rate = number or None
-    main_cf["smtp_destination_rate_delay"] = rate_delay(rate, facts.get("postfix_version")) if rate else None
+    main_cf["smtp_destination_rate_delay"] = rate_delay(rate) if rate else None
 
     for variable, parameter, key in (
         ("relay_destination_concurrency_limit", "smtp_destination_concurrency_limit", "destination_concurrency_limit"),

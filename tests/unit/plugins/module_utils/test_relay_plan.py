@@ -630,22 +630,27 @@ def test_unused_features_are_removed_from_main_cf():
 
 # ---------------------------------------------------------------- limits and tuning
 
-@pytest.mark.parametrize("rate, version, expected", [
+@pytest.mark.parametrize("rate, expected", [
     # postconf(5) lists no unit below seconds, and Postfix 3.7.11 stalls after one delivery
     # with "72ms": rates above one per second are held to one per second, never above.
-    (14, "3.7.11", "1s"),
-    (14, "3.10.4", "1s"),
-    (14, None, "1s"),
-    (150, "3.8.0", "1s"),
-    (3, "3.8.0", "1s"),
-    (1, "3.7.11", "1s"),
-    (0.5, "3.7.11", "2s"),
-    (0.15, "3.8.0", "7s"),
-    (0.09, "3.8.0", "12s"),
-    (0.0058, "3.5.9", "173s"),
+    (14, "1s"),
+    (150, "1s"),
+    (3, "1s"),
+    (1, "1s"),
+    (0.5, "2s"),
+    (0.15, "7s"),
+    (0.09, "12s"),
+    (0.0058, "173s"),
 ])
-def test_rate_delay(rate, version, expected):
-    assert rate_delay(rate, version) == expected
+def test_rate_delay(rate, expected):
+    assert rate_delay(rate) == expected
+
+
+@pytest.mark.parametrize("version", ["3.5.9", "3.7.11", "3.10.4", None])
+def test_rate_delay_is_whole_seconds_on_every_postfix_version(version):
+    result = plan(facts=debian_facts(postfix_version=version), relay_provider="ses", relay_ses_region="us-east-1",
+                  relay_username="AKIA", relay_password=PASSWORD, relay_max_send_rate=14)
+    assert result["main_cf"]["smtp_destination_rate_delay"] == "1s"
 
 
 def test_limits_can_be_overridden_and_switched_off():
