@@ -44,6 +44,7 @@ COLLECTION = 'smarthost.postfix'
 ROLE_SPECS = 'roles/relay/meta/argument_specs.yml'
 ROLE_DEFAULTS = 'roles/relay/defaults/main.yml'
 MODULES_DIR = 'plugins/modules'
+FRAGMENTS_DIR = os.path.join(ROOT, 'plugins', 'doc_fragments')
 ROLE_PAGE = 'docs/role-relay.md'
 MODULE_PAGES = 'docs/modules'
 TROUBLESHOOTING = 'docs/troubleshooting.md'
@@ -367,10 +368,39 @@ def read_module_docs(path):
     if 'DOCUMENTATION' not in found:
         raise DocError('%s has no DOCUMENTATION' % path)
     doc = yaml.safe_load(found['DOCUMENTATION'])
-    if doc.get('extends_documentation_fragment'):
-        raise DocError('%s uses documentation fragments, which gen-docs.py does not resolve yet' % path)
+    for name in doc.pop('extends_documentation_fragment', None) or []:
+        merge_fragment(doc, read_fragment(name), path)
     returns = yaml.safe_load(found.get('RETURN') or '') or {}
     return doc, (found.get('EXAMPLES') or '').strip('\n'), returns
+
+
+def read_fragment(name):
+    """The documentation of fragment smarthost.postfix.NAME[.VARIABLE] (plugins/doc_fragments/NAME.py)."""
+    if not name.startswith(COLLECTION + '.'):
+        raise DocError('documentation fragment %s is not one of this collection' % name)
+    parts = name[len(COLLECTION) + 1:].split('.')
+    variable = parts[1].upper() if len(parts) > 1 else 'DOCUMENTATION'
+    path = os.path.join(FRAGMENTS_DIR, parts[0] + '.py')
+    with open(path, encoding='utf-8') as handle:
+        tree = ast.parse(handle.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == variable for t in node.targets):
+            return yaml.safe_load(ast.literal_eval(node.value))
+    raise DocError('%s has no %s' % (path, variable))
+
+
+def merge_fragment(doc, fragment, path):
+    """As ansible-doc merges: options join (defined twice is an error), lists append, the module's other keys win."""
+    for key, value in fragment.items():
+        if key == 'options':
+            twice = sorted(set(value) & set(doc.get('options') or {}))
+            if twice:
+                raise DocError('%s and its fragment both define %s' % (path, ', '.join(twice)))
+            doc['options'] = dict(doc.get('options') or {}, **value)
+        elif isinstance(value, list):
+            doc[key] = list(doc.get(key) or []) + value
+        else:
+            doc.setdefault(key, value)
 
 
 def module_anchors(doc, returns):

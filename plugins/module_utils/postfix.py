@@ -46,6 +46,9 @@ _REFERENCE_RE = re.compile(r'\$(?:\{([A-Za-z0-9_]+)|\(([A-Za-z0-9_]+)|([A-Za-z0-
 # `-o {name=value with spaces}` keeps its braces as one token.
 _COMMAND_TOKEN_RE = re.compile(r'\{[^}]*\}|\S+')
 
+# master(8) reads these only when it starts: a change needs `postfix stop/start`, not a reload.
+RESTART_PARAMETERS = ('inet_interfaces', 'inet_protocols')
+
 # Postfix 3.6 introduced the ">=TLSv1.2" protocol range syntax.
 MODERN_TLS_SYNTAX_VERSION = (3, 6)
 
@@ -452,6 +455,7 @@ def describe(postfix):
         'config_directory': None,
         'tls_min_version_syntax': None,
         'relayhost': None,
+        'main_cf_exists': False,
     }
     if not facts['installed']:
         return facts
@@ -461,6 +465,7 @@ def describe(postfix):
     facts['default_database_type'] = postfix.default_database_type()
     facts['map_types'] = postfix.map_types()
     facts['relayhost'] = postfix.relayhost()
+    facts['main_cf_exists'] = os.path.exists(postfix.main_cf_path())
     return facts
 
 
@@ -552,6 +557,24 @@ class ServicePlan:
     @property
     def changed_services(self):
         return [key for key, _before, _after in self.changes]
+
+
+def services_argument_spec():
+    """The `services` option of the postconf and postfix_config modules (see doc_fragments/postconf.py)."""
+    flag = dict(type='str', choices=['y', 'n', '-'])
+    return dict(type='list', elements='dict', options=dict(
+        name=dict(type='str', required=True),
+        type=dict(type='str', default='unix', choices=list(SERVICE_TYPES)),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        private=flag,
+        unpriv=flag,
+        chroot=flag,
+        wakeup=dict(type='str'),
+        maxproc=dict(type='str'),
+        command=dict(type='str'),
+        options=dict(type='dict'),
+        exclusive_options=dict(type='bool', default=False),
+    ))
 
 
 def normalize_service(spec):

@@ -29,6 +29,8 @@ notes:
   - Does not reload Postfix; notify a handler for that.
 requirements:
   - Postfix (C(postconf)) on the managed host.
+extends_documentation_fragment:
+  - smarthost.postfix.postconf
 options:
   config_dir:
     description:
@@ -51,89 +53,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  services:
-    description:
-      - C(master.cf) service entries to manage, identified by O(services[].name) and O(services[].type).
-      - Services not listed are left alone.
-    type: list
-    elements: dict
-    suboptions:
-      name:
-        description:
-          - Service name, the first column of C(master.cf), for example V(relay), V(tlsproxy) or
-            V(127.0.0.1:submission).
-        type: str
-        required: true
-      type:
-        description:
-          - Service type, the second column of C(master.cf).
-        type: str
-        choices: [inet, unix, unix-dgram, fifo, pass]
-        default: unix
-      state:
-        description:
-          - V(present) creates or updates the entry, V(absent) removes it (C(postconf -MX)).
-        type: str
-        choices: [present, absent]
-        default: present
-      private:
-        description:
-          - The private column. When creating an entry and omitted, V(-) (Postfix's default).
-        type: str
-        choices: ['y', 'n', '-']
-      unpriv:
-        description:
-          - The unprivileged column. When creating an entry and omitted, V(-).
-        type: str
-        choices: ['y', 'n', '-']
-      chroot:
-        description:
-          - The chroot column. When creating an entry and omitted, V(-).
-          - Debian's package runs most services chrooted; RHEL's does not.
-        type: str
-        choices: ['y', 'n', '-']
-      wakeup:
-        description:
-          - The wakeup column, for example V(60), V(1000?) or V(-). When creating an entry and
-            omitted, V(-).
-        type: str
-      maxproc:
-        description:
-          - The process limit column, a number or V(-). When creating an entry and omitted, V(-).
-        type: str
-      command:
-        description:
-          - The command with its arguments, for example V(smtp), V(tlsproxy) or
-            V(pipe flags=Rq user=list argv=/usr/bin/handler ${nexthop}).
-          - Do not put C(-o) overrides here; use O(services[].options).
-          - When omitted, the entry must already exist and only its columns and overrides are managed.
-          - Changing the command of an existing entry rewrites the entry (C(postconf -M)) and keeps
-            its overrides.
-        type: str
-      options:
-        description:
-          - C(-o name=value) overrides of this service, as a dictionary.
-          - Values are formatted like O(parameters), except that lists are joined with C(,);
-            values must not contain whitespace (C(postconf -P) refuses it).
-          - A value of V(null) removes that override (C(postconf -PX)), for example to drop
-            C(-o smtp_fallback_relay=) from the V(relay) service.
-          - Overrides not listed are kept unless O(services[].exclusive_options=true).
-        type: dict
-      exclusive_options:
-        description:
-          - Remove overrides of this service that are not listed in O(services[].options).
-        type: bool
-        default: false
-  allow_unknown:
-    description:
-      - Accept C(main.cf) names Postfix does not know.
-      - Known names are those C(postconf -d) lists, names Postfix derives from C(master.cf)
-        services (for example V(ses_relay_destination_rate_delay) once a V(ses_relay) service
-        exists, including services defined in the same task), and user-defined names that some
-        value refers to as C($name) or C(${name}) (in C(main.cf), in a C(-o) override, or in this
-        task), or that C(smtpd_restriction_classes) lists.
-    type: bool
-    default: false
   backup:
     description:
       - Before changing C(main.cf) or C(master.cf), keep a timestamped copy of it next to it.
@@ -226,34 +145,21 @@ backup_files:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    SERVICE_TYPES,
     Postfix,
     configure,
     module_runner,
     run_and_exit,
+    services_argument_spec,
 )
 
 
 def main():
-    flag = dict(type='str', choices=['y', 'n', '-'])
     module = AnsibleModule(
         argument_spec=dict(
             config_dir=dict(type='path'),
             parameters=dict(type='dict'),
             state=dict(type='str', default='present', choices=['present', 'absent']),
-            services=dict(type='list', elements='dict', options=dict(
-                name=dict(type='str', required=True),
-                type=dict(type='str', default='unix', choices=list(SERVICE_TYPES)),
-                state=dict(type='str', default='present', choices=['present', 'absent']),
-                private=flag,
-                unpriv=flag,
-                chroot=flag,
-                wakeup=dict(type='str'),
-                maxproc=dict(type='str'),
-                command=dict(type='str'),
-                options=dict(type='dict'),
-                exclusive_options=dict(type='bool', default=False),
-            )),
+            services=services_argument_spec(),
             allow_unknown=dict(type='bool', default=False),
             backup=dict(type='bool', default=False),
         ),

@@ -8,12 +8,17 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: postfix_info
-short_description: Report whether and which Postfix is installed and what it supports
+short_description: Report whether and which Postfix is installed, what it supports and how it runs
 version_added: 0.1.0
 author: "smarthost.postfix maintainers (@smarthost)"
 description:
   - Reports the Postfix version, its default lookup table type, the table types it supports and
     which TLS protocol syntax it takes.
+  - Also reports the few host facts a Postfix configuration depends on (OS family, fully
+    qualified name), the installed versions of the packages named in O(packages) and whether the
+    C(postfix) service runs and starts at boot. With these, the P(smarthost.postfix.relay#role)
+    role needs no fact gathering, and skips its install and service steps where nothing is
+    missing.
   - Read-only; never changes anything, so it is safe in check mode.
   - When Postfix is not installed it returns RV(installed=false) instead of failing, so a play
     can run in check mode against a host that does not have Postfix yet.
@@ -27,6 +32,15 @@ options:
       - Postfix configuration directory to ask about (C(postconf -c)).
       - When omitted, Postfix's default configuration directory.
     type: path
+  packages:
+    description:
+      - Package names to look up in the host's package database (C(dpkg-query) or C(rpm)); RV(packages)
+        gives each one's installed version.
+      - Names the package database does not know are reported as not installed, so one list can
+        name the packages of several distributions.
+    type: list
+    elements: str
+    default: []
 seealso:
   - module: smarthost.postfix.postconf
 """
@@ -42,6 +56,16 @@ EXAMPLES = r"""
       smtp_tls_mandatory_protocols: >-
         {{ '>=TLSv1.2' if postfix.tls_min_version_syntax == 'modern' else '!SSLv2, !SSLv3, !TLSv1, !TLSv1.1' }}
   when: postfix.installed
+
+- name: Learn which of the relay's packages are missing
+  smarthost.postfix.postfix_info:
+    packages: [postfix, libsasl2-modules, ca-certificates]
+  register: postfix
+
+- name: Install only what is missing
+  ansible.builtin.package:
+    name: "{{ postfix.packages | dict2items | rejectattr('value') | map(attribute='key') | list }}"
+  when: postfix.packages.values() | reject | list | length > 0
 """
 
 RETURN = r"""
@@ -86,10 +110,53 @@ relayhost:
   returned: always
   type: str
   sample: "[email-smtp.eu-west-1.amazonaws.com]:587"
+main_cf_exists:
+  description: Whether C(main.cf) exists in the configuration directory (Debian's "No configuration" install writes none).
+  returned: always
+  type: bool
+  sample: true
+os_family:
+  description:
+    - V(Debian) or V(RedHat) for the distributions of those families (from C(/etc/os-release) C(ID)
+      and C(ID_LIKE), as Ansible's C(ansible_os_family) fact names them), otherwise the C(ID) itself;
+      null without an os-release file.
+  returned: always
+  type: str
+  sample: Debian
+fqdn:
+  description: The host's fully qualified name, as Ansible's C(ansible_fqdn) fact finds it.
+  returned: always
+  type: str
+  sample: relay1.example.com
+domain:
+  description: What follows the first dot of RV(fqdn); empty for a bare host name.
+  returned: always
+  type: str
+  sample: example.com
+packages:
+  description:
+    - Each name of O(packages) with its installed version, or null when it is not installed.
+    - Empty when the host has neither C(dpkg-query) nor C(rpm).
+  returned: always
+  type: dict
+  sample:
+    postfix: 3.7.11-0+deb12u1
+    libsasl2-modules: 2.1.28+dfsg-10
+    postfix-lmdb: null
+service:
+  description:
+    - Whether the C(postfix) systemd unit is active and enabled at boot; null where systemd does
+      not run (then nothing is known).
+  returned: always
+  type: dict
+  sample:
+    active: true
+    enabled: true
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.host import describe_host
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
     Postfix,
     PostfixError,
@@ -102,13 +169,16 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             config_dir=dict(type='path'),
+            packages=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
+    runner = module_runner(module)
     try:
-        facts = describe(Postfix(module.params['config_dir'], runner=module_runner(module)))
+        facts = describe(Postfix(module.params['config_dir'], runner=runner))
     except PostfixError as exc:
         module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
+    facts.update(describe_host(module.params['packages'], runner))
     module.exit_json(changed=False, **facts)
 
 

@@ -22,7 +22,9 @@ echo "==> build the collection tarball"
 ansible-galaxy collection build --force --output-path "$work/dist" "$repo" >/dev/null
 tarball=$(ls "$work"/dist/smarthost-postfix-*.tar.gz)
 contents=$(tar -tzf "$tarball")
-grep -qx 'plugins/modules/postconf.py' <<<"$contents" || fail "tarball lacks plugins/modules/postconf.py"
+for file in plugins/modules/postconf.py plugins/modules/postfix_config.py plugins/doc_fragments/postconf.py; do
+    grep -qx "$file" <<<"$contents" || fail "tarball lacks $file"
+done
 if grep -qE '^(molecule|\.venv|\.ansible|\.build|images)/' <<<"$contents"; then
     fail "tarball carries test, cache or build files: $(grep -E '^(molecule|\.venv|\.ansible|\.build|images)/' <<<"$contents" | head -3)"
 fi
@@ -69,6 +71,8 @@ unset ANSIBLE_COLLECTIONS_PATH PYTHONPATH
 cd "$infra"
 ansible-galaxy collection install -r requirements.yml >/dev/null
 ansible-doc smarthost.postfix.sasl_map | grep -q "update_password" || fail "ansible-doc does not show sasl_map's options"
+# services comes from the doc fragment: the installed collection must resolve it.
+ansible-doc smarthost.postfix.postfix_config | grep -q "exclusive_options" || fail "ansible-doc does not resolve postfix_config's doc fragment"
 ansible-doc -t role smarthost.postfix.relay | grep -q "relay_provider" || fail "ansible-doc does not show the relay role's variables"
 
 echo "==> execution environment: the collection adds no Python or system dependency"

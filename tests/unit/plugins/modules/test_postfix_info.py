@@ -79,3 +79,33 @@ def test_failing_postconf_is_reported(run_module, tmp_path):
     if not result.get('failed'):
         pytest.fail('postfix_info accepted a main.cf postconf -m refuses: %r' % result)
     assert 'setgid_group' in result['stderr']
+
+
+def test_reports_main_cf_and_the_host_facts_the_relay_role_plans_with(run_module, postfix_dir):
+    result = run_module('postfix_info', {'config_dir': str(postfix_dir)})
+    assert result['main_cf_exists'] is True
+    assert result['fqdn'] and result['domain'] == result['fqdn'].partition('.')[2]
+    with open('/etc/os-release', encoding='utf-8') as handle:
+        release = handle.read()
+    if 'debian' in release.lower():
+        assert result['os_family'] == 'Debian'
+    (postfix_dir / 'main.cf').unlink()
+    assert run_module('postfix_info', {'config_dir': str(postfix_dir)})['main_cf_exists'] is False
+
+
+def test_reports_installed_package_versions(run_module, postfix_dir):
+    if postfix_utils.find_binary('dpkg-query') is None:
+        pytest.skip('needs dpkg-query (a Debian-family host)')
+    installed = subprocess.run(['dpkg-query', '-W', '-f', '${Version}', 'postfix'], stdout=subprocess.PIPE,
+                               universal_newlines=True, check=True).stdout
+    result = run_module('postfix_info', {'config_dir': str(postfix_dir), 'packages': ['postfix', 'no-such-package-xyz']})
+    assert result['packages'] == {'postfix': installed, 'no-such-package-xyz': None}
+    assert run_module('postfix_info', {'config_dir': str(postfix_dir)})['packages'] == {}
+
+
+def test_service_state_is_unknown_without_systemd_and_boolean_with_it(run_module, postfix_dir):
+    service = run_module('postfix_info', {'config_dir': str(postfix_dir)})['service']
+    if os.path.isdir('/run/systemd/system'):
+        assert set(service) == {'active', 'enabled'} and all(isinstance(value, bool) for value in service.values())
+    else:
+        assert service is None

@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What postfix_info reports about the host around Postfix: OS family, name, packages, service.
+
+These few facts let the relay role plan and skip its install and service steps without a
+full fact gathering, which costs more than the rest of a no-op run together.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import find_binary
+
+# os-release IDs (ID and ID_LIKE) of the families the relay role knows.
+OS_FAMILIES = (
+    ('Debian', ('debian', 'ubuntu')),
+    ('RedHat', ('rhel', 'fedora', 'centos', 'rocky', 'almalinux', 'ol', 'amzn')),
+)
+OS_RELEASE_FILES = ('/etc/os-release', '/usr/lib/os-release')
+
+
+def parse_os_release(text):
+    """KEY=value lines of os-release(5), shell-quoted values unquoted."""
+    fields = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith('#') or '=' not in line:
+            continue
+        key, value = line.split('=', 1)
+        try:
+            words = shlex.split(value)
+        except ValueError:
+            words = [value]
+        fields[key] = ' '.join(words)
+    return fields
+
+
+def os_family(fields):
+    """'Debian' or 'RedHat' from os-release fields, else the ID as os-release spells it (or None)."""
+    ids = [fields.get('ID', '').lower()] + fields.get('ID_LIKE', '').lower().split()
+    for family, members in OS_FAMILIES:
+        if any(item in members for item in ids):
+            return family
+    return fields.get('ID') or None
+
+
+def read_os_release(paths=OS_RELEASE_FILES):
+    for path in paths:
+        try:
+            with open(path, encoding='utf-8', errors='replace') as handle:
+                return parse_os_release(handle.read())
+        except FileNotFoundError:
+            continue
+    return {}
+
+
+def host_names():
+    """(fqdn, domain) as Ansible's facts derive them: socket.getfqdn() and what follows its first dot."""
+    fqdn = socket.getfqdn()
+    return fqdn, fqdn.partition('.')[2]
+
+
+def package_versions(names, runner):
+    """{name: installed version or None} from dpkg or rpm, whichever the host has; {} with neither.
+
+    Names the package database does not know count as not installed.
+    """
+    names = sorted(set(names or []))
+    if not names:
+        return {}
+    versions = dict.fromkeys(names)
+    dpkg_query = find_binary('dpkg-query')
+    if dpkg_query:
+        # Exit status 1 only says that some name is unknown; the known ones are still printed.
+        _rc, out, _err = runner([dpkg_query, '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n'] + names)
+        for line in out.splitlines():
+            fields = line.split('\t')
+            if len(fields) == 3 and fields[0] in versions and fields[1].startswith('ii'):
+                versions[fields[0]] = fields[2]
+        return versions
+    rpm = find_binary('rpm')
+    if rpm:
+        _rc, out, _err = runner([rpm, '-q', '--qf', '%{NAME}\t%{VERSION}-%{RELEASE}\n'] + names)
+        for line in out.splitlines():
+            fields = line.split('\t')
+            if len(fields) == 2 and fields[0] in versions:
+                versions[fields[0]] = fields[1]
+        return versions
+    return {}
+
+
+def service_state(unit, runner):
+    """{'active': bool, 'enabled': bool} of a systemd unit, or None where systemd does not answer.
+
+    The same properties ansible.builtin.service reads, so the role can skip that task exactly
+    when it would change nothing.
+    """
+    systemctl = find_binary('systemctl')
+    if not systemctl or not os.path.isdir('/run/systemd/system'):
+        return None
+    rc, out, _err = runner([systemctl, 'show', unit, '--property=LoadState,ActiveState,UnitFileState'])
+    if rc != 0:
+        return None
+    props = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+    if props.get('LoadState') != 'loaded':
+        return {'active': False, 'enabled': False}
+    return {'active': props.get('ActiveState') == 'active', 'enabled': props.get('UnitFileState') == 'enabled'}
+
+
+def describe_host(packages, runner):
+    """The host facts postfix_info returns beside the Postfix ones."""
+    fqdn, domain = host_names()
+    return {
+        'os_family': os_family(read_os_release()),
+        'fqdn': fqdn,
+        'domain': domain,
+        'packages': package_versions(packages, runner),
+        'service': service_state('postfix', runner),
+    }

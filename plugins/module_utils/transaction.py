@@ -1,0 +1,193 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One checked change of a Postfix instance: main.cf, master.cf and lookup tables together.
+
+Every part is planned first, so bad input fails before a file is touched. Then each file
+that is about to change is copied aside, the tables and then main.cf and master.cf are
+written, and `postfix check` must accept the result; on any failure every file is put back
+as it was. Postfix is never reloaded here: the caller reloads once the change is in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
+    COMPILED_SUFFIXES,
+    backup_file,
+    compiled_path,
+    manage_table,
+    resolve_map_type,
+    sasl_entries,
+    sasl_masks,
+    table_entries,
+)
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
+    RESTART_PARAMETERS,
+    PostfixError,
+    ValidationError,
+    configure,
+)
+
+SECRET_MODE = 0o600
+TABLE_MODE = 0o644
+REJECTED = ('postfix check rejected the new configuration, so the previous main.cf, master.cf and maps '
+            'are back in place and Postfix keeps running them. Postfix said: %s')
+
+
+class Snapshot:
+    """Copies of files about to change, kept in private directories beside them until restore().
+
+    A copy beside the file stays on its file system, so restore() is a rename: each file gets
+    back its bytes, mode, owner and times at once. The directories are 0700 (mkdtemp), so a
+    copy of a secret map is never readable by others.
+    """
+
+    def __init__(self):
+        self._saved = {}     # path -> copy, or None when the file did not exist
+        self._workdirs = {}  # directory -> private directory for its copies
+
+    def keep(self, path):
+        if path in self._saved:
+            return
+        if not os.path.lexists(path):
+            self._saved[path] = None
+            return
+        directory = os.path.dirname(path) or '.'
+        workdir = self._workdirs.get(directory)
+        if workdir is None:
+            workdir = self._workdirs[directory] = tempfile.mkdtemp(prefix='.smarthost-rollback-', dir=directory)
+        copy = os.path.join(workdir, str(len(self._saved)))
+        shutil.copy2(path, copy)
+        if os.geteuid() == 0:
+            st = os.stat(path)
+            os.chown(copy, st.st_uid, st.st_gid)
+        self._saved[path] = copy
+
+    def restore(self):
+        for path, copy in self._saved.items():
+            if copy is not None:
+                os.rename(copy, path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+
+    def discard(self):
+        for workdir in self._workdirs.values():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _table_specs(postfix, sasl_maps, tables):
+    """Validated (path, type, pairs, mode, diff masks) of every table, in the order they are written."""
+    specs, seen = [], set()
+    for kind, items in (('sasl', sasl_maps or []), ('table', tables or [])):
+        for item in items:
+            path = item.get('path')
+            if not path:
+                raise ValidationError('every table needs a path')
+            if path in seen:
+                raise ValidationError('table %s is listed more than once' % path)
+            seen.add(path)
+            map_type = resolve_map_type(postfix, item.get('type'))
+            try:
+                if kind == 'sasl':
+                    pairs = sasl_entries(item.get('entries') or [])
+                else:
+                    pairs = table_entries(item.get('entries') or [], map_type)
+            except ValidationError as exc:
+                raise ValidationError('%s: %s' % (path, exc)) from None
+            specs.append({
+                'path': path, 'type': map_type, 'pairs': pairs,
+                'mode': SECRET_MODE if kind == 'sasl' else TABLE_MODE,
+                'masks': sasl_masks if kind == 'sasl' else None,
+            })
+    return specs
+
+
+def stale_compiled_files(path, map_type):
+    """Compiled files of other table types beside a table (an old sasl_passwd.db keeps old passwords)."""
+    candidates = set(path + suffix for suffix in COMPILED_SUFFIXES.values()) - set([compiled_path(path, map_type)])
+    return sorted(name for name in candidates if os.path.lexists(name))
+
+
+def _write_tables(postfix, specs, backup):
+    results = {}
+    for spec in specs:
+        results[spec['path']] = manage_table(
+            postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True, mode=spec['mode'],
+            backup=backup, diff_masks=spec['masks'])
+    return results
+
+
+def _check(postfix):
+    try:
+        postfix.check()
+    except PostfixError as exc:
+        said = '; '.join(line.strip() for line in exc.stderr.splitlines() if line.strip()) or 'rc %s' % exc.rc
+        raise PostfixError(REJECTED % said, exc.cmd, exc.rc) from None
+
+
+def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None, tables=None, allow_unknown=False,
+                        check=True, check_mode=False, backup=False):
+    """Bring main.cf, master.cf and the listed tables to the requested state as one change.
+
+    Tables hold exactly the listed entries (comments are kept). Returns the module result,
+    with a `diff` list of every file's before and after.
+    """
+    specs = _table_specs(postfix, sasl_maps, tables)
+    planned = {spec['path']: manage_table(postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True,
+                                          mode=spec['mode'], check_mode=True, diff_masks=spec['masks'])
+               for spec in specs}
+    config = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown, check_mode=True)
+    stale = [name for spec in specs for name in stale_compiled_files(spec['path'], spec['type'])]
+
+    changed_tables = [spec for spec in specs if planned[spec['path']]['changed']]
+    result = {
+        'changed': bool(changed_tables or config['changed'] or stale),
+        'changed_parameters': config['changed_parameters'],
+        'changed_services': config['changed_services'],
+        'restart_needed': any(name in RESTART_PARAMETERS for name in config['changed_parameters']),
+        'tables': {path: _table_summary(outcome) for path, outcome in planned.items()},
+        'removed_files': stale,
+        'backup_files': [],
+        'checked': False,
+        'diff': [outcome['diff'] for outcome in planned.values() if outcome['changed']] + config['diff'],
+    }
+    if check_mode or not result['changed']:
+        return result
+
+    snapshot = Snapshot()
+    try:
+        for spec in changed_tables:
+            snapshot.keep(spec['path'])
+            if compiled_path(spec['path'], spec['type']):
+                snapshot.keep(compiled_path(spec['path'], spec['type']))
+        if config['changed']:
+            snapshot.keep(postfix.main_cf_path())
+            snapshot.keep(postfix.master_cf_path())
+        try:
+            written = _write_tables(postfix, changed_tables, backup)
+            applied = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown,
+                                backup=backup_file if backup else None) if config['changed'] else {'backup_files': {}}
+            if check and (changed_tables or config['changed']):
+                _check(postfix)
+                result['checked'] = True
+        except BaseException:
+            snapshot.restore()
+            raise
+    finally:
+        snapshot.discard()
+
+    for outcome in written.values():
+        if outcome['backup_file']:
+            result['backup_files'].append(outcome['backup_file'])
+    result['backup_files'].extend(applied['backup_files'].values())
+    for name in stale:
+        os.unlink(name)
+    return result
+
+
+def _table_summary(outcome):
+    return {key: outcome[key] for key in ('map', 'type', 'changed', 'keys_added', 'keys_removed', 'keys_updated', 'compiled')}

@@ -1,0 +1,300 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: postfix_config
+short_description: Apply main.cf, master.cf and lookup tables as one change that postfix check must accept
+version_added: 0.1.0
+author: "smarthost.postfix maintainers (@smarthost)"
+description:
+  - Brings C(main.cf) parameters, C(master.cf) services, SASL password maps and other lookup tables
+    of one Postfix instance to the requested state in a single task, and treats them as one change.
+  - Everything is compared first, so a run that changes nothing writes nothing and reports
+    C(changed=false), and bad input fails before any file is touched.
+  - When something changes, each file about to change is copied aside (in a private directory
+    next to it), the tables are written and compiled, then C(main.cf) and C(master.cf). Then
+    C(postfix check) must accept the result. If it does not, or any step fails, every file is put
+    back as it was, byte for byte with its mode and owner, and the task fails with Postfix's own
+    message. Postfix itself is never reloaded, so it keeps running the previous configuration.
+  - The C(main.cf) and C(master.cf) side works like M(smarthost.postfix.postconf), the SASL maps
+    like M(smarthost.postfix.sasl_map) and the other tables like M(smarthost.postfix.lookup_table)
+    with O(smarthost.postfix.lookup_table#module:exclusive=true); the same code does the work.
+  - A listed table holds exactly its entries (comments are kept). Compiled files that another table
+    type left next to it (for example C(sasl_passwd.db) after a switch to V(lmdb), which would keep
+    old passwords on disk) are removed once the change passed C(postfix check).
+  - This is the module the P(smarthost.postfix.relay#role) role configures Postfix with, so a run
+    that changes nothing costs one module call.
+notes:
+  - Supports check mode and diff mode. The diff shows every changed file; SASL passwords appear only
+    as C(********), also when a username is the secret itself.
+  - Passwords never appear in the module's output or messages.
+  - Does not reload Postfix; notify a handler for that, and restart instead of reloading when
+    RV(restart_needed) is true.
+requirements:
+  - Postfix (C(postconf), C(postmap), C(postfix)) on the managed host.
+extends_documentation_fragment:
+  - smarthost.postfix.postconf
+options:
+  config_dir:
+    description:
+      - Postfix configuration directory to work on (C(postconf -c), C(postfix -c)).
+      - When omitted, Postfix's default configuration directory is used.
+    type: path
+  parameters:
+    description:
+      - C(main.cf) parameters as a dictionary of name to value, as in M(smarthost.postfix.postconf).
+      - Values may be strings, numbers, booleans (written as C(yes)/C(no)) or lists (joined with
+        C(", ")). A value of V(null) removes the parameter, so that Postfix's default applies.
+      - Parameters not listed are left alone.
+    type: dict
+  sasl_maps:
+    description:
+      - SASL password maps (C(smtp_sasl_password_maps)); each holds exactly its O(sasl_maps[].entries).
+      - Written root-only, mode C(0600), source and compiled map alike.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Path of the map's source file. Its directory must exist.
+        type: path
+        required: true
+      type:
+        description:
+          - Lookup table type; when omitted, the host's C(default_database_type).
+        type: str
+        choices: [hash, lmdb, btree, cdb, texthash]
+      entries:
+        description: The map's entries, as in M(smarthost.postfix.sasl_map).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          key:
+            description: The next hop or sender the login is for, for example V([email-smtp.eu-west-1.amazonaws.com]:587).
+            type: str
+            required: true
+          username:
+            description: The SASL login name.
+            type: str
+            required: true
+          password:
+            description: The SASL password. Never shown.
+            type: str
+            required: true
+  tables:
+    description:
+      - Other lookup tables (transport, generic, sender-dependent relay hosts, header checks, ...);
+        each holds exactly its O(tables[].entries), in the given order.
+      - Written owned by root, mode C(0644).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Path of the table's source file. Its directory must exist.
+        type: path
+        required: true
+      type:
+        description:
+          - Lookup table type; when omitted, the host's C(default_database_type).
+          - Indexed types are compiled with C(postmap); the others are read by Postfix directly.
+        type: str
+        choices: [hash, lmdb, btree, cdb, texthash, regexp, pcre, cidr]
+      entries:
+        description: The table's entries, as in M(smarthost.postfix.lookup_table).
+        type: list
+        elements: dict
+        default: []
+        suboptions:
+          key:
+            description: The lookup key (for V(regexp) and V(pcre), the pattern with delimiters and flags).
+            type: str
+            required: true
+          value:
+            description: The result, for example V(smtp:[relay.example.com]:587).
+            type: str
+            required: true
+  check:
+    description:
+      - Run C(postfix check) after writing, and put every file back when it fails.
+      - Turn off only for a configuration directory that is not a complete Postfix instance.
+    type: bool
+    default: true
+  backup:
+    description:
+      - Keep a timestamped copy of every file that changes, next to it. Copies of SASL maps get no
+        permission beyond C(0600).
+      - The rollback on failure does not depend on this.
+    type: bool
+    default: false
+seealso:
+  - module: smarthost.postfix.postconf
+  - module: smarthost.postfix.sasl_map
+  - module: smarthost.postfix.lookup_table
+  - name: postfix(1)
+    description: The C(postfix check) command that must accept the new configuration.
+    link: https://www.postfix.org/postfix.1.html
+"""
+
+EXAMPLES = r"""
+- name: Relay through Amazon SES, credentials and routing in one checked change
+  smarthost.postfix.postfix_config:
+    parameters:
+      relayhost: "[email-smtp.eu-west-1.amazonaws.com]:587"
+      smtp_sasl_auth_enable: true
+      smtp_sasl_password_maps: lmdb:/etc/postfix/sasl_passwd
+      smtp_sasl_security_options: noanonymous
+      smtp_tls_security_level: secure
+      transport_maps: lmdb:/etc/postfix/transport
+    sasl_maps:
+      - path: /etc/postfix/sasl_passwd
+        type: lmdb
+        entries:
+          - key: "[email-smtp.eu-west-1.amazonaws.com]:587"
+            username: AKIAEXAMPLE
+            password: "{{ vault_ses_password }}"
+    tables:
+      - path: /etc/postfix/transport
+        type: lmdb
+        entries:
+          - key: example.org
+            value: "smtp:[smtp.sendgrid.net]:587"
+  register: postfix_change
+  notify: Reload or restart Postfix
+
+- name: Enable TLS connection reuse (needs the tlsproxy service) in the same change
+  smarthost.postfix.postfix_config:
+    parameters:
+      smtp_tls_connection_reuse: true
+    services:
+      - name: tlsproxy
+        chroot: n
+        maxproc: "0"
+        command: tlsproxy
+"""
+
+RETURN = r"""
+changed_parameters:
+  description: C(main.cf) parameter names that were (or in check mode would be) set or removed.
+  returned: always
+  type: list
+  elements: str
+  sample: [relayhost, smtp_sasl_auth_enable]
+changed_services:
+  description: C(master.cf) services that were (or would be) created, changed or removed, as C(name/type).
+  returned: always
+  type: list
+  elements: str
+  sample: [tlsproxy/unix]
+tables:
+  description:
+    - Per table path, what changed (or would change) in it, the SASL maps included.
+    - C(keys_updated) of a SASL map names keys whose username or password changed.
+  returned: always
+  type: dict
+  sample:
+    /etc/postfix/sasl_passwd:
+      map: lmdb:/etc/postfix/sasl_passwd
+      type: lmdb
+      changed: true
+      keys_added: ["[email-smtp.eu-west-1.amazonaws.com]:587"]
+      keys_removed: []
+      keys_updated: []
+      compiled: true
+removed_files:
+  description: Compiled files of another table type next to a listed table, removed (or to be removed).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/postfix/sasl_passwd.db]
+restart_needed:
+  description:
+    - True when a changed parameter is read by master(8) only when it starts (C(inet_interfaces),
+      C(inet_protocols)), so Postfix needs a restart rather than a reload.
+  returned: always
+  type: bool
+  sample: false
+checked:
+  description: Whether C(postfix check) ran and accepted the new files (false when nothing was written).
+  returned: always
+  type: bool
+  sample: true
+backup_files:
+  description: Backups made with O(backup=true).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/postfix/main.cf.4242.2025-01-31@12:00:00~]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import MASK
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
+    Postfix,
+    module_runner,
+    run_and_exit,
+    services_argument_spec,
+)
+from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            config_dir=dict(type='path'),
+            parameters=dict(type='dict'),
+            services=services_argument_spec(),
+            sasl_maps=dict(type='list', elements='dict', default=[], options=dict(
+                path=dict(type='path', required=True),
+                type=dict(type='str', choices=['hash', 'lmdb', 'btree', 'cdb', 'texthash']),
+                entries=dict(type='list', elements='dict', default=[], options=dict(
+                    key=dict(type='str', required=True, no_log=False),
+                    username=dict(type='str', required=True),
+                    password=dict(type='str', required=True, no_log=True),
+                )),
+            )),
+            tables=dict(type='list', elements='dict', default=[], options=dict(
+                path=dict(type='path', required=True),
+                type=dict(type='str', choices=['hash', 'lmdb', 'btree', 'cdb', 'texthash', 'regexp', 'pcre', 'cidr']),
+                entries=dict(type='list', elements='dict', default=[], options=dict(
+                    key=dict(type='str', required=True, no_log=False),
+                    value=dict(type='str', required=True),
+                )),
+            )),
+            allow_unknown=dict(type='bool', default=False),
+            check=dict(type='bool', default=True),
+            backup=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    secrets = [entry['password'] for item in module.params['sasl_maps'] for entry in item['entries']]
+
+    def scrub(text):
+        """No password survives into a message, whatever produced it."""
+        for secret in secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+    postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
+    run_and_exit(module, lambda: apply_configuration(
+        postfix,
+        parameters=module.params['parameters'],
+        services=module.params['services'],
+        sasl_maps=module.params['sasl_maps'],
+        tables=module.params['tables'],
+        allow_unknown=module.params['allow_unknown'],
+        check=module.params['check'],
+        check_mode=module.check_mode,
+        backup=module.params['backup'],
+    ), path=postfix.config_dir or '/etc/postfix', scrub=scrub)
+
+
+if __name__ == '__main__':
+    main()
