@@ -11,11 +11,10 @@ version_added: 0.1.0
 short_description: Compute the Postfix configuration of a smarthost relay
 description:
   - Turns the relay role's variables, the provider presets and facts about the host into the desired
-    Postfix state that the role applies with the M(smarthost.postfix.postconf),
-    M(smarthost.postfix.sasl_map) and M(smarthost.postfix.lookup_table) modules.
+    Postfix state that the role applies in one M(smarthost.postfix.postfix_config) task.
   - Validates every variable and every combination of them first; an invalid input fails with a
     message that starts with the name of the variable at fault, before anything on the host changes.
-  - The result carries the SASL passwords (RV(_value.sasl_entries)), so a task that stores or prints
+  - The result carries the SASL passwords (RV(_value.sasl_map)), so a task that stores or prints
     it must use C(no_log).
 options:
   _input:
@@ -84,27 +83,21 @@ _value:
       type: dict
       sample: {relayhost: "[smtp.sendgrid.net]:587", smtp_tls_security_level: secure}
     master_services:
-      description: Entries for the O(smarthost.postfix.postconf#module:services) option.
+      description: Entries for the O(smarthost.postfix.postfix_config#module:services) option.
       type: list
       elements: dict
     sasl_map:
-      description: Path and type of the SASL password map.
+      description:
+        - The SASL password map, one item of O(smarthost.postfix.postfix_config#module:sasl_maps)
+          (secret, for its entries carry the passwords).
       type: dict
-      sample: {path: /etc/postfix/sasl_passwd, type: hash}
-    sasl_entries:
-      description: Entries for the SASL password map (secret).
-      type: list
-      elements: dict
-      sample: [{key: "[smtp.sendgrid.net]:587", username: apikey, password: "..."}]
+      sample: {path: /etc/postfix/sasl_passwd, type: hash, entries: [{key: "[smtp.sendgrid.net]:587", username: apikey, password: "..."}]}
     tables:
-      description: Other lookup tables, each with V(name), V(path), V(type) and ordered V(entries).
+      description:
+        - Other lookup tables for O(smarthost.postfix.postfix_config#module:tables), each with V(path),
+          V(type) and ordered V(entries).
       type: list
       elements: dict
-    restart_parameters:
-      description: main.cf parameters whose change needs a Postfix restart instead of a reload.
-      type: list
-      elements: str
-      sample: [inet_interfaces, inet_protocols]
 """
 
 from ansible.errors import AnsibleFilterError

@@ -9,15 +9,11 @@ variable at fault) and returns the dict the relay role applies:
 
 ``packages``            OS packages to install
 ``main_cf``             every main.cf parameter the role owns; ``None`` removes one
-``master_services``     entries for the postconf module's ``services`` option
-``sasl_map``            ``{path, type}`` of the SASL password map
-``sasl_entries``        ``[{key, username, password}]`` (secret)
-``tables``              ``[{name, path, type, entries}]`` for lookup_table
-``restart_parameters``  parameters whose change needs a restart, not a reload
+``master_services``     entries for the postfix_config module's ``services`` option
+``sasl_map``            ``{path, type, entries: [{key, username, password}]}`` (secret) for ``sasl_maps``
+``tables``              ``[{path, type, entries}]`` for postfix_config's ``tables``
 ``relayhost``           the primary next hop, for messages and reports
 ``database_type``       the indexed map type every table uses
-``stale_compiled_maps`` compiled files of other map types next to the role's tables, to remove
-``map_files``           every file the SASL map and the tables consist of (source and compiled)
 ``aliases``             ``{path, map, compiled}`` of the alias database local delivery needs, or None
 ``probe``               ``{host, port, tls, verify, ca_file, authenticate}`` for relay_probe before a switch
 
@@ -33,6 +29,8 @@ import ipaddress
 import math
 import re
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import compiled_path
+
 MODES = ("null_client", "relay_server")
 TLS_LEVELS = ("secure", "encrypt", "fingerprint")
 ROUTE_TLS_LEVELS = ("secure", "encrypt", "may", "none")
@@ -40,9 +38,6 @@ TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 REWRITE_MAPS = ("generic", "sender_canonical")
 DATABASE_TYPES = ("hash", "btree", "lmdb", "cdb")
 DOMAIN_ROUTE_ACTIONS = ("relay", "local")
-
-# inet_interfaces and inet_protocols are read by master(8) at start only.
-RESTART_PARAMETERS = ["inet_interfaces", "inet_protocols"]
 
 LOOPBACK_NETWORKS = ["127.0.0.0/8", "[::1]/128"]
 ALIASES_PATH = "/etc/aliases"
@@ -438,7 +433,7 @@ def relay_plan(settings, presets, facts):
         sender_entries.append(_sender_route(presets, index, item, primary, sasl_entries))
     if sender_entries:
         path = config_dir + "/sender_relay"
-        tables.append({"name": "sender_relay", "path": path, "type": database_type, "entries": sender_entries})
+        tables.append({"path": path, "type": database_type, "entries": sender_entries})
         main_cf["sender_dependent_relayhost_maps"] = "%s:%s" % (database_type, path)
         main_cf["smtp_sender_dependent_authentication"] = "yes"
     else:
@@ -476,7 +471,7 @@ def relay_plan(settings, presets, facts):
 
     if transport_entries:
         path = config_dir + "/transport"
-        tables.append({"name": "transport", "path": path, "type": database_type, "entries": transport_entries})
+        tables.append({"path": path, "type": database_type, "entries": transport_entries})
         main_cf["transport_maps"] = "%s:%s" % (database_type, path)
     else:
         main_cf["transport_maps"] = None
@@ -505,13 +500,8 @@ def relay_plan(settings, presets, facts):
         "packages": packages,
         "main_cf": main_cf,
         "master_services": master_services,
-        "sasl_map": {"path": sasl_path, "type": database_type},
-        "map_files": _map_files(sasl_path, tables, database_type),
-        "stale_compiled_maps": _stale_compiled_maps(
-            [sasl_path] + [item["path"] for item in tables if item["type"] == database_type], database_type),
-        "sasl_entries": sasl_entries.entries,
+        "sasl_map": {"path": sasl_path, "type": database_type, "entries": sasl_entries.entries},
         "tables": tables,
-        "restart_parameters": list(RESTART_PARAMETERS),
         "aliases": aliases,
         "probe": _probe(primary, main_cf),
     }
@@ -543,8 +533,7 @@ def _aliases(local_domains, database_type, main_cf):
     alias_map = "%s:%s" % (database_type, ALIASES_PATH)
     main_cf["alias_maps"] = alias_map
     main_cf["alias_database"] = alias_map
-    suffix = COMPILED_SUFFIXES.get(database_type)
-    return {"path": ALIASES_PATH, "map": alias_map, "compiled": ALIASES_PATH + suffix if suffix else None}
+    return {"path": ALIASES_PATH, "map": alias_map, "compiled": compiled_path(ALIASES_PATH, database_type)}
 
 
 class _Settings:
@@ -580,27 +569,6 @@ class _SaslEntries:
         entry = {"key": key, "username": relay.username, "password": relay.password}
         self._by_key[key] = entry
         self.entries.append(entry)
-
-
-COMPILED_SUFFIXES = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb"}
-
-
-def _map_files(sasl_path, tables, database_type):
-    """Sources and compiled files of the role's maps: what a rollback puts back."""
-    suffix = COMPILED_SUFFIXES.get(database_type)
-    files = []
-    for path, table_type in [(sasl_path, database_type)] + [(item["path"], item["type"]) for item in tables]:
-        files.append(path)
-        if table_type == database_type and suffix:
-            files.append(path + suffix)
-    return files
-
-
-def _stale_compiled_maps(paths, database_type):
-    """Compiled files another map type left next to the role's tables (the old .db keeps old passwords)."""
-    current = COMPILED_SUFFIXES.get(database_type)
-    others = sorted(set(COMPILED_SUFFIXES.values()) - set([current]))
-    return [path + suffix for path in paths for suffix in others]
 
 
 def _database_type(setting, facts):
@@ -930,7 +898,7 @@ def _rewriting(setting, facts, mode, config_dir, database_type, main_cf, tables)
 
     if entries:
         path = "%s/%s" % (config_dir, map_kind)
-        tables.append({"name": map_kind, "path": path, "type": database_type, "entries": entries})
+        tables.append({"path": path, "type": database_type, "entries": entries})
         main_cf[parameter] = "%s:%s" % (database_type, path)
     else:
         main_cf[parameter] = None
@@ -952,7 +920,7 @@ def _header_cleanup(setting, config_dir, main_cf, tables):
             raise RelayPlanError(variable, "%r is not a header name" % header)
         entries.append({"key": "/^%s:/" % re.escape(header).replace("\\-", "-"), "value": "IGNORE"})
     path = config_dir + "/smtp_header_checks"
-    tables.append({"name": "smtp_header_checks", "path": path, "type": "regexp", "entries": entries})
+    tables.append({"path": path, "type": "regexp", "entries": entries})
     main_cf["smtp_header_checks"] = "regexp:" + path
 
 

@@ -25,7 +25,7 @@ relay_plan = FilterModule().filters()["relay_plan"]
 def test_filter_returns_the_plan():
     result = relay_plan({"relay_provider": "postmark", "relay_password": "server-token-1"}, PRESETS, FACTS)
     assert result["relayhost"] == "[smtp.postmarkapp.com]:587"
-    assert result["sasl_entries"] == [
+    assert result["sasl_map"]["entries"] == [
         {"key": "[smtp.postmarkapp.com]:587", "username": "server-token-1", "password": "server-token-1"}]
 
 
@@ -49,4 +49,4 @@ def test_vaulted_password_is_used_as_its_text():
             return "decrypted-secret"
 
     result = relay_plan({"relay_provider": "sendgrid", "relay_password": EncryptedString()}, PRESETS, FACTS)
-    assert result["sasl_entries"][0]["password"] == "decrypted-secret"
+    assert result["sasl_map"]["entries"][0]["password"] == "decrypted-secret"
