@@ -948,10 +948,10 @@ def _connections(setting, facts, primary, fallback, main_cf, master_services):
     limit = setting.get("relay_connection_cache_time_limit")
     main_cf["smtp_connection_cache_time_limit"] = _time_value("relay_connection_cache_time_limit", limit) if limit is not None else None
 
-    if _flag("relay_tls_connection_reuse", setting.get("relay_tls_connection_reuse", False)):
+    if _flag("relay_tls_connection_reuse", setting.get("relay_tls_connection_reuse", True)):
         version = postfix_version_tuple(facts.get("postfix_version"))
         if version is not None and version < (3, 4):
-            raise RelayPlanError("relay_tls_connection_reuse", "needs Postfix 3.4 or later (this host has %s)" % facts.get("postfix_version"))
+            raise RelayPlanError("relay_tls_connection_reuse", "needs Postfix 3.4 or later (this host has %s); set it to false" % facts.get("postfix_version"))
         main_cf["smtp_tls_connection_reuse"] = "yes"
         # The tlsproxy service must exist, or every TLS delivery fails with "Cannot start TLS".
         master_services.append({

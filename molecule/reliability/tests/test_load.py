@@ -20,7 +20,7 @@ def test_2000_concurrent_sendmail_submissions_all_arrive_once(outcome):
     prefix = harness.new_tag()
     outcome.set(section="Load", item="2,000 concurrent submissions",
                 tried="%d messages submitted with sendmail by %d concurrent submitters on rel-relay "
-                      "(Debian 13, default concurrency, a new TLS session and AUTH per delivery)" % (MESSAGES, SUBMITTERS))
+                      "(Debian 13, the role's defaults: TLS connections reused through tlsproxy)" % (MESSAGES, SUBMITTERS))
     wall_start = time.time()
     started = time.monotonic()
     submit_seconds, failures, stderr = rel.submit(host, prefix, MESSAGES, parallel=SUBMITTERS)

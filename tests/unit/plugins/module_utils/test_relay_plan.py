@@ -353,8 +353,11 @@ def test_tls_connection_reuse_enables_tlsproxy():
     }]
 
 
-def test_no_tls_connection_reuse_by_default():
+def test_tls_connection_reuse_by_default_and_off_on_request():
     result = plan(relay_provider="sendgrid", relay_password=PASSWORD)
+    assert result["main_cf"]["smtp_tls_connection_reuse"] == "yes"
+    assert [service["name"] for service in result["master_services"]] == ["tlsproxy"]
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_tls_connection_reuse=False)
     assert result["main_cf"]["smtp_tls_connection_reuse"] is None
     assert result["master_services"] == []
 
@@ -515,7 +518,8 @@ def test_per_domain_routing_with_own_transports_and_local_delivery():
         "lab.example.com": "lab:[10.9.8.7]:25",
     }
     services = dict((service["name"], service) for service in result["master_services"])
-    assert sorted(services) == ["lab", "route_smtp_eu_mailgun_org_587", "route_smtps_legacy_example_com_465"]
+    assert sorted(services) == ["lab", "route_smtp_eu_mailgun_org_587", "route_smtps_legacy_example_com_465", "tlsproxy"]
+    del services["tlsproxy"]
     assert services["route_smtp_eu_mailgun_org_587"]["command"] == "smtp"
     assert services["route_smtp_eu_mailgun_org_587"]["options"] == {"smtp_tls_wrappermode": "no"}
     assert services["route_smtps_legacy_example_com_465"]["options"] == {"smtp_tls_wrappermode": "yes"}
