@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,23 +46,24 @@ COUNTS = {
     "fleet_sizes": [int(n) for n in os.environ.get("BENCH_FLEET_SIZES", "1,4,8,16").split(",")],
     "relay_runs": int(os.environ.get("BENCH_RELAY_RUNS", "3")),
     "relay_messages": [int(n) for n in os.environ.get("BENCH_RELAY_MESSAGES", "1000,5000").split(",")],
-    "rate_runs": int(os.environ.get("BENCH_RATE_RUNS", "2")),
+    "rate_runs": int(os.environ.get("BENCH_RATE_RUNS", "1")),
     "rate_messages": int(os.environ.get("BENCH_RATE_MESSAGES", "1000")),
-    "shipped_messages": int(os.environ.get("BENCH_SHIPPED_MESSAGES", "30")),
+    "profile_messages": int(os.environ.get("BENCH_PROFILE_MESSAGES", "5000")),
     "smtp_source_sessions": 10,
     "message_bytes": 2000,
     "forks": 16,
 }
 SES_RATE = 14.0
 
-# Role settings per configuration (relay_provider ses against the emulator).
-THROUGHPUT_VARS = {
-    "relay_max_send_rate": 0,
-    "relay_tls_connection_reuse": True,
-    "relay_connection_cache": True,
+# Role settings per configuration (the SES preset as shipped against the emulator, plus these).
+ROLE_CONFIGS = {
+    # Unthrottled: the sandbox's 1 msg/s pacing off, everything else as shipped (TLS connection reuse on).
+    "preset": {"relay_max_send_rate": 0},
+    # An account with SES's default production rate, as an operator would set it.
+    "paced": {"relay_max_send_rate": SES_RATE},
+    # No pacing at all, one connection at a time: the least an unpaced relay can send.
+    "unpaced": {"relay_max_send_rate": 0, "relay_destination_concurrency_limit": 1},
 }
-RATE_VARS = {"relay_max_send_rate": SES_RATE}
-RATE_REUSE_VARS = {"relay_max_send_rate": SES_RATE, "relay_tls_connection_reuse": True}
 
 # The guides' configuration: relayhost, SASL and `encrypt`, Debian's defaults otherwise.
 PLAIN_GUIDE = [
@@ -117,9 +119,11 @@ def save_results(results):
     os.replace(tmp, RESULTS)
 
 
-def ansible_env(count_file=None):
+def ansible_env(count_file=None, pipelining=True):
+    """The same settings for every timed run, the floor included: docker exec with pipelining."""
     env = dict(os.environ)
     env.update({
+        "ANSIBLE_PIPELINING": "1" if pipelining else "0",
         "PATH": VENV_BIN + os.pathsep + env.get("PATH", ""),
         "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".build", "collections"),
         "ANSIBLE_CALLBACK_PLUGINS": os.path.join(BENCH_DIR, "callback_plugins"),
@@ -141,8 +145,12 @@ def providers():
         return json.load(handle)["providers"]
 
 
+GROUP = "smarthost_ses"
+PLAYBOOK = os.path.join(REPO, "playbooks", "ses.yml")
+
+
 def write_inventory(name, hosts, role_vars=None):
-    """A YAML (JSON) inventory: the hosts in group bench, relaying through the SES preset."""
+    """A YAML (JSON) inventory: the hosts in the group playbooks/ses.yml serves, with the emulator's SES login."""
     ses = providers()["ses"]
     group_vars = {
         "relay_provider": "ses",
@@ -155,7 +163,7 @@ def write_inventory(name, hosts, role_vars=None):
     group_vars.update(role_vars or {})
     inventory = {"all": {
         "vars": {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"},
-        "children": {"bench": {"hosts": {host: None for host in hosts}, "vars": group_vars}},
+        "children": {GROUP: {"hosts": {host: None for host in hosts}, "vars": group_vars}},
     }}
     path = os.path.join(STATE, "inventory-%s.yml" % name)
     with open(path, "w", encoding="utf-8") as handle:
@@ -163,22 +171,22 @@ def write_inventory(name, hosts, role_vars=None):
     return path
 
 
-def playbook(inventory, extra_vars=None, check=False, count_file=None, book=None):
-    """Seconds one ansible-playbook run takes (wall clock, process start to exit)."""
-    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, book or os.path.join(BENCH_DIR, "playbooks", "converge.yml")]
+def playbook(inventory, extra_vars=None, check=False, count_file=None, pipelining=True):
+    """Seconds one run of the shipped playbooks/ses.yml takes (wall clock, process start to exit)."""
+    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, PLAYBOOK]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
     start = time.monotonic()
-    run(cmd, env=ansible_env(count_file))
+    run(cmd, env=ansible_env(count_file, pipelining))
     return time.monotonic() - start
 
 
-def adhoc(inventory, module):
-    cmd = [os.path.join(VENV_BIN, "ansible"), "-i", inventory, "bench", "-m", module]
+def adhoc(inventory, module, pipelining=True):
+    cmd = [os.path.join(VENV_BIN, "ansible"), "-i", inventory, GROUP, "-m", module]
     start = time.monotonic()
-    run(cmd, env=ansible_env())
+    run(cmd, env=ansible_env(pipelining=pipelining))
     return time.monotonic() - start
 
 
@@ -237,11 +245,27 @@ def cpu_seconds(container):
     return None
 
 
+def controller_cpu_seconds():
+    """User and system CPU of every finished child of this process (ansible-playbook and its workers)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def source_revision():
+    """The commit measured, marked +uncommitted where tracked files differ from it (docs/ aside: the
+    pages generated from results change nothing that is measured)."""
+    commit = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+    dirty = run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"],
+                check=False).stdout.strip()
+    return (commit + ("+uncommitted" if dirty else "")) if commit else None
+
+
 def phase(results, name, function):
     log("phase %s" % name)
     start = time.monotonic()
     # Other work on the machine shows here: the ratios within a run are what count.
     results.setdefault(name, {})["load_average_at_start"] = [round(value, 2) for value in os.getloadavg()]
+    results[name]["commit"] = source_revision()
     try:
         function(results)
     except Exception as error:  # pylint: disable=broad-exception-caught  # a broken phase must not cost the others their figures
@@ -270,6 +294,7 @@ def phase_converge(results):
             save_results(results)
     # The last host (cached image, converged) is the subject of the no-op runs.
     data["rate_delay_as_shipped"] = dexec(host, "postconf -h smtp_destination_rate_delay").stdout.strip()
+    data["tls_connection_reuse_as_shipped"] = dexec(host, "postconf -h smtp_tls_connection_reuse").stdout.strip()
     data["postfix_version"] = dexec(host, "postconf -h mail_version").stdout.strip()
     floor = data.setdefault("floor_runs", [])
     for index in range(COUNTS["noop_runs"]):
@@ -284,6 +309,9 @@ def phase_converge(results):
             noop_counts = json.load(handle)
         with open(count_check, encoding="utf-8") as handle:
             check_counts = json.load(handle)
+        # The same connection without pipelining: every module call then also copies its payload over.
+        entry["setup_no_pipelining"] = round(adhoc(inventory, "setup", pipelining=False), 2)
+        entry["noop_no_pipelining"] = round(playbook(inventory, pipelining=False), 2)
         entry["noop_changed"] = noop_counts["results"].get("changed", 0)
         entry["check_changed"] = check_counts["results"].get("changed", 0)
         floor.append(entry)
@@ -304,12 +332,21 @@ def phase_fleet(results):
             inventory = write_inventory("fleet-%d" % size, hosts)
             start_hosts(hosts, CACHED_IMAGE)
             trust_test_ca(hosts)
+            # All hosts in one batch: the playbook's canary batches are a rollout policy, not a cost of the collection.
+            one_batch = {"relay_rollout_serial": ["100%"]}
             try:
-                fresh = playbook(inventory)
+                hosts_before = sum(cpu_seconds(host) or 0.0 for host in hosts)
+                controller_before = controller_cpu_seconds()
+                fresh = playbook(inventory, extra_vars=one_batch)
+                # CPU the fresh converge cost: the controller's processes and every target container.
+                cpu = {"controller": round(controller_cpu_seconds() - controller_before, 1),
+                       "hosts": round(sum(cpu_seconds(host) or 0.0 for host in hosts) - hosts_before, 1)}
+                noop = playbook(inventory, extra_vars=one_batch)
             finally:
                 remove_hosts(hosts)
-            data["runs"].append({"run": index + 1, "hosts": size, "fresh": round(fresh, 2)})
-            log("fleet run %d, %d hosts: fresh %.1fs" % (index + 1, size, fresh))
+            data["runs"].append({"run": index + 1, "hosts": size, "fresh": round(fresh, 2), "noop": round(noop, 2),
+                                 "fresh_cpu_seconds": cpu})
+            log("fleet run %d, %d hosts: fresh %.1fs, no-op %.1fs" % (index + 1, size, fresh, noop))
             save_results(results)
 
 
@@ -327,13 +364,14 @@ def prepare_relay_host(data):
     dexec(RELAY_HOST, "mkdir -p /etc/systemd/journald.conf.d && "
           "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && "
           "systemctl restart systemd-journald")
-    for name, role_vars in (("ses_shipped", {}), ("preset", THROUGHPUT_VARS), ("ses14", RATE_VARS), ("ses14_reuse", RATE_REUSE_VARS)):
+    data["cpusets"] = pin_cpus()
+    for name, role_vars in ROLE_CONFIGS.items():
         playbook(inventory, extra_vars=role_vars)
         dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s" % (CONFIGS, CONFIGS, name, CONFIGS, name))
         data.setdefault("postconf_n", {})[name] = dexec(RELAY_HOST, "postconf -n").stdout.splitlines()
     # The plain guide configuration: Debian's template, the package's master.cf, five settings.
     settings = " ".join("'%s'" % line for line in PLAIN_GUIDE)
-    dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/ses14 $d/plain; "
+    dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/preset $d/plain; "
           "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
           "postconf -c $d/plain -e %s; postalias /etc/aliases; "
           # Local intake: the throughput configuration with every message discarded after the queue.
@@ -341,6 +379,21 @@ def prepare_relay_host(data):
     for name in ("plain", "intake"):
         data.setdefault("postconf_n", {})[name] = dexec(
             RELAY_HOST, "postconf -c %s/%s -n | grep -v '^config_directory'" % (CONFIGS, name)).stdout.splitlines()
+
+
+def pin_cpus():
+    """The target on one core, the emulator on the other, as if the smarthost ran elsewhere.
+
+    On a shared pair of cores the Python emulator's TLS work would be taken from the very host
+    being measured, and the configuration that makes the emulator work hardest would pay twice.
+    """
+    cpus = os.cpu_count() or 1
+    if cpus < 2:
+        return None
+    pinned = {"target": "0", "emulator": "1-%d" % (cpus - 1) if cpus > 2 else "1"}
+    run(["docker", "update", "--cpuset-cpus", pinned["target"], RELAY_HOST])
+    run(["docker", "update", "--cpuset-cpus", pinned["emulator"], EMULATOR])
+    return pinned
 
 
 def start_emulator(inventory):
@@ -397,9 +450,14 @@ def delivery_delays(cursor, identifier):
     return [float(m.group(1)) for m in re.finditer(r"delay=([0-9.]+),.*status=sent", out)]
 
 
-def relay_run(config, messages, wait_timeout):
-    """Submit `messages` with smtp-source on the host's port 25 and time their way to the emulator."""
+def relay_run(config, messages, wait_timeout, after_switch=None):
+    """Submit `messages` with smtp-source on the host's port 25 and time their way to the emulator.
+
+    after_switch() runs once the configuration is in place, before anything is measured.
+    """
     switch_config(config)
+    if after_switch is not None:
+        after_switch()
     emulator("reset")
     cursor = journal_cursor()
     cpu_before = {name: cpu_seconds(name) for name in (RELAY_HOST, EMULATOR)}
@@ -434,6 +492,9 @@ def relay_run(config, messages, wait_timeout):
         if before is not None and after is not None:
             entry["cpu_%s" % ("emulator" if name == EMULATOR else "target")] = round((after - before) / wall, 2)
     entry["seconds"] = round(end - start, 3)
+    if entry.get("cpu_target") is not None and entry["delivered"]:
+        # What one message costs the target, whatever limited the rate.
+        entry["target_ms_per_message"] = round(entry["cpu_target"] * wall * 1000.0 / entry["delivered"], 2)
     delays = delivery_delays(cursor, identifier)
     entry["latency_samples"] = len(delays)
     entry["latency_p50"] = percentile(delays, 0.50)
@@ -459,29 +520,72 @@ def phase_relay(results):
                 save_results(results)
 
 
+PROC_TICKS = r"""for p in /proc/[0-9]*; do s=$(cat $p/stat 2>/dev/null) && echo "${p#/proc/} $s"; done"""
+
+
+def process_ticks():
+    """{pid: (command, user+system clock ticks)} of every process on the relay host."""
+    ticks = {}
+    for line in dexec(RELAY_HOST, PROC_TICKS).stdout.splitlines():
+        pid, rest = line.split(" ", 1)
+        fields = rest[rest.rindex(")") + 2:].split()
+        ticks[pid] = (rest[rest.index("(") + 1:rest.rindex(")")], int(fields[11]) + int(fields[12]))
+    return ticks
+
+
+def profile_run(config, messages):
+    """CPU per message by process name, for one run where Postfix's daemons live through the run.
+
+    Daemons normally exit after 100 uses, and an exited process's time is lost to a snapshot of
+    /proc; max_use is raised for this run only, so the split is a little kinder than the timed runs.
+    """
+    hz = int(dexec(RELAY_HOST, "getconf CLK_TCK").stdout.strip() or 100)
+    state = {}
+
+    def keep_daemons_and_snapshot():
+        dexec(RELAY_HOST, "postconf -e max_use=100000 max_idle=1000s && postfix reload >/dev/null 2>&1 && sleep 2")
+        state["before"] = process_ticks()
+    entry = relay_run(config, messages, wait_timeout=60 + messages / 20.0, after_switch=keep_daemons_and_snapshot)
+    spent = {}
+    for pid, (command, ticks) in process_ticks().items():
+        spent[command] = spent.get(command, 0) + ticks - state["before"].get(pid, (command, 0))[1]
+    per_message = {command: round(ticks * 1000.0 / hz / messages, 3) for command, ticks in spent.items() if ticks > 0}
+    return {"config": config, "messages": messages, "rate": entry["rate"],
+            "ms_per_message": dict(sorted(per_message.items(), key=lambda item: -item[1]))}
+
+
+def phase_profile(results):
+    data = results.setdefault("profile", {})
+    if dexec(RELAY_HOST, "test -d %s/intake" % CONFIGS, check=False).returncode != 0:
+        raise RuntimeError("the relay phase did not prepare bench-relay")
+    data["runs"] = [profile_run(config, COUNTS["profile_messages"]) for config in ("intake", "plain", "preset")]
+    for item in data["runs"]:
+        log("profile %s: %s" % (item["config"], item["ms_per_message"]))
+
+
 def phase_rate(results):
+    """SES's 14 msg/s enforced by the emulator: the paced preset, and an unpaced relay for comparison."""
     data = results.setdefault("rate", {})
     data.setdefault("runs", [])
-    if not os.path.exists(RECORDS) or not dexec(RELAY_HOST, "test -d %s/ses14" % CONFIGS, check=False).returncode == 0:
+    if not os.path.exists(RECORDS) or dexec(RELAY_HOST, "test -d %s/paced" % CONFIGS, check=False).returncode != 0:
         raise RuntimeError("the relay phase did not prepare bench-relay")
     messages = COUNTS["rate_messages"]
     emulator("mode rate_limit --rate %g" % SES_RATE)
     data["emulator_mode"] = json.loads(emulator("show-mode"))
     try:
-        plan = [(index, config, messages) for index in range(COUNTS["rate_runs"]) for config in ("ses14", "ses14_reuse")]
-        # The preset as shipped paces to 1 msg/s: a short run shows whether that pacing holds.
-        plan.append((0, "ses_shipped", COUNTS["shipped_messages"]))
-        for index, config, count in plan:
-            allowed = 1.0 if config == "ses_shipped" else SES_RATE
-            entry = relay_run(config, count, wait_timeout=count / allowed * 1.6 + 60)
-            entry["run"] = index + 1
-            entry["allowed_rate"] = allowed
-            entry["rate_fraction"] = round(entry["rate"] / allowed, 3)
-            entry["queue_left"] = int(dexec(RELAY_HOST, "postqueue -j | wc -l").stdout.strip() or 0)
-            data["runs"].append(entry)
-            log("rate run %d %s: %d delivered, %.2f msg/s, %d x 454" % (
-                index + 1, config, entry["delivered"], entry["rate"], entry["replies_454"]))
-            save_results(results)
+        for index in range(COUNTS["rate_runs"]):
+            for config in ("unpaced", "paced"):
+                # Paced is one message a second (see docs/performance.md); give it that long and a margin.
+                timeout = messages * 1.2 + 60 if config == "paced" else 120
+                entry = relay_run(config, messages, wait_timeout=timeout)
+                entry["run"] = index + 1
+                entry["allowed_rate"] = SES_RATE
+                entry["rate_fraction"] = round(entry["rate"] / SES_RATE, 3)
+                entry["queue_left"] = int(dexec(RELAY_HOST, "postqueue -j | wc -l").stdout.strip() or 0)
+                data["runs"].append(entry)
+                log("rate run %d %s: %d delivered, %.2f msg/s, %d x 454" % (
+                    index + 1, config, entry["delivered"], entry["rate"], entry["replies_454"]))
+                save_results(results)
     finally:
         emulator("mode normal")
 
@@ -506,7 +610,7 @@ def environment():
         "kernel": platform.release(),
         "docker": out(["docker", "version", "-f", "{{.Server.Version}}"]),
         "ansible_core": out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0] if shutil.which(os.path.join(VENV_BIN, "ansible")) else None,
-        "commit": out(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
+        "commit": source_revision(),
     }
 
 
@@ -520,7 +624,8 @@ def measure():
     started = time.monotonic()
     # The role probes the smarthost before its first switch, so the emulator runs from the start.
     start_emulator(write_inventory("emulator", []))
-    for name, function in (("single_host", phase_converge), ("fleet", phase_fleet), ("relay", phase_relay), ("rate", phase_rate)):
+    for name, function in (("single_host", phase_converge), ("fleet", phase_fleet), ("relay", phase_relay),
+                           ("profile", phase_profile), ("rate", phase_rate)):
         if not only or name in only:
             results.pop(name, None)
             phase(results, name, function)

@@ -38,7 +38,7 @@ mkdir -p "$state"
 rm -f "$state"/results.json
 docker network create "$network" >/dev/null
 
-echo "==> measuring (about 30 minutes on 2 cores)"
+echo "==> measuring (about 45 minutes on 2 cores; the paced SES run alone takes 1000 messages at 1 per second)"
 "$python" benchmarks/bench.py measure
 "$python" benchmarks/bench.py report
 echo "==> docs/performance.md written"
