@@ -112,13 +112,10 @@ def stale_compiled_files(path, map_type):
     return sorted(name for name in candidates if os.path.lexists(name))
 
 
-def _write_tables(postfix, specs, backup):
-    results = {}
-    for spec in specs:
-        results[spec['path']] = manage_table(
-            postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True, mode=spec['mode'],
-            backup=backup, diff_masks=spec['masks'])
-    return results
+def _manage(postfix, spec, check_mode=False, backup=False):
+    """One table as a listed table is managed: exactly its entries, its mode, its diff masks."""
+    return manage_table(postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True, mode=spec['mode'],
+                        check_mode=check_mode, backup=backup, diff_masks=spec['masks'])
 
 
 def _check(postfix):
@@ -137,9 +134,7 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
     with a `diff` list of every file's before and after.
     """
     specs = _table_specs(postfix, sasl_maps, tables)
-    planned = {spec['path']: manage_table(postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True,
-                                          mode=spec['mode'], check_mode=True, diff_masks=spec['masks'])
-               for spec in specs}
+    planned = {spec['path']: _manage(postfix, spec, check_mode=True) for spec in specs}
     config = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown, check_mode=True)
     stale = [name for spec in specs for name in stale_compiled_files(spec['path'], spec['type'])]
 
@@ -161,14 +156,14 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
     snapshot = Snapshot()
     try:
         for spec in changed_tables:
-            snapshot.keep(spec['path'])
-            if compiled_path(spec['path'], spec['type']):
-                snapshot.keep(compiled_path(spec['path'], spec['type']))
+            for name in (spec['path'], compiled_path(spec['path'], spec['type'])):
+                if name:
+                    snapshot.keep(name)
         if config['changed']:
             snapshot.keep(postfix.main_cf_path())
             snapshot.keep(postfix.master_cf_path())
         try:
-            written = _write_tables(postfix, changed_tables, backup)
+            written = [_manage(postfix, spec, backup=backup) for spec in changed_tables]
             applied = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown,
                                 backup=backup_file if backup else None) if config['changed'] else {'backup_files': {}}
             if check and (changed_tables or config['changed']):
@@ -180,7 +175,7 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
     finally:
         snapshot.discard()
 
-    for outcome in written.values():
+    for outcome in written:
         if outcome['backup_file']:
             result['backup_files'].append(outcome['backup_file'])
     result['backup_files'].extend(applied['backup_files'].values())
