@@ -1,0 +1,81 @@
+# Copyright: smarthost.postfix maintainers
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The plan's recorded behaviour: every case in corpus/cases.json gives exactly corpus/expected.json.
+
+The corpus holds every preset, mode, route kind and validation error the tests know (inputs in
+cases.json). expected.json is what the plan returned for each, passwords masked by a digest, so a
+change that moves a secret to another entry still shows. Any change of the plan's behaviour shows
+as a diff of expected.json: re-record it deliberately with
+
+    RECORD_CORPUS=1 pytest tests/unit/plugins/plugin_utils/relay_plan/test_corpus.py
+
+and review that diff like code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.relay_plan import RelayPlanError, relay_plan
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
+CASES_PATH = os.path.join(HERE, "corpus", "cases.json")
+EXPECTED_PATH = os.path.join(HERE, "corpus", "expected.json")
+
+with open(os.path.join(ROOT, "roles", "relay", "vars", "presets.yml"), encoding="utf-8") as _handle:
+    PRESETS = yaml.safe_load(_handle)["__relay_presets"]
+with open(CASES_PATH, encoding="utf-8") as _handle:
+    CASES = json.load(_handle)["cases"]
+
+
+def masked(secret):
+    return "<secret sha256:%s>" % hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
+
+
+def outcome(case):
+    """What the plan gives for one case, as plain JSON data with the passwords masked."""
+    presets = PRESETS if case["presets"] == "presets.yml" else case["presets"]
+    try:
+        result = relay_plan(copy.deepcopy(case["settings"]), copy.deepcopy(presets), copy.deepcopy(case["facts"]))
+    except RelayPlanError as exc:
+        return {"error": str(exc), "variable": exc.variable}
+    result = copy.deepcopy(result)
+    for entry in result["sasl_map"]["entries"]:
+        entry["password"] = masked(entry["password"])
+    return {"result": result}
+
+
+def render(outcomes):
+    return json.dumps(outcomes, indent=1, ensure_ascii=False) + "\n"
+
+
+def recorded():
+    with open(EXPECTED_PATH, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def test_corpus_names_are_unique():
+    names = [case["name"] for case in CASES]
+    assert len(names) == len(set(names))
+
+
+def test_the_plan_gives_the_recorded_output_for_every_case():
+    outcomes = {case["name"]: outcome(case) for case in CASES}
+    text = render(outcomes)
+    if os.environ.get("RECORD_CORPUS"):
+        with open(EXPECTED_PATH, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        pytest.skip("recorded %d cases into %s" % (len(outcomes), EXPECTED_PATH))
+    expected = json.loads(recorded())
+    assert sorted(expected) == sorted(outcomes), "cases.json and expected.json name different cases: re-record"
+    for name in expected:
+        assert outcomes[name] == expected[name], "case %s: the plan's output changed" % name
+    # Byte-identical, key order included (main.cf is written in this order).
+    assert text == recorded()
