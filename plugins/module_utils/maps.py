@@ -1,10 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2025, smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Postfix lookup-table files: parse, plan, render, write atomically, compile with postmap.
+#
+# PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
+"""Postfix lookup-table files: parse, plan, render, write, compile with postmap.
 
-One implementation serves the sasl_map and lookup_table modules; the SASL-specific
-validation and masking sits at the end of this file.
+One implementation serves the sasl_map, lookup_table and postfix_config modules; the SASL
+map's own rules are in sasl.py, the file writing in files.py.
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import ipaddress
 import os
 import re
 import shutil
-import stat
 import tempfile
-import time
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import ValidationError
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import (
+    atomic_write,
+    attributes_differ,
+    backup_file,
+    set_attributes,
+    wanted_owner,
+)
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, compiled_path
 
-# What postmap builds next to the source, per type. Other file types are read as text.
-COMPILED_SUFFIXES = {'hash': '.db', 'btree': '.db', 'lmdb': '.lmdb', 'cdb': '.cdb'}
 # Tables searched top to bottom, where the first match wins: order of entries matters.
 FIRST_MATCH_TYPES = ('regexp', 'pcre', 'cidr')
 # Tables whose key is a /pattern/ rather than a single word.
 PATTERN_TYPES = ('regexp', 'pcre')
-MASK = '********'
 
 
 @dataclasses.dataclass
@@ -50,12 +54,6 @@ class TableChange:
     removed: list
     updated: list
     reordered: bool = False
-
-
-def compiled_path(path, map_type):
-    """The file postmap builds for this type, or None when Postfix reads the source itself."""
-    suffix = COMPILED_SUFFIXES.get(map_type)
-    return path + suffix if suffix else None
 
 
 def key_identity(key, map_type):
@@ -255,80 +253,6 @@ def ensure_table(items, desired, map_type, state='present', exclusive=False, mer
 
 # --------------------------------------------------------------------------- files
 
-def wanted_owner():
-    """root:root when we can set it; otherwise leave ownership alone."""
-    return (0, 0) if os.geteuid() == 0 else (None, None)
-
-
-def attributes_differ(path, mode, uid, gid):
-    st = os.stat(path)
-    return (stat.S_IMODE(st.st_mode) != mode or (uid is not None and st.st_uid != uid)
-            or (gid is not None and st.st_gid != gid))
-
-
-def set_attributes(path, mode, uid, gid):
-    if uid is not None:
-        os.chown(path, uid, gid)
-    os.chmod(path, mode)
-
-
-def _fsync_directory(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path, data, mode, uid=None, gid=None):
-    """Replace path with data: temp file in the same directory, mode/owner set, fsync, rename.
-
-    mkstemp creates the file 0600, and mode and owner are applied before the rename, so
-    the content is never visible under the final name, nor readable by others, before it
-    carries its final mode.
-    """
-    directory = os.path.dirname(path) or '.'
-    fd, temp_path = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            if uid is not None:
-                os.fchown(handle.fileno(), uid, gid)
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.rename(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
-    _fsync_directory(directory)
-
-
-def backup_file(path, mode=None):
-    """Copy path to path.PID.YYYY-MM-DD@HH:MM:SS~ (AnsibleModule.backup_local's naming).
-
-    Unlike shutil.copy2, the copy is created 0600 and only then given the source's owner and
-    mode, so a backup of a secret table is never readable by others, not even briefly. With
-    mode (the mode the table is being given), the backup gets no permission beyond it: a
-    SASL map that an older tool left 0644 is backed up 0600, not as a world-readable copy
-    of the old password.
-    """
-    st = os.stat(path)
-    destination = '%s.%s.%s' % (path, os.getpid(), time.strftime('%Y-%m-%d@%H:%M:%S~'))
-    fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as handle, open(path, 'rb') as source:
-        shutil.copyfileobj(source, handle)
-        if os.geteuid() == 0:
-            os.fchown(handle.fileno(), st.st_uid, st.st_gid)
-        backup_mode = stat.S_IMODE(st.st_mode)
-        if mode is not None:
-            backup_mode &= mode
-        os.fchmod(handle.fileno(), backup_mode)
-        os.fsync(handle.fileno())
-    return destination
-
-
 def compiled_is_stale(path, map_type):
     """True when the compiled map is missing or older than its source."""
     target = compiled_path(path, map_type)
@@ -437,122 +361,3 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
     elif compiled_attributes:
         set_attributes(target, mode, uid, gid)
     return result
-
-
-# --------------------------------------------------------------------------- SASL password maps
-
-_LABEL = r'(?!-)[A-Za-z0-9-]{1,63}(?<!-)'
-_HOSTNAME_RE = re.compile(r'^%s(\.%s)*$' % (_LABEL, _LABEL))
-
-
-def _is_hostname(text):
-    if len(text) > 253 or not _HOSTNAME_RE.match(text):
-        return False
-    if re.match(r'^[0-9.]+$', text):  # all digits and dots: must be a real IPv4 address
-        return _is_ipv4(text)
-    return True
-
-
-def _is_ipv4(text):
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_ipv6(text):
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _valid_port(port):
-    return port is None or (port.isdigit() and not port.startswith('0') and 1 <= int(port) <= 65535)
-
-
-def sasl_key_error(key):
-    """None when key is a lookup key Postfix uses for SASL passwords, else the reason."""
-    bracketed = re.match(r'^\[([^\]]*)\](?::([^:]*))?$', key)
-    if bracketed:
-        host, port = bracketed.groups()
-        if not (_is_hostname(host) or _is_ipv4(host) or _is_ipv6(host)):
-            return 'invalid host %r inside brackets' % host
-        if not _valid_port(port):
-            return 'invalid port %r (1-65535)' % port
-        return None
-    if '@' in key:
-        local_part, _at, domain = key.partition('@')
-        if re.search(r'[\s:]', local_part):
-            return 'invalid local part in user@domain key'
-        if not _is_hostname(domain):
-            return 'invalid domain %r' % domain
-        return None
-    host, _colon, port = key.partition(':')
-    if not (_is_hostname(host) or _is_ipv4(host)):
-        return 'invalid host %r (IPv6 addresses must be written in brackets)' % host
-    if _colon and not _valid_port(port):
-        return 'invalid port %r (1-65535)' % port
-    return None
-
-
-def sasl_entries(entries, state='present'):
-    """Validate sasl_map entries and return [(key, 'username:password')].
-
-    Errors name the entry's key and never include the password.
-    """
-    pairs = []
-    for entry in entries:
-        key = entry.get('key') or ''
-        problem = sasl_key_error(key) if key.strip() else 'empty key'
-        if problem:
-            raise ValidationError('entry %r: %s' % (key, problem))
-        if state != 'present':
-            pairs.append((key, None))
-            continue
-        username, password = entry.get('username'), entry.get('password')
-        if not username:
-            raise ValidationError('entry %r: username is missing or empty' % key)
-        if ':' in username or re.search(r'\s', username):
-            raise ValidationError('entry %r: username must not contain ":" or whitespace' % key)
-        if not password:
-            raise ValidationError('entry %r: password is missing or empty' % key)
-        if '\n' in password or '\r' in password:
-            raise ValidationError('entry %r: password contains a line break' % key)
-        if password != password.strip():
-            raise ValidationError('entry %r: password has leading or trailing whitespace, which Postfix '
-                                  'would drop' % key)
-        pairs.append((key, '%s:%s' % (username, password)))
-    validate_entries(pairs, 'hash', state)
-    return pairs
-
-
-def keep_password(current_value, desired_value):
-    """merge() for update_password=on_create: new username, password already in the map."""
-    if ':' not in current_value:
-        return desired_value
-    return '%s:%s' % (desired_value.split(':', 1)[0], current_value.split(':', 1)[1])
-
-
-def _shown_username(value):
-    """The username for a diff, unless it is the secret itself (Postmark's server token)."""
-    username, _sep, password = value.partition(':')
-    return MASK if username == password else username
-
-
-def sasl_masks(old_items):
-    """Diff masks for a SASL map: show `username:********`, flag changed passwords."""
-    old_passwords = {key_identity(item.key, 'hash'): item.value.partition(':')[2]
-                     for item in old_items if isinstance(item, Entry)}
-
-    def before(_key, value):
-        return '%s:%s' % (_shown_username(value), MASK)
-
-    def after(key, value):
-        old = old_passwords.get(key_identity(key, 'hash'))
-        changed = old is not None and old != value.partition(':')[2]
-        return '%s:%s%s' % (_shown_username(value), MASK, ' (password changed)' if changed else '')
-
-    return before, after

@@ -1,11 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2025, smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """The one Postfix command-line layer of smarthost.postfix.
 
-Everything that runs postconf, postmap or postfix, parses their output or decides
-which postconf invocations a desired main.cf/master.cf state needs lives here.
-Modules only translate between Ansible options and these functions.
+Everything that runs postconf, postmap or postfix and parses what they print lives here.
+Deciding which invocations a desired state needs is config_plan.py's job; modules only
+translate between Ansible options and these functions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import read_text
 
 # Where Postfix installs its tools when PATH (e.g. a non-login shell) lacks the sbin directories.
 SBIN_DIRS = ('/usr/sbin', '/usr/local/sbin', '/sbin')
@@ -32,15 +36,6 @@ MASTER_FIELDS = (
     ('wakeup', 'wakeup'),
     ('maxproc', 'process_limit'),
 )
-_FIELD_PATTERNS = {
-    'private': re.compile(r'^[yn-]$'),
-    'unpriv': re.compile(r'^[yn-]$'),
-    'chroot': re.compile(r'^[yn-]$'),
-    'wakeup': re.compile(r'^(-|[0-9]+\??)$'),
-    'maxproc': re.compile(r'^(-|[0-9]+)$'),
-}
-
-PARAMETER_NAME_RE = re.compile(r'^[A-Za-z0-9_]+$')
 # $name, ${name}, ${name?value}, ${name:value}, $(name) ... : only the name matters here.
 _REFERENCE_RE = re.compile(r'\$(?:\{([A-Za-z0-9_]+)|\(([A-Za-z0-9_]+)|([A-Za-z0-9_]+))')
 # `-o {name=value with spaces}` keeps its braces as one token.
@@ -64,10 +59,6 @@ class PostfixError(Exception):
         super().__init__('%s: %s' % (message, self.stderr) if self.stderr else message)
 
 
-class ValidationError(ValueError):
-    """The requested state is invalid; raised before anything is written."""
-
-
 def find_binary(name):
     """Return the path of a Postfix tool from PATH or the sbin directories, or None."""
     directories = os.environ.get('PATH', '').split(os.pathsep) + list(SBIN_DIRS)
@@ -85,38 +76,6 @@ def run_subprocess(cmd):
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def module_runner(module):
-    """AnsibleModule.run_command without its $VAR and ~ expansion of arguments, which
-    would rewrite Postfix's own $name references (e.g. `$myhostname`) before postconf sees them."""
-    def run(cmd):
-        return module.run_command(cmd, expand_user_and_vars=False)
-    return run
-
-
-def run_and_exit(module, work, path=None, scrub=None):
-    """Run work() -> result dict and end a configuring module the same way everywhere.
-
-    Bad input and Postfix's own refusals become fail_json (with the command, exit code and
-    stderr for the latter); an OSError becomes "cannot write <path>" where a path is given.
-    The diff is returned only in diff mode. scrub(text) cleans every message of secrets.
-    """
-    clean = scrub or (lambda text: text)
-    try:
-        result = work()
-    except ValidationError as exc:
-        module.fail_json(msg=clean(str(exc)))
-    except PostfixError as exc:
-        module.fail_json(msg=clean(str(exc)), cmd=exc.cmd, rc=exc.rc, stderr=clean(exc.stderr))
-    except OSError as exc:
-        if path is None:
-            raise
-        module.fail_json(msg=clean('cannot write %s: %s' % (path, exc)))
-    diff = result.pop('diff')
-    if module._diff:  # pylint: disable=protected-access
-        result['diff'] = diff
-    module.exit_json(**result)
 
 
 def _run_with_terminal(cmd):
@@ -165,7 +124,7 @@ def read_main_cf(path):
     """
     settings = {}
     logical_lines = []
-    for line in _read_text(path).splitlines():
+    for line in read_text(path).splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith('#'):
             continue
@@ -179,14 +138,6 @@ def read_main_cf(path):
             name, value = logical.split('=', 1)
             settings[name.strip()] = normalize_whitespace(value)
     return settings
-
-
-def _read_text(path):
-    try:
-        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ''
 
 
 def normalize_whitespace(text):
@@ -467,285 +418,3 @@ def describe(postfix):
     facts['relayhost'] = postfix.relayhost()
     facts['main_cf_exists'] = os.path.exists(postfix.main_cf_path())
     return facts
-
-
-# --------------------------------------------------------------------------- main.cf planning
-
-def format_parameter_value(value, separator=', '):
-    """Turn an Ansible value into the text Postfix stores: bool -> yes/no, list -> joined."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return 'yes' if value else 'no'
-    if isinstance(value, (list, tuple)):
-        return separator.join(format_parameter_value(item, separator) for item in value if item is not None)
-    return normalize_whitespace(str(value))
-
-
-def normalize_parameters(parameters):
-    """Validate names and format values; None stays None (meaning: remove)."""
-    normalized = {}
-    bad = sorted(name for name in parameters if not PARAMETER_NAME_RE.match(str(name)))
-    if bad:
-        raise ValidationError('invalid main.cf parameter name(s): %s' % ', '.join(bad))
-    for name, value in parameters.items():
-        normalized[name] = format_parameter_value(value)
-    return normalized
-
-
-def plan_parameters(current, desired, state):
-    """Return (to_set, to_remove) turning `current` main.cf settings into `desired`."""
-    to_set, to_remove = {}, []
-    for name, value in desired.items():
-        if state == 'absent' or value is None:
-            if name in current:
-                to_remove.append(name)
-        elif current.get(name) != value:
-            to_set[name] = value
-    return to_set, to_remove
-
-
-def parameters_diff(current, to_set, to_remove):
-    """Before/after text of exactly the main.cf lines that change."""
-    names = list(to_set) + list(to_remove)
-    before = ''.join(('%s = %s' % (name, current[name])).rstrip() + '\n' for name in names if name in current)
-    after = ''.join(('%s = %s' % (name, value)).rstrip() + '\n' for name, value in to_set.items())
-    return before, after
-
-
-def find_unknown_parameters(postfix, names, settings_after, override_values=(), services_to_define=(),
-                            master_entries=None):
-    """Names Postfix would not recognise once this call is applied.
-
-    Known are: what `postconf -H` lists (built-in names, names derived from master.cf
-    services, user-defined names something refers to); names referred to as $name by a
-    main.cf value (as it will be), by a -o override (existing or new) or listed in
-    smtpd_restriction_classes; and names derived from services this call defines, which
-    postconf itself reports for a scratch master.cf holding just those services.
-    master_entries: the current master.cf if already read (it is read only when needed).
-    """
-    unknown = set(names) - postfix.parameter_names()
-    for value in list(settings_after.values()) + list(override_values):
-        unknown -= referenced_names(value)
-    unknown -= set(re.split(r'[\s,]+', settings_after.get('smtpd_restriction_classes', '')))
-    if unknown:
-        if master_entries is None:
-            master_entries = postfix.master_entries()
-        for entry in master_entries.values():
-            for value in entry.options.values():
-                unknown -= referenced_names(value)
-    if unknown and services_to_define:
-        master_cf = ''.join(entry.line() + '\n' for entry in services_to_define)
-        with postfix.scratch(master_cf) as scratch:
-            unknown -= scratch.parameter_names()
-    return sorted(unknown)
-
-
-# --------------------------------------------------------------------------- master.cf planning
-
-@dataclasses.dataclass
-class ServicePlan:
-    """The postconf edits that turn the current master.cf into the desired one."""
-
-    remove: list = dataclasses.field(default_factory=list)          # -MX name/type
-    replace: list = dataclasses.field(default_factory=list)         # -M name/type=line (MasterEntry)
-    fields: dict = dataclasses.field(default_factory=dict)          # -F name/type/field=value
-    remove_options: list = dataclasses.field(default_factory=list)  # -PX name/type/option
-    set_options: dict = dataclasses.field(default_factory=dict)     # -P name/type/option=value
-    changes: list = dataclasses.field(default_factory=list)         # (key, before entry|None, after entry|None)
-
-    @property
-    def changed_services(self):
-        return [key for key, _before, _after in self.changes]
-
-
-def services_argument_spec():
-    """The `services` option of the postconf and postfix_config modules (see doc_fragments/postconf.py)."""
-    flag = dict(type='str', choices=['y', 'n', '-'])
-    return dict(type='list', elements='dict', options=dict(
-        name=dict(type='str', required=True),
-        type=dict(type='str', default='unix', choices=list(SERVICE_TYPES)),
-        state=dict(type='str', default='present', choices=['present', 'absent']),
-        private=flag,
-        unpriv=flag,
-        chroot=flag,
-        wakeup=dict(type='str'),
-        maxproc=dict(type='str'),
-        command=dict(type='str'),
-        options=dict(type='dict'),
-        exclusive_options=dict(type='bool', default=False),
-    ))
-
-
-def normalize_service(spec):
-    """Validate one `services` item and return it with formatted values."""
-    name = (spec.get('name') or '').strip()
-    if not name or re.search(r'[\s/]', name):
-        raise ValidationError('invalid master.cf service name %r' % spec.get('name'))
-    service_type = spec.get('type') or 'unix'
-    key = '%s/%s' % (name, service_type)
-    if service_type not in SERVICE_TYPES:
-        raise ValidationError('service %s: type must be one of %s' % (key, ', '.join(SERVICE_TYPES)))
-    fields = {}
-    for field, _postconf_name in MASTER_FIELDS:
-        value = spec.get(field)
-        if value is None:
-            continue
-        value = format_parameter_value(value)
-        if not _FIELD_PATTERNS[field].match(value):
-            raise ValidationError('service %s: invalid %s %r' % (key, field, value))
-        fields[field] = value
-    command = spec.get('command')
-    if command is not None:
-        command = normalize_whitespace(command)
-        stripped, overrides = split_command(command)
-        if overrides:
-            raise ValidationError('service %s: put -o overrides into options, not into command' % key)
-        if not stripped:
-            raise ValidationError('service %s: command is empty' % key)
-        command = stripped
-    options = {}
-    for option, value in (spec.get('options') or {}).items():
-        if not PARAMETER_NAME_RE.match(str(option)):
-            raise ValidationError('service %s: invalid option name %r' % (key, option))
-        value = format_parameter_value(value, separator=',')
-        # postconf -P refuses whitespace in override values.
-        if value is not None and re.search(r'\s', value):
-            raise ValidationError('service %s: option %s must not contain whitespace' % (key, option))
-        options[option] = value
-    return {
-        'name': name, 'type': service_type, 'key': key, 'state': spec.get('state') or 'present',
-        'fields': fields, 'command': command, 'options': options,
-        'exclusive_options': bool(spec.get('exclusive_options')),
-    }
-
-
-def plan_services(current_entries, services):
-    """Plan master.cf edits. `services` are normalize_service() results."""
-    plan = ServicePlan()
-    seen = set()
-    for spec in services:
-        key = spec['key']
-        if key in seen:
-            raise ValidationError('service %s is listed more than once' % key)
-        seen.add(key)
-        current = current_entries.get(key)
-        if spec['state'] == 'absent':
-            if current is not None:
-                plan.remove.append(key)
-                plan.changes.append((key, current, None))
-            continue
-        if current is None:
-            if spec['command'] is None:
-                raise ValidationError('service %s is not in master.cf: give its command to create it' % key)
-            entry = MasterEntry(spec['name'], spec['type'], command=spec['command'],
-                                options={k: v for k, v in spec['options'].items() if v is not None},
-                                **spec['fields'])
-            plan.replace.append(entry)
-            plan.changes.append((key, None, entry))
-            continue
-        desired = dataclasses.replace(current, options=dict(current.options), **spec['fields'])
-        if spec['command'] is not None:
-            desired.command = spec['command']
-        for option, value in spec['options'].items():
-            if value is None:
-                desired.options.pop(option, None)
-            else:
-                desired.options[option] = value
-        if spec['exclusive_options']:
-            wanted = {option for option, value in spec['options'].items() if value is not None}
-            desired.options = {k: v for k, v in desired.options.items() if k in wanted}
-        if desired == current:
-            continue
-        plan.changes.append((key, current, desired))
-        if desired.command != current.command:
-            # A new command field replaces the overrides too: rewrite the whole entry.
-            plan.replace.append(desired)
-            continue
-        for field, postconf_name in MASTER_FIELDS:
-            if getattr(desired, field) != getattr(current, field):
-                plan.fields['%s/%s' % (key, postconf_name)] = getattr(desired, field)
-        for option in current.options:
-            if option not in desired.options:
-                plan.remove_options.append('%s/%s' % (key, option))
-        for option, value in desired.options.items():
-            if current.options.get(option) != value:
-                plan.set_options['%s/%s' % (key, option)] = value
-    return plan
-
-
-def services_diff(plan):
-    """Before/after text of exactly the master.cf entries that change."""
-    before = ''.join(entry.render() for _key, entry, _after in plan.changes if entry is not None)
-    after = ''.join(entry.render() for _key, _before, entry in plan.changes if entry is not None)
-    return before, after
-
-
-# --------------------------------------------------------------------------- the postconf module's work
-
-def configure(postfix, parameters=None, state='present', services=None, allow_unknown=False,
-              check_mode=False, backup=None):
-    """Bring main.cf and master.cf to the requested state.
-
-    `backup` is called with a file path before that file is changed and returns the backup
-    path. Returns the module result (without the Ansible plumbing).
-    """
-    desired = normalize_parameters(parameters or {})
-    service_specs = [normalize_service(spec) for spec in services or []]
-    if not os.path.isdir(postfix.config_directory()):
-        raise ValidationError('config directory %s does not exist' % postfix.config_directory())
-    main_cf = postfix.main_cf_path()
-    master_cf = postfix.master_cf_path()
-
-    with contextlib.ExitStack() as stack:
-        reader = postfix
-        if not os.path.exists(main_cf):
-            # postconf refuses to work without main.cf (Debian's "No configuration" leaves
-            # none): start from an empty one, or in check mode read through a scratch copy.
-            if check_mode:
-                reader = stack.enter_context(postfix.scratch(_read_text(master_cf)))
-            else:
-                os.close(os.open(main_cf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        current = reader.explicit_settings() if desired else {}
-        to_set, to_remove = plan_parameters(current, desired, state)
-        entries = reader.master_entries() if service_specs else None
-        plan = plan_services(entries, service_specs) if service_specs else ServicePlan()
-
-        if not allow_unknown and state == 'present':
-            settings_after = dict(current, **to_set)
-            for name in to_remove:
-                settings_after.pop(name, None)
-            unknown = find_unknown_parameters(
-                reader, [name for name, value in desired.items() if value is not None], settings_after,
-                [value for spec in service_specs for value in spec['options'].values() if value is not None],
-                plan.replace, entries)
-            if unknown:
-                raise ValidationError(
-                    'unknown main.cf parameter name(s): %s (Postfix would ignore them; set allow_unknown: true '
-                    'to write them anyway)' % ', '.join(unknown))
-
-    result = {
-        'changed': bool(to_set or to_remove or plan.changes),
-        'changed_parameters': list(to_set) + list(to_remove),
-        'changed_services': plan.changed_services,
-        'backup_files': {},
-        'diff': [],
-    }
-    if to_set or to_remove:
-        before, after = parameters_diff(current, to_set, to_remove)
-        result['diff'].append({'before_header': main_cf, 'after_header': main_cf, 'before': before, 'after': after})
-    if plan.changes:
-        before, after = services_diff(plan)
-        result['diff'].append({'before_header': master_cf, 'after_header': master_cf, 'before': before, 'after': after})
-    if check_mode or not result['changed']:
-        return result
-
-    if backup is not None:
-        if (to_set or to_remove) and os.path.exists(main_cf):
-            result['backup_files']['main_cf'] = backup(main_cf)
-        if plan.changes and os.path.exists(master_cf):
-            result['backup_files']['master_cf'] = backup(master_cf)
-    postfix.set_parameters(to_set)
-    postfix.remove_parameters(to_remove)
-    postfix.apply_services(plan)
-    return result

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import atomic_write, read_text, wanted_owner
+from ansible_collections.smarthost.postfix.plugins.module_utils.host import service_state
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import diagnose
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import PostfixError
 
@@ -57,11 +57,12 @@ def read_queue(postfix, runner):
     return messages, warnings + [line for line in (err or '').splitlines() if line.strip()]
 
 
-def service_state(postfix, runner, privileged=None):
+def postfix_running(postfix, runner, privileged=None):
     """{running, source}: `postfix status` (exit 0 = running) and, when it cannot tell, systemd.
 
     `postfix status` is for root only; run unprivileged, it fails whatever the state, and
-    systemd's postfix.service answers instead. running is None when neither can tell.
+    systemd's postfix.service answers instead (host.service_state, the one place that asks
+    systemd). running is None when neither can tell.
     """
     privileged = os.geteuid() == 0 if privileged is None else privileged
     try:
@@ -72,12 +73,10 @@ def service_state(postfix, runner, privileged=None):
         return {'running': True, 'source': 'postfix status'}
     if rc is not None and (privileged or 'is not running' in out + err):
         return {'running': False, 'source': 'postfix status'}
-    systemctl = shutil.which('systemctl')
-    if systemctl and postfix.config_dir is None:
-        rc, out, err = runner([systemctl, 'is-active', 'postfix.service'])
-        state = out.strip()
-        if state in ('active', 'inactive', 'failed'):
-            return {'running': state == 'active', 'source': 'systemd'}
+    if postfix.config_dir is None:
+        unit = service_state('postfix', runner)
+        if unit is not None:
+            return {'running': unit['active'], 'source': 'systemd'}
     return {'running': None, 'source': None}
 
 
@@ -172,21 +171,8 @@ def render_metrics(stats, running, healthy, last_delivery_timestamp=None):
 
 def write_atomically(path, content, mode=0o644):
     """Replace path with content in one rename (node_exporter must never read half a file). Returns changed."""
-    try:
-        with open(path, 'r') as handle:
-            if handle.read() == content:
-                return False
-    except (IOError, OSError):
-        pass
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
-    try:
-        with os.fdopen(handle, 'w') as output:
-            output.write(content)
-        os.chmod(temporary, mode)
-        os.rename(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    if read_text(path) == content and os.path.exists(path):
+        return False
+    uid, gid = wanted_owner()
+    atomic_write(path, content.encode('utf-8'), mode, uid, gid)
     return True

@@ -29,7 +29,7 @@ import ipaddress
 import math
 import re
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import compiled_path
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import compiled_path
 
 MODES = ("null_client", "relay_server")
 TLS_LEVELS = ("secure", "encrypt", "fingerprint")

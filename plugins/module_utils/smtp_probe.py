@@ -22,6 +22,8 @@ import socket
 import ssl
 import time
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import scrub
+
 # OS CA bundles, looked for in this order when no ca_file is given.
 CA_BUNDLES = (
     '/etc/ssl/certs/ca-certificates.crt',  # Debian, Ubuntu, Alpine, Arch
@@ -508,11 +510,8 @@ def _authenticate(connection, mechanisms, username, password):
 
 
 def _redact(text, secrets):
-    # Longest first: the PLAIN token ends with the base64 of the password when the prefix aligns.
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, '********')
-    return text
+    # Longest first (rules.scrub): the PLAIN token ends with the base64 of the password when the prefix aligns.
+    return scrub(text, secrets)
 
 
 def _secret_forms(username, password):

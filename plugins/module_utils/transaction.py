@@ -15,22 +15,12 @@ import os
 import shutil
 import tempfile
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
-    COMPILED_SUFFIXES,
-    backup_file,
-    compiled_path,
-    manage_table,
-    resolve_map_type,
-    sasl_entries,
-    sasl_masks,
-    table_entries,
-)
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    RESTART_PARAMETERS,
-    PostfixError,
-    ValidationError,
-    configure,
-)
+from ansible_collections.smarthost.postfix.plugins.module_utils.config_plan import configure
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import backup_file
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import manage_table, resolve_map_type, table_entries
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import RESTART_PARAMETERS, PostfixError
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import COMPILED_SUFFIXES, ValidationError, compiled_path
+from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import sasl_entries, sasl_masks
 
 SECRET_MODE = 0o600
 TABLE_MODE = 0o644

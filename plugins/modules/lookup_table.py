@@ -184,23 +184,17 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
-    manage_table,
-    resolve_map_type,
-    table_entries,
-)
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    Postfix,
-    module_runner,
-    run_and_exit,
-)
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import manage_table, resolve_map_type, table_entries
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner, run_and_exit
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import TABLE_TYPES
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type='path', required=True),
-            type=dict(type='str', choices=['hash', 'lmdb', 'btree', 'cdb', 'texthash', 'regexp', 'pcre', 'cidr']),
+            type=dict(type='str', choices=list(TABLE_TYPES)),
             entries=dict(type='list', elements='dict', options=dict(
                 key=dict(type='str', required=True, no_log=False),
                 value=dict(type='str'),

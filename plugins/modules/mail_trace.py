@@ -214,7 +214,8 @@ log_source:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import open_log_source, trace
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError, module_runner
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
 
 
 def main():

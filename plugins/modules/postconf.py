@@ -144,13 +144,13 @@ backup_files:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    Postfix,
-    configure,
+from ansible_collections.smarthost.postfix.plugins.module_utils.config_plan import configure
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
     services_argument_spec,
 )
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 
 
 def main():

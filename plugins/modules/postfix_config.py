@@ -235,13 +235,14 @@ backup_files:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import MASK
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    Postfix,
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
+    secret_scrubber,
     services_argument_spec,
 )
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import SASL_MAP_TYPES, TABLE_TYPES
 from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
 
 
@@ -253,7 +254,7 @@ def main():
             services=services_argument_spec(),
             sasl_maps=dict(type='list', elements='dict', default=[], options=dict(
                 path=dict(type='path', required=True),
-                type=dict(type='str', choices=['hash', 'lmdb', 'btree', 'cdb', 'texthash']),
+                type=dict(type='str', choices=list(SASL_MAP_TYPES)),
                 entries=dict(type='list', elements='dict', default=[], options=dict(
                     key=dict(type='str', required=True, no_log=False),
                     username=dict(type='str', required=True),
@@ -262,7 +263,7 @@ def main():
             )),
             tables=dict(type='list', elements='dict', default=[], options=dict(
                 path=dict(type='path', required=True),
-                type=dict(type='str', choices=['hash', 'lmdb', 'btree', 'cdb', 'texthash', 'regexp', 'pcre', 'cidr']),
+                type=dict(type='str', choices=list(TABLE_TYPES)),
                 entries=dict(type='list', elements='dict', default=[], options=dict(
                     key=dict(type='str', required=True, no_log=False),
                     value=dict(type='str', required=True),
@@ -274,14 +275,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    secrets = [entry['password'] for item in module.params['sasl_maps'] for entry in item['entries']]
-
-    def scrub(text):
-        """No password survives into a message, whatever produced it."""
-        for secret in secrets:
-            text = text.replace(secret, MASK)
-        return text
-
+    scrub = secret_scrubber(entry['password'] for item in module.params['sasl_maps'] for entry in item['entries'])
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
     run_and_exit(module, lambda: apply_configuration(
         postfix,

@@ -157,12 +157,8 @@ service:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.host import describe_host
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    Postfix,
-    PostfixError,
-    describe,
-    module_runner,
-)
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError, describe
 
 
 def main():

@@ -197,9 +197,10 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import LOG_SOURCES, MailLog, open_log_source
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError, module_runner
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
 from ansible_collections.smarthost.postfix.plugins.module_utils.queue import (
-    health_problems, queue_stats, read_queue, render_metrics, service_state, write_atomically)
+    health_problems, queue_stats, read_queue, render_metrics, postfix_running, write_atomically)
 
 
 def last_delivery(postfix, log_source, log_path, now):
@@ -248,7 +249,7 @@ def main():
     except PostfixError as error:
         module.fail_json(msg=str(error), cmd=error.cmd, rc=error.rc)
     stats = queue_stats(messages, now)
-    service = service_state(postfix, runner)
+    service = postfix_running(postfix, runner)
     try:
         delivery, log_read = last_delivery(postfix, params['log_source'], params['log_path'], now)
     except OSError as error:

@@ -187,19 +187,15 @@ backup_file:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
-    MASK,
-    keep_password,
-    manage_table,
-    resolve_map_type,
-    sasl_entries,
-    sasl_masks,
-)
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
-    Postfix,
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import manage_table, resolve_map_type
+from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
+    secret_scrubber,
 )
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import SASL_MAP_TYPES
+from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep_password, sasl_entries, sasl_masks
 
 
 def main():
@@ -214,20 +210,14 @@ def main():
             state=dict(type='str', default='present', choices=['present', 'absent']),
             exclusive=dict(type='bool', default=False),
             update_password=dict(type='str', default='always', choices=['always', 'on_create'], no_log=False),
-            type=dict(type='str', choices=['hash', 'lmdb', 'btree', 'cdb', 'texthash']),
+            type=dict(type='str', choices=list(SASL_MAP_TYPES)),
             config_dir=dict(type='path'),
             backup=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     entries = module.params['entries'] or []
-    secrets = [entry['password'] for entry in entries if entry.get('password')]
-
-    def scrub(text):
-        """Belt and braces: no password survives into a message, whatever produced it."""
-        for secret in secrets:
-            text = text.replace(secret, MASK)
-        return text
+    scrub = secret_scrubber(entry.get('password') for entry in entries)
 
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
 

@@ -1,46 +1,37 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) 2025, smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Lookup-table machinery: parsing, planning, files, postmap (real binary, temporary dirs)."""
+"""Lookup-table machinery: parsing, planning, compiling with postmap (real binary, temporary dirs)."""
 
 from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import time
 
 import pytest
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import atomic_write
 from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
     Entry,
-    atomic_write,
-    backup_file,
     compile_table,
     compiled_is_stale,
-    compiled_path,
     ensure_table,
-    keep_password,
     manage_table,
     parse_table,
     render_table,
     resolve_map_type,
-    sasl_entries,
-    sasl_key_error,
-    sasl_masks,
     table_entries,
     validate_entries,
 )
-from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, ValidationError
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, compiled_path
+from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep_password, sasl_masks
+from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup
 
 
 def mode_of(path):
     return stat.S_IMODE(os.stat(path).st_mode)
-
-
-def lookup(config_dir, map_name, key):
-    return subprocess.run(['postmap', '-c', str(config_dir), '-q', key, map_name], stdout=subprocess.PIPE,
-                          universal_newlines=True, check=False).stdout.strip()
 
 
 def entries_of(items):
@@ -162,97 +153,7 @@ def test_table_entries_strip_values_like_postmap():
     assert table_entries([{'key': 'a', 'value': None}], 'hash', 'absent') == [('a', None)]
 
 
-# --------------------------------------------------------------------------- SASL specifics
-
-@pytest.mark.parametrize('key', [
-    '[email-smtp.eu-west-1.amazonaws.com]:587', '[smtp.example.com]', 'smtp.example.com:2525',
-    'smtp.example.com', '[192.0.2.10]:465', '192.0.2.10', '[2001:db8::1]:587', 'user@example.com',
-    '@example.com', 'relay', '[smtp.example.com]:65535',
-])
-def test_valid_sasl_keys(key):
-    assert sasl_key_error(key) is None
-
-
-@pytest.mark.parametrize('key, reason', [
-    ('[smtp.example.com]:0', 'invalid port'),
-    ('[smtp.example.com]:65536', 'invalid port'),
-    ('[smtp.example.com]:smtp', 'invalid port'),
-    ('smtp.example.com:', 'invalid port'),
-    ('2001:db8::1', 'in brackets'),
-    ('[bad_host]:587', 'invalid host'),
-    ('-bad.example', 'invalid host'),
-    ('999.1.1.1', 'invalid host'),
-    ('user@', 'invalid domain'),
-    ('us er@example.com', 'invalid local part'),
-    ('[smtp.example.com', 'invalid host'),
-])
-def test_invalid_sasl_keys(key, reason):
-    assert reason in sasl_key_error(key)
-
-
-PASSWORD = 'Pa55:w0rd#with spaces inside'
-
-
-@pytest.mark.parametrize('entry, message', [
-    ({'key': '[a.example]:587', 'username': '', 'password': PASSWORD}, 'username is missing'),
-    ({'key': '[a.example]:587', 'username': 'us:er', 'password': PASSWORD}, 'must not contain ":"'),
-    ({'key': '[a.example]:587', 'username': 'us er', 'password': PASSWORD}, 'whitespace'),
-    ({'key': '[a.example]:587', 'username': 'user', 'password': ''}, 'password is missing'),
-    ({'key': '[a.example]:587', 'username': 'user', 'password': PASSWORD + '\n'}, 'line break'),
-    ({'key': '[a.example]:587', 'username': 'user', 'password': ' ' + PASSWORD}, 'leading or trailing'),
-    ({'key': '[a.example]:587', 'username': 'user', 'password': PASSWORD + '\t'}, 'leading or trailing'),
-    ({'key': '[a.example]:99999', 'username': 'user', 'password': PASSWORD}, 'invalid port'),
-])
-def test_sasl_entries_errors_name_the_key_never_the_password(entry, message):
-    with pytest.raises(ValidationError, match=message) as caught:
-        sasl_entries([entry])
-    assert entry['key'] in str(caught.value)
-    assert PASSWORD.strip() not in str(caught.value)
-
-
-def test_sasl_entries_rejects_duplicate_keys():
-    entries = [{'key': '[A.example]:587', 'username': 'u', 'password': 'p'},
-               {'key': '[a.example]:587', 'username': 'v', 'password': 'q'}]
-    with pytest.raises(ValidationError, match='more than once'):
-        sasl_entries(entries)
-
-
-def test_sasl_entries_values_and_absent():
-    assert sasl_entries([{'key': '@example.com', 'username': 'u', 'password': 'p:w'}]) == [('@example.com', 'u:p:w')]
-    assert sasl_entries([{'key': '@example.com'}], 'absent') == [('@example.com', None)]
-
-
-def test_sasl_masks_hide_passwords_and_flag_changes():
-    old = parse_table('[a]:587 user:old\n', 'hash')
-    before, after = sasl_masks(old)
-    assert before('[a]:587', 'user:old') == 'user:********'
-    assert after('[A]:587', 'user:new') == 'user:******** (password changed)'
-    assert after('[a]:587', 'user:old') == 'user:********'
-    assert after('[b]', 'other:pw') == 'other:********'
-
-
 # --------------------------------------------------------------------------- files
-
-def test_atomic_write_sets_mode_before_the_file_appears(tmp_path):
-    path = str(tmp_path / 'table')
-    atomic_write(path, b'a b\n', 0o600, 0, 0)
-    assert mode_of(path) == 0o600
-    assert os.stat(path).st_uid == 0
-    atomic_write(path, b'c d\n', 0o640)
-    assert (tmp_path / 'table').read_text() == 'c d\n'
-    assert mode_of(path) == 0o640
-    assert os.listdir(str(tmp_path)) == ['table']
-
-
-def test_backup_keeps_content_and_mode(tmp_path):
-    source = tmp_path / 'sasl_passwd'
-    source.write_text('[a] u:p\n')
-    source.chmod(0o600)
-    backup = backup_file(str(source))
-    assert backup.startswith(str(source) + '.') and backup.endswith('~')
-    assert open(backup).read() == '[a] u:p\n'
-    assert mode_of(backup) == 0o600
-
 
 def test_compile_builds_in_a_private_directory(postfix_dir, tmp_path, tool_log):
     path = str(tmp_path / 'sasl_passwd')
@@ -316,10 +217,3 @@ def test_manage_table_needs_an_existing_directory(postfix_dir, tmp_path):
         manage_table(Postfix(str(postfix_dir)), str(tmp_path / 'no' / 'table'), 'hash', [('a', 'b')])
 
 
-def test_sasl_diff_masks_a_username_that_is_the_secret():
-    # Postmark's server token is both the username and the password.
-    token = '00000000-aaaa-4bbb-8ccc-token0000001'
-    before, after = sasl_masks([])
-    assert token not in after('[smtp.postmarkapp.com]:587', '%s:%s' % (token, token))
-    assert token not in before('[smtp.postmarkapp.com]:587', '%s:%s' % (token, token))
-    assert after('[smtp.sendgrid.net]:587', 'apikey:SG.secret').startswith('apikey:')

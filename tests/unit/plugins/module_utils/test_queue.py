@@ -136,8 +136,8 @@ def test_read_queue_reports_postqueue_failure(tmp_path):
     assert raised.value.rc != 0 and 'postqueue' in raised.value.cmd[0]
 
 
-def test_service_state_of_a_stopped_instance(tmp_path, postfix_dir):
+def test_postfix_running_of_a_stopped_instance(tmp_path, postfix_dir):
     if os.geteuid() != 0:
         pytest.skip('postfix status needs root')
-    state = queue.service_state(Postfix(str(postfix_dir)), run_subprocess)
+    state = queue.postfix_running(Postfix(str(postfix_dir)), run_subprocess)
     assert state == {'running': False, 'source': 'postfix status'}

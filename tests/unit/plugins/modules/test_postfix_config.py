@@ -137,7 +137,7 @@ def test_a_rejected_first_change_removes_the_tables_it_created(apply, postfix_di
 @pytest.mark.parametrize('change, message', [
     ({'parameters': {'relayhostt': '[a]:587'}}, 'unknown main.cf parameter name(s): relayhostt'),
     ({'sasl_maps': [{'path': 'SASL', 'entries': [{'key': SES, 'username': 'a:b', 'password': PASSWORD}]}]},
-     'username must not contain ":"'),
+     "username must not contain ':'"),
     ({'tables': [{'path': 'TRANSPORT', 'entries': [{'key': 'a b', 'value': 'x'}]}]}, 'cannot contain whitespace'),
     ({'tables': [{'path': 'SASL', 'entries': []}]}, 'is listed more than once'),
     ({'tables': [{'path': 'TRANSPORT', 'type': 'cdb', 'entries': []}]}, None),

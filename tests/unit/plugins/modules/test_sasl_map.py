@@ -205,13 +205,13 @@ def test_unavailable_type_is_refused(sasl, map_types):
 
 
 @pytest.mark.parametrize('bad, message', [
-    (entry(username='bad:user'), 'must not contain ":"'),
+    (entry(username='bad:user'), "must not contain ':'"),
     (entry(username='bad user'), 'whitespace'),
     (entry(username=''), 'username is missing'),
     (entry(password=''), 'password is missing'),
     (entry(password=PASSWORD + '\nsecond line'), 'line break'),
-    (entry(password=' ' + PASSWORD), 'leading or trailing'),
-    (entry(password=PASSWORD + ' '), 'leading or trailing'),
+    (entry(password=' ' + PASSWORD), 'start or end with whitespace'),
+    (entry(password=PASSWORD + ' '), 'start or end with whitespace'),
     (entry(key='[smtp.example.com]:70000'), 'invalid port'),
     (entry(key='2001:db8::25'), 'in brackets'),
     (entry(key='smtp example.com'), 'invalid host'),
