@@ -19,8 +19,9 @@ description:
 options:
   _input:
     description:
-      - The relay role's variables, keyed by their names (V(relay_provider), V(relay_host), ...).
-      - Unset variables may be left out or given as V(null).
+      - The relay role's variables, keyed by their names (V(relay_provider), V(relay_host), ...): every
+        variable the role passes (C(roles/relay/vars/main.yml)), with V(null) for the unset ones. The plan
+        has no defaults of its own; they are in the role's C(defaults/main.yml).
     type: dict
     required: true
   presets:
@@ -37,17 +38,33 @@ options:
         (map type to the package that provides it), V(domain) and V(fqdn).
     type: dict
     default: {}
+  errors:
+    description:
+      - V(raise) fails the template with the message.
+      - V(return) returns C({error, variable}) instead, so that a task can fail with the message alone
+        (ansible-core 2.19 wraps a failed filter in several "caused by" lines).
+    type: str
+    choices: [raise, return]
+    default: raise
 """
 
 EXAMPLES = r"""
+# relay_settings: every relay_* variable the role passes, e.g. the role's defaults with
+# relay_provider: sendgrid, relay_password and relay_sender_domain set.
 - name: Plan a SendGrid null client
   ansible.builtin.set_fact:
     plan: >-
-      {{ {'relay_provider': 'sendgrid', 'relay_password': vault_sendgrid_key, 'relay_sender_domain': 'example.com'}
+      {{ relay_settings
          | smarthost.postfix.relay_plan(presets, {'os_family': 'Debian', 'postfix_version': '3.7.11',
                                                   'default_database_type': 'hash',
-                                                  'ca_file': '/etc/ssl/certs/ca-certificates.crt'}) }}
+                                                  'ca_file': '/etc/ssl/certs/ca-certificates.crt'},
+                                        errors='return') }}
   no_log: true
+
+- name: Fail with the plan's message alone, naming the variable
+  ansible.builtin.fail:
+    msg: "{{ plan.error }}"
+  when: plan.error is defined
 
 - name: Show where mail will go
   ansible.builtin.debug:
@@ -56,9 +73,20 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The desired Postfix state.
+  description:
+    - The desired Postfix state.
+    - With O(errors=return) and an invalid input, only C(error) (the message, starting with the variable's
+      name) and C(variable) (the variable at fault).
   type: dict
   contains:
+    error:
+      description: With O(errors=return), why the input cannot work; it never contains a secret.
+      type: str
+      sample: "relay_port: 70000 is out of range; use 1-65535"
+    variable:
+      description: With O(errors=return), the variable at fault.
+      type: str
+      sample: relay_port
     provider:
       description: The provider preset in use.
       type: str
@@ -103,7 +131,7 @@ _value:
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.text.converters import to_text
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.relay_plan import RelayPlanError, relay_plan
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import RelayPlanError, relay_plan
 
 # Vault values that are not str instances: EncryptedString (ansible-core 2.19) and
 # AnsibleVaultEncryptedUnicode (earlier); str() decrypts both.
@@ -113,7 +141,7 @@ VAULTED_TYPES = ("EncryptedString", "AnsibleVaultEncryptedUnicode")
 def _plain(value):
     """Plain Python data: vaulted strings become the text they decrypt to."""
     if isinstance(value, dict):
-        return dict((key, _plain(item)) for key, item in value.items())
+        return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     if value is None or isinstance(value, (bool, int, float)):
@@ -125,11 +153,15 @@ def _plain(value):
     return value
 
 
-def relay_plan_filter(settings, presets, facts=None):
+def relay_plan_filter(settings, presets, facts=None, errors="raise"):
+    if errors not in ("raise", "return"):
+        raise AnsibleFilterError("relay_plan: errors must be raise or return, not %r" % (errors,))
     try:
         return relay_plan(_plain(settings), presets, _plain(facts or {}))
     except RelayPlanError as exc:
-        raise AnsibleFilterError(str(exc))
+        if errors == "return":
+            return {"error": str(exc), "variable": exc.variable}
+        raise AnsibleFilterError(str(exc)) from None
 
 
 class FilterModule:

@@ -22,7 +22,7 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.relay_plan import RelayPlanError, relay_plan
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import RelayPlanError, relay_plan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))

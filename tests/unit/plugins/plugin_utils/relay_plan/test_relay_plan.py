@@ -14,14 +14,11 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.relay_plan import (
-    RelayPlanError,
-    rate_delay,
-    relay_plan,
-    tls_protocols,
-)
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import RelayPlanError, relay_plan
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import rate_delay
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import tls_protocols
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", ".."))
 
 with open(os.path.join(ROOT, "roles", "relay", "vars", "presets.yml")) as _handle:
     PRESETS = yaml.safe_load(_handle)["__relay_presets"]

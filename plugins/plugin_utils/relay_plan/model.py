@@ -1,0 +1,170 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
+"""The values the plan is made of: the settings it reads, a relay, the inputs every section
+shares, and the Plan that the sections add to."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError, as_list
+
+
+class Settings:
+    """The role's variables exactly as the role passes them (roles/relay/vars/main.yml).
+
+    The plan has no default of its own: defaults/main.yml holds every default, and a variable the
+    role does not pass is an error, so the two cannot drift apart. None means "not set".
+    """
+
+    def __init__(self, settings):
+        if not isinstance(settings, dict):
+            raise RelayPlanError("settings", "must be a dictionary of relay_* variables")
+        unknown = sorted(key for key in settings if not str(key).startswith("relay_"))
+        if unknown:
+            raise RelayPlanError(unknown[0], "is not a relay_* variable")
+        self._settings = settings
+        self.read = set()
+
+    def __getitem__(self, name):
+        if name not in self._settings:
+            raise RelayPlanError(name, "is not passed to the plan (roles/relay/vars/main.yml lists what the role passes)")
+        self.read.add(name)
+        return self._settings[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Relay:
+    """One smarthost: where to connect and who to log in as."""
+
+    provider: str
+    host: str
+    port: int
+    wrappermode: bool
+    username: typing.Optional[str]
+    password: typing.Optional[str]
+
+    @property
+    def nexthop(self):
+        return nexthop(self.host, self.port)
+
+    @property
+    def has_credentials(self):
+        return self.username is not None
+
+
+def nexthop(host, port):
+    """The bracketed next hop Postfix uses both as relayhost and as the SASL key."""
+    return "[%s]:%d" % (host, port)
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What every section reads: the settings, presets and facts, and what the plan derives from
+    them before any section runs (mode, where the files go, the map type, the primary relay)."""
+
+    settings: Settings
+    presets: dict
+    facts: dict
+    mode: str
+    config_dir: str
+    database_type: str
+    tls_level: str
+    primary: Relay
+
+    @property
+    def preset(self):
+        return self.presets[self.primary.provider]
+
+    @property
+    def domain_routes(self):
+        return as_list("relay_domain_routes", self.settings["relay_domain_routes"])
+
+    @property
+    def sender_routes(self):
+        return as_list("relay_sender_routes", self.settings["relay_sender_routes"])
+
+    @property
+    def fallback(self):
+        """relay_fallback as given (the fallback section validates it)."""
+        return self.settings["relay_fallback"]
+
+    def path(self, name):
+        return "%s/%s" % (self.config_dir, name)
+
+    def indexed_map(self, name):
+        """(path, "type:path") of a table of the host's indexed map type in the config directory."""
+        path = self.path(name)
+        return path, "%s:%s" % (self.database_type, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Login:
+    """One entry of the SASL password map, with the variable that asked for it (for errors)."""
+
+    key: str
+    username: str
+    password: str
+    variable: str
+
+    def entry(self):
+        return {"key": self.key, "username": self.username, "password": self.password}
+
+
+def add_login(logins, key, relay, variable):
+    """logins with one more; a key already there must carry the same credentials (one login per next hop)."""
+    for login in logins:
+        if login.key == key:
+            if (login.username, login.password) != (relay.username, relay.password):
+                raise RelayPlanError(variable, "%s already has other credentials in this configuration; "
+                                     "Postfix keeps one login per next hop" % key)
+            return logins
+    return logins + (Login(key, relay.username, relay.password, variable),)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the plan builds. A section returns a Plan of what it adds; Plan.add() joins them.
+
+    main_cf: parameter -> value (None removes it); tables: [{path, type, entries}];
+    master_services: postfix_config `services` items; logins: the SASL map's entries;
+    transport: transport_maps entries; local_domains: domains delivered here; fallback: the
+    fallback Relay; aliases, probe: see the package docstring.
+    """
+
+    main_cf: dict = dataclasses.field(default_factory=dict)
+    tables: tuple = ()
+    master_services: tuple = ()
+    logins: tuple = ()
+    transport: tuple = ()
+    local_domains: tuple = ()
+    fallback: typing.Optional[Relay] = None
+    aliases: typing.Optional[dict] = None
+    probe: typing.Optional[dict] = None
+
+    def add(self, part, section):
+        """This plan with part added; a section may not set what an earlier one set."""
+        twice = sorted(set(self.main_cf) & set(part.main_cf))
+        if twice:
+            raise ValueError("plan section %s sets main.cf %s again" % (section, ", ".join(twice)))
+        for name in ("fallback", "aliases", "probe"):
+            if getattr(self, name) is not None and getattr(part, name) is not None:
+                raise ValueError("plan section %s sets %s again" % (section, name))
+        logins = self.logins
+        for login in part.logins:
+            logins = add_login(logins, login.key, login, login.variable)
+        return Plan(
+            main_cf=dict(self.main_cf, **part.main_cf),
+            tables=self.tables + tuple(part.tables),
+            master_services=self.master_services + tuple(part.master_services),
+            logins=logins,
+            transport=self.transport + tuple(part.transport),
+            local_domains=self.local_domains + tuple(part.local_domains),
+            fallback=part.fallback or self.fallback,
+            aliases=part.aliases or self.aliases,
+            probe=part.probe or self.probe,
+        )

@@ -1,0 +1,218 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2025, smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+#
+# PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
+"""Mail that does not take the primary relay: per recipient domain (own transports, or local
+delivery), per sender (sender-dependent relayhost and login), the fallback relay, and Amazon SES's
+sandbox allow-list; the transport table they share."""
+
+from __future__ import annotations
+
+import re
+
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import RELAY_KEYS, route_relay
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
+
+SENDER_ROUTE_KEYS = ("sender",) + RELAY_KEYS
+DOMAIN_ROUTE_KEYS = ("domain", "action", "transport", "tls_security_level") + RELAY_KEYS
+FALLBACK_KEYS = RELAY_KEYS
+DOMAIN_ROUTE_ACTIONS = ("relay", "local")
+ROUTE_TLS_LEVELS = ("secure", "encrypt", "may", "none")
+SANDBOX_REJECT = "error:5.7.1 recipient is not on relay_ses_sandbox_recipients (Amazon SES sandbox)"
+
+# Services every master.cf already has: a route transport must not take their name.
+RESERVED_SERVICES = frozenset((
+    "smtp", "smtps", "submission", "submissions", "relay", "local", "virtual", "lmtp", "error", "retry",
+    "discard", "pipe", "pickup", "cleanup", "qmgr", "oqmgr", "tlsmgr", "rewrite", "bounce", "defer",
+    "trace", "verify", "flush", "proxymap", "proxywrite", "showq", "anvil", "scache", "postlog",
+    "tlsproxy", "dnsblog", "postscreen", "maildrop", "uucp", "ifmail", "bsmtp", "scalemail-backend",
+    "mailman", "spawn",
+))
+
+
+def domain_routes_section(inputs, plan):
+    """Each relay_domain_routes item: its own smtp transport to its relay, or local delivery."""
+    # Both lists are checked first: a route's transport depends on whether there are sender routes.
+    domain_routes, _sender_routes = inputs.domain_routes, inputs.sender_routes
+    transport, local_domains, logins, services = (), (), plan.logins, {}
+    for index, item in enumerate(domain_routes):
+        prefix = "relay_domain_routes[%d]" % index
+        item = v.mapping(prefix, item, DOMAIN_ROUTE_KEYS)
+        key = _route_domain(prefix, item, transport)
+        action = v.choice(prefix + ".action", item.get("action") or "relay", DOMAIN_ROUTE_ACTIONS)
+        if action == "local":
+            _local_route(prefix, item, key)
+            local_domains += (key,)
+            transport += ({"key": key, "value": "local:"},)
+            continue
+        relay = route_relay(inputs.presets, item, prefix, "a relay route")
+        if relay.nexthop == inputs.primary.nexthop:
+            raise RelayPlanError(prefix + ".host", "%s is already the primary relay; no route is needed" % relay.nexthop)
+        name, service = _route_service(inputs, prefix, item, relay)
+        existing = services.get(name)
+        if existing is not None and (existing["nexthop"] != relay.nexthop or existing["service"] != service):
+            raise RelayPlanError(prefix + ".transport", "%s is already used by a route with different settings" % name)
+        services[name] = {"nexthop": relay.nexthop, "service": service}
+        if relay.has_credentials:
+            logins = add_login(logins, relay.nexthop, relay, prefix + ".username")
+        transport += ({"key": key, "value": "%s:%s" % (name, relay.nexthop)},)
+    return Plan(
+        transport=transport,
+        local_domains=local_domains,
+        master_services=tuple(services[name]["service"] for name in sorted(services)),
+        logins=logins[len(plan.logins):],
+    )
+
+
+def _route_domain(prefix, item, transport):
+    """The transport table key: the domain, or .domain for its subdomains; each routed once."""
+    if item.get("domain") is None:
+        raise RelayPlanError(prefix + ".domain", "required")
+    domain = v.text(prefix + ".domain", item["domain"])
+    key = "." + v.domain(prefix + ".domain", domain[1:]) if domain.startswith(".") else v.domain(prefix + ".domain", domain)
+    if any(entry["key"] == key for entry in transport):
+        raise RelayPlanError(prefix + ".domain", "%s is routed twice" % key)
+    return key
+
+
+def _local_route(prefix, item, key):
+    extra = sorted(k for k in item if k not in ("domain", "action") and item[k] is not None)
+    if extra:
+        raise RelayPlanError(prefix + "." + extra[0], "does not apply to action local")
+    if key.startswith("."):
+        raise RelayPlanError(prefix + ".domain", "local delivery needs an exact domain, not %s" % key)
+
+
+def _route_service(inputs, prefix, item, relay):
+    """(name, master.cf service) of a domain route's own smtp transport."""
+    tls_level = item.get("tls_security_level")
+    if tls_level is not None:
+        v.choice(prefix + ".tls_security_level", tls_level, ROUTE_TLS_LEVELS)
+        if tls_level in ("may", "none") and relay.has_credentials:
+            raise RelayPlanError(prefix + ".tls_security_level", "%s would send the password without verified TLS" % tls_level)
+        if tls_level in ("may", "none") and relay.wrappermode:
+            raise RelayPlanError(prefix + ".tls_security_level",
+                                 "port %d uses TLS wrapper mode, which needs encrypt or stronger" % relay.port)
+
+    name = item.get("transport")
+    if name is None:
+        name = "route_" + re.sub(r"[^a-z0-9]+", "_", relay.host.lower()).strip("_") + "_%d" % relay.port
+        name = name[:63]
+    else:
+        name = v.service_name(prefix + ".transport", name)
+    if name in RESERVED_SERVICES:
+        raise RelayPlanError(prefix + ".transport", "%r is a standard Postfix service; choose another name" % name)
+
+    options = {"smtp_tls_wrappermode": "yes" if relay.wrappermode else "no"}
+    if tls_level is not None:
+        options["smtp_tls_security_level"] = tls_level
+    if inputs.sender_routes:
+        # Otherwise a sender's own login would be offered to this route's relay.
+        options["smtp_sender_dependent_authentication"] = "no"
+    if inputs.fallback is not None:
+        # A route names its relay: mail for the domain waits for it rather than leaving elsewhere.
+        options["smtp_fallback_relay"] = ""
+    return name, {
+        "name": name,
+        "type": "unix",
+        "private": "-",
+        "unpriv": "-",
+        "chroot": "n",
+        "wakeup": "-",
+        "maxproc": "-",
+        "command": "smtp",
+        "options": options,
+        "exclusive_options": True,
+        "state": "present",
+    }
+
+
+def sender_routes_section(inputs, plan):
+    """Each relay_sender_routes item: a sender-dependent relayhost with its own login."""
+    entries, logins = [], plan.logins
+    for index, item in enumerate(inputs.sender_routes):
+        prefix = "relay_sender_routes[%d]" % index
+        item = v.mapping(prefix, item, SENDER_ROUTE_KEYS)
+        if item.get("sender") is None:
+            raise RelayPlanError(prefix + ".sender", "required")
+        sender = v.address_pattern(prefix + ".sender", item["sender"])
+        relay = route_relay(inputs.presets, item, prefix, "a sender route")
+        if relay.wrappermode != inputs.primary.wrappermode:
+            raise RelayPlanError(prefix + ".port", "TLS wrapper mode is one setting for the smtp transport; port %d and the "
+                                 "primary relay's port %d need different modes (use relay_domain_routes or a matching "
+                                 "port)" % (relay.port, inputs.primary.port))
+        if relay.has_credentials:
+            logins = add_login(logins, sender, relay, prefix + ".username")
+        entries.append({"key": sender, "value": relay.nexthop})
+    if not entries:
+        return Plan(main_cf={"sender_dependent_relayhost_maps": None, "smtp_sender_dependent_authentication": None})
+    path, table = inputs.indexed_map("sender_relay")
+    return Plan(
+        main_cf={"sender_dependent_relayhost_maps": table, "smtp_sender_dependent_authentication": "yes"},
+        tables=({"path": path, "type": inputs.database_type, "entries": entries},),
+        logins=logins[len(plan.logins):],
+    )
+
+
+def fallback_section(inputs, plan):
+    """relay_fallback: a second smarthost, with its own login, for when the primary is unreachable."""
+    if inputs.fallback is None:
+        return Plan(main_cf={"smtp_fallback_relay": None})
+    value = v.mapping("relay_fallback", inputs.fallback, FALLBACK_KEYS)
+    if inputs.sender_routes:
+        raise RelayPlanError("relay_fallback", "cannot be combined with relay_sender_routes: Postfix would offer a "
+                             "sender's own login to the fallback relay")
+    relay = route_relay(inputs.presets, value, "relay_fallback", "a fallback relay")
+    if not relay.has_credentials:
+        raise RelayPlanError("relay_fallback.password", "a fallback relay needs its own credentials")
+    if relay.nexthop == inputs.primary.nexthop:
+        raise RelayPlanError("relay_fallback.host", "%s is the primary relay itself" % relay.nexthop)
+    if relay.wrappermode != inputs.primary.wrappermode:
+        raise RelayPlanError("relay_fallback.port", "TLS wrapper mode is one setting for the smtp transport; port %d and the "
+                             "primary relay's port %d need different modes" % (relay.port, inputs.primary.port))
+    return Plan(
+        main_cf={"smtp_fallback_relay": relay.nexthop},
+        fallback=relay,
+        logins=add_login(plan.logins, relay.nexthop, relay, "relay_fallback.username")[len(plan.logins):],
+    )
+
+
+def ses_sandbox_section(inputs, plan):
+    """Amazon SES sandbox: only verified recipients leave; the rest fail here, not at SES."""
+    sandbox = v.as_list("relay_ses_sandbox_recipients", inputs.settings["relay_ses_sandbox_recipients"])
+    if not sandbox:
+        return Plan()
+    if inputs.primary.provider != "ses":
+        raise RelayPlanError("relay_ses_sandbox_recipients", "only applies with relay_provider ses")
+    if inputs.sender_routes:
+        raise RelayPlanError("relay_ses_sandbox_recipients", "cannot be combined with relay_sender_routes "
+                             "(the allow-list would also stop mail routed to other relays per sender)")
+    routed = set(entry["key"] for entry in plan.transport)
+    transport = []
+    for index, recipient in enumerate(sandbox):
+        variable = "relay_ses_sandbox_recipients[%d]" % index
+        recipient = v.text(variable, recipient)
+        key = v.address_pattern(variable, recipient) if "@" in recipient else v.domain(variable, recipient)
+        if key.startswith("@"):
+            key = key[1:]
+        if key in routed:
+            raise RelayPlanError(variable, "%s is already routed by relay_domain_routes" % key)
+        routed.add(key)
+        # ":" keeps transport and next hop unchanged: the recipient goes to the relay as usual.
+        transport.append({"key": key, "value": ":"})
+    transport.append({"key": "*", "value": SANDBOX_REJECT})
+    return Plan(transport=tuple(transport))
+
+
+def transport_section(inputs, plan):
+    """The transport table every route above adds to (after the last of them)."""
+    if not plan.transport:
+        return Plan(main_cf={"transport_maps": None})
+    path, table = inputs.indexed_map("transport")
+    return Plan(
+        main_cf={"transport_maps": table},
+        tables=({"path": path, "type": inputs.database_type, "entries": list(plan.transport)},),
+    )
