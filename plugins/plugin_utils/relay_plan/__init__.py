@@ -42,6 +42,7 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limit
 )
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.local import MODES, aliases_section, mode_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Inputs, Plan, Settings
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.oauth2 import oauth2_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import (
     primary_relay,
     probe_section,
@@ -62,9 +63,11 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.valid
 __all__ = ["RelayPlanError", "SECTIONS", "relay_plan"]
 
 # The order is the plan's one ordering rule. Routes come before the transport table they fill and
-# the mode that lists their local domains; every login (primary, routes, fallback) is known before
-# sasl_auth; the escape hatch comes after everything the role sets itself; the probe reads the
-# final TLS settings. main.cf is written in this order.
+# the mode that lists their local domains; every OAuth 2.0 relay (primary and routes) is known
+# before oauth2 builds their transports, and before rewriting and headers, which depend on
+# whether one exists; every login is known before sasl_auth; the escape hatch comes after
+# everything the role sets itself; the probe reads the final TLS settings. main.cf is written in
+# this order.
 SECTIONS = (
     relayhost_section,
     tls_section,
@@ -72,6 +75,7 @@ SECTIONS = (
     domain_routes_section,
     sender_routes_section,
     fallback_section,
+    oauth2_section,
     ses_sandbox_section,
     transport_section,
     mode_section,
@@ -96,7 +100,7 @@ def relay_plan(settings, presets, facts):
         "provider": inputs.primary.provider,
         "relayhost": inputs.primary.nexthop,
         "database_type": inputs.database_type,
-        "packages": packages(inputs.facts, inputs.database_type),
+        "packages": packages(inputs.facts, inputs.database_type, bool(plan.oauth2_accounts)),
         "main_cf": plan.main_cf,
         "master_services": list(plan.master_services),
         "sasl_map": {"path": inputs.path("sasl_passwd"), "type": inputs.database_type,
@@ -104,6 +108,8 @@ def relay_plan(settings, presets, facts):
         "tables": list(plan.tables),
         "aliases": plan.aliases,
         "probe": plan.probe,
+        "oauth2": list(plan.oauth2_accounts),
+        "client_keys": sorted(set(plan.client_keys)),
     }
 
 
@@ -131,10 +137,14 @@ def _database_type(settings, facts):
     return v.choice("relay_database_type", value, INDEXED_TYPES)
 
 
-def packages(facts, database_type):
-    """The OS family's packages, and the one that provides the map type where it is separate."""
+def packages(facts, database_type, oauth2=False):
+    """The OS family's packages, the one that provides the map type where it is separate, and
+    msmtp where an OAuth 2.0 relay needs it."""
     names = list(facts.get("packages") or [])
-    extra = (facts.get("map_type_packages") or {}).get(database_type)
-    if extra and extra not in names:
-        names.append(extra)
+    extras = [(facts.get("map_type_packages") or {}).get(database_type)]
+    if oauth2:
+        extras += list(facts.get("oauth2_packages") or [])
+    for extra in extras:
+        if extra and extra not in names:
+            names.append(extra)
     return names

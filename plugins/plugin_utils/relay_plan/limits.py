@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
@@ -43,7 +44,12 @@ def rate_delay(messages_per_second):
 
 
 def limits_section(inputs, plan):
-    """The preset's published limits as Postfix settings, each overridable (0 switches it off)."""
+    """The preset's published limits as Postfix settings, each overridable (0 switches it off).
+
+    They apply to the transport that carries the primary relay. An OAuth 2.0 pipe transport is
+    paced by its account instead (a rate delay with one recipient per delivery would pace each
+    recipient, not the relay), and delivers one recipient at a time.
+    """
     settings = inputs.settings
     limits = inputs.preset.get("postfix") or {}
 
@@ -56,16 +62,23 @@ def limits_section(inputs, plan):
             raise RelayPlanError("relay_max_send_rate",
                                  "must be a number of messages per second, 0 or more; got %r" % (rate,))
         rate = rate_number or None
-    main_cf = {"smtp_destination_rate_delay": rate_delay(rate) if rate else None}
-
+    values = {}
     for variable, parameter, key in LIMIT_PARAMETERS:
         value = settings[variable]
         if value is None:
             value = limits.get(key)
         if value is not None:
             value = v.integer(variable, value, 0) or None
-        main_cf[parameter] = str(value) if value else None
-    return Plan(main_cf=main_cf)
+        values[parameter] = str(value) if value else None
+
+    if inputs.primary.auth != "oauth2":
+        main_cf = {"smtp_destination_rate_delay": rate_delay(rate) if rate else None}
+        main_cf.update(values)
+        return Plan(main_cf=main_cf)
+    transport = oauth2.transport_name(oauth2.PRIMARY_ACCOUNT)
+    main_cf = {parameter: None for parameter in ["smtp_destination_rate_delay"] + list(values)}
+    main_cf["%s_destination_concurrency_limit" % transport] = values["smtp_destination_concurrency_limit"]
+    return Plan(main_cf=main_cf, send_rates=((transport, rate),) if rate else ())
 
 
 def queue_section(inputs, plan):

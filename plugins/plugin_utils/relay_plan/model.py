@@ -39,7 +39,12 @@ class Settings:
 
 @dataclasses.dataclass(frozen=True)
 class Relay:
-    """One smarthost: where to connect and who to log in as."""
+    """One smarthost: where to connect and how to authenticate.
+
+    auth is one of AUTH_MODES. A SASL login (password) has username and password; oauth2 has
+    username (the mailbox) and oauth2, the token flow's settings with its secrets; certificate has
+    client_cert, the (certificate, key) paths on the host.
+    """
 
     provider: str
     host: str
@@ -47,6 +52,9 @@ class Relay:
     wrappermode: bool
     username: typing.Optional[str]
     password: typing.Optional[str]
+    auth: str = "password"
+    oauth2: typing.Optional[dict] = None
+    client_cert: typing.Optional[tuple] = None
 
     @property
     def nexthop(self):
@@ -54,7 +62,8 @@ class Relay:
 
     @property
     def has_credentials(self):
-        return self.username is not None
+        """A SASL login for the password map (OAuth 2.0 tokens never go there)."""
+        return self.auth == "password" and self.username is not None
 
 
 def nexthop(host, port):
@@ -133,7 +142,10 @@ class Plan:
     main_cf: parameter -> value (None removes it); tables: [{path, type, entries}];
     master_services: postfix_config `services` items; logins: the SASL map's entries;
     transport: transport_maps entries; local_domains: domains delivered here; fallback: the
-    fallback Relay; aliases, probe: see the package docstring.
+    fallback Relay; oauth2_relays: (account name, Relay) of each OAuth 2.0 relay, which
+    oauth2_accounts turns into what the role installs; send_rates: (transport, messages per
+    second) paced outside Postfix; client_keys: TLS client keys on the host (kept root-only);
+    aliases, probe: see the package docstring.
     """
 
     main_cf: dict = dataclasses.field(default_factory=dict)
@@ -145,6 +157,10 @@ class Plan:
     fallback: typing.Optional[Relay] = None
     aliases: typing.Optional[dict] = None
     probe: typing.Optional[dict] = None
+    oauth2_relays: tuple = ()
+    oauth2_accounts: tuple = ()
+    send_rates: tuple = ()
+    client_keys: tuple = ()
 
     def add(self, part, section):
         """This plan with part added; a section may not set what an earlier one set."""
@@ -167,4 +183,18 @@ class Plan:
             fallback=part.fallback or self.fallback,
             aliases=part.aliases or self.aliases,
             probe=part.probe or self.probe,
+            oauth2_relays=_add_oauth2_relays(self.oauth2_relays, part.oauth2_relays, section),
+            oauth2_accounts=self.oauth2_accounts + tuple(part.oauth2_accounts),
+            send_rates=self.send_rates + tuple(part.send_rates),
+            client_keys=self.client_keys + tuple(part.client_keys),
         )
+
+
+def _add_oauth2_relays(known, added, section):
+    """OAuth 2.0 relays by account name; a name stands for one relay identity only."""
+    relays = dict(known)
+    for name, relay in added:
+        if name in relays and relays[name] != relay:
+            raise ValueError("plan section %s registers OAuth 2.0 account %s twice" % (section, name))
+        relays[name] = relay
+    return tuple(relays.items())

@@ -10,11 +10,25 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, Relay, add_login
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
-RELAY_KEYS = ("provider", "host", "port", "username", "password", "ses_region", "mailgun_region")
+AUTH_MODES = ("password", "oauth2", "certificate", "none")
+OAUTH2_KEYS = ("oauth2_tenant", "oauth2_client_id", "oauth2_client_secret", "oauth2_refresh_token", "oauth2_token_url")
+CERTIFICATE_KEYS = ("tls_client_cert", "tls_client_key")
+RELAY_KEYS = (
+    ("provider", "host", "port", "auth", "username", "password", "ses_region", "mailgun_region", "office365_domain")
+    + OAUTH2_KEYS + CERTIFICATE_KEYS
+)
+# What each OAuth 2.0 flow needs besides the client id and secret, and the endpoint it asks.
+OAUTH2_FLOWS = {
+    "microsoft": {"requires": ("oauth2_tenant",), "ignores": ("oauth2_refresh_token",)},
+    "google": {"requires": ("oauth2_refresh_token",), "ignores": ("oauth2_tenant",)},
+}
+# A tenant is its ID (a GUID) or one of its domains (contoso.onmicrosoft.com).
+TENANT_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 def preset_of(presets, variable, provider):
@@ -44,8 +58,76 @@ def resolve_relay(presets, spec, names, wrappermode=None):
     if wrappermode is None:
         wrappermode = port in preset.get("tls_wrapper_ports", [465])
 
-    username, password = _credentials(preset, provider, spec, names)
-    return Relay(provider, host, port, wrappermode, username, password)
+    auth = _auth_mode(preset, provider, spec, names)
+    if auth == "password":
+        username, password = _credentials(preset, provider, spec, names)
+        return Relay(provider, host, port, wrappermode, username, password)
+    if auth == "oauth2":
+        return Relay(provider, host, port, wrappermode, _oauth2_user(spec, names), None, auth,
+                     oauth2=_oauth2(preset, provider, spec, names))
+    if auth == "certificate":
+        return Relay(provider, host, port, wrappermode, None, None, auth, client_cert=_client_cert(spec, names))
+    return Relay(provider, host, port, wrappermode, None, None, auth)
+
+
+def _auth_mode(preset, provider, spec, names):
+    """The relay's auth mode: as given, else a SASL login where credentials are given or the
+    provider needs them, else none. The mode decides which credentials are used; the others are
+    ignored, so that a switch (password to oauth2) is one variable."""
+    offered = preset.get("auth") or ["password"]
+    mode = spec.get("auth")
+    if mode is None:
+        given = any(spec.get(key) not in (None, "") for key in ("username", "password"))
+        mode = "password" if given or "none" not in offered else "none"
+    v.choice(names["auth"], mode, AUTH_MODES)
+    if mode not in offered:
+        raise RelayPlanError(names["auth"], "%s is not offered by provider %s; choose %s" % (mode, provider, " or ".join(offered)))
+    return mode
+
+
+def _oauth2_user(spec, names):
+    username = spec.get("username")
+    if username in (None, ""):
+        raise RelayPlanError(names["username"], "required with auth oauth2: the mailbox (or account) mail is sent as")
+    return v.username(names["username"], username)
+
+
+def _oauth2(preset, provider, spec, names):
+    """The token flow's settings; the client secret and refresh token are secrets."""
+    flow = preset.get("oauth2")
+    if flow not in OAUTH2_FLOWS:
+        raise RelayPlanError(names["auth"], "provider %s has no OAuth 2.0 flow" % provider)
+    settings = {"flow": flow}
+    for key in ("oauth2_client_id", "oauth2_client_secret") + OAUTH2_FLOWS[flow]["requires"]:
+        value = spec.get(key)
+        if value in (None, ""):
+            raise RelayPlanError(names[key], "required with auth oauth2 for provider %s" % provider)
+        if key in ("oauth2_client_secret", "oauth2_refresh_token"):
+            settings[key[len("oauth2_"):]] = v.password(names[key], value)
+        else:
+            settings[key[len("oauth2_"):]] = v.text(names[key], value).strip()
+    if flow == "microsoft" and not TENANT_ID.match(settings["tenant"]):
+        v.domain(names["oauth2_tenant"], settings["tenant"])
+    url = spec.get("oauth2_token_url")
+    if url not in (None, ""):
+        url = v.text(names["oauth2_token_url"], url)
+        if not url.startswith("https://") or any(char.isspace() for char in url):
+            raise RelayPlanError(names["oauth2_token_url"], "must be an https:// URL (the client secret goes to it)")
+        settings["token_url"] = url
+    return settings
+
+
+def _client_cert(spec, names):
+    paths = []
+    for key in CERTIFICATE_KEYS:
+        value = spec.get(key)
+        if value in (None, ""):
+            raise RelayPlanError(names[key], "required with auth certificate")
+        value = v.text(names[key], value)
+        if not value.startswith("/"):
+            raise RelayPlanError(names[key], "must be an absolute path on the host")
+        paths.append(value)
+    return tuple(paths)
 
 
 def _preset_host(preset, provider, spec, names):
@@ -59,10 +141,15 @@ def _preset_host(preset, provider, spec, names):
         key = preset["region_setting"].replace("relay_", "", 1)
         region = spec.get(key)
         if region is None:
-            raise RelayPlanError(names[key], "required for provider %s (for example us-east-1)" % provider)
-        region = v.text(names[key], region)
-        if not re.match(preset["region_pattern"], region):
-            raise RelayPlanError(names[key], "%r is not a region name such as us-east-1 or eu-west-2" % region)
+            example = "contoso.com" if preset.get("region_transform") == "domain_dashes" else "us-east-1"
+            raise RelayPlanError(names[key], "required for provider %s (for example %s)" % (provider, example))
+        if preset.get("region_transform") == "domain_dashes":
+            # The MX endpoint Microsoft gives a domain: contoso.com -> contoso-com.
+            region = v.domain(names[key], region).lower().replace(".", "-")
+        else:
+            region = v.text(names[key], region)
+            if not re.match(preset["region_pattern"], region):
+                raise RelayPlanError(names[key], "%r is not a region name such as us-east-1 or eu-west-2" % region)
         return preset["host_template"].format(region=region)
     if preset.get("host"):
         return preset["host"]
@@ -86,7 +173,7 @@ def _credentials(preset, provider, spec, names):
     elif preset.get("username_is_password") and username is None:
         username = password
 
-    if preset.get("credentials") == "required":
+    if "none" not in (preset.get("auth") or ["password"]):
         if password is None:
             raise RelayPlanError(names["password"], "required for provider %s" % provider)
         if username is None:
@@ -127,19 +214,37 @@ def primary_relay(settings, presets, wrappermode):
 
 
 def relayhost_section(inputs, plan):
-    """Where mail goes, and as whom: relayhost and the SASL map every login goes into."""
+    """Where mail goes, and as whom: relayhost and the SASL map every login goes into.
+
+    An OAuth 2.0 primary keeps relayhost (its next hop) and makes its pipe transport the default
+    transport, which takes relayhost as the next hop.
+    """
     primary = inputs.primary
     _path, sasl_map = inputs.indexed_map("sasl_passwd")
     logins = add_login((), primary.nexthop, primary, "relay_username") if primary.has_credentials else ()
+    oauth2_relays = ()
+    default_transport = None
+    if primary.auth == "oauth2":
+        oauth2_relays = ((oauth2.PRIMARY_ACCOUNT, primary),)
+        default_transport = oauth2.transport_name(oauth2.PRIMARY_ACCOUNT)
     return Plan(
         main_cf={
             "relayhost": primary.nexthop,
             "smtp_sasl_password_maps": sasl_map,
             "smtp_sasl_security_options": "noanonymous",
             "smtp_sasl_tls_security_options": "noanonymous",
+            "default_transport": default_transport,
         },
         logins=logins,
+        oauth2_relays=oauth2_relays,
     )
+
+
+def primary_transport(inputs):
+    """The master.cf transport that carries mail to the primary relay."""
+    if inputs.primary.auth == "oauth2":
+        return oauth2.transport_name(oauth2.PRIMARY_ACCOUNT)
+    return "smtp"
 
 
 def sasl_auth_section(inputs, plan):
@@ -160,4 +265,6 @@ def probe_section(inputs, plan):
         "verify": main_cf.get("smtp_tls_security_level") in ("secure", "verify"),
         "ca_file": main_cf.get("smtp_tls_CAfile"),
         "authenticate": inputs.primary.has_credentials,
+        "auth": inputs.primary.auth,
+        "oauth2_account": oauth2.PRIMARY_ACCOUNT if inputs.primary.auth == "oauth2" else None,
     })

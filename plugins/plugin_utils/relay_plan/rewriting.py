@@ -20,7 +20,15 @@ REWRITE_PARAMETERS = {"generic": "smtp_generic_maps", "sender_canonical": "sende
 
 def rewriting_section(inputs, plan):
     settings, facts = inputs.settings, inputs.facts
-    map_kind = v.choice("relay_sender_rewrite_map", settings["relay_sender_rewrite_map"], REWRITE_MAPS)
+    map_kind = settings["relay_sender_rewrite_map"]
+    if map_kind is None:
+        # The smtp client's generic maps do not apply to the pipe transport of an OAuth 2.0 relay.
+        map_kind = "sender_canonical" if plan.oauth2_relays else "generic"
+    v.choice("relay_sender_rewrite_map", map_kind, REWRITE_MAPS)
+    if map_kind == "generic" and plan.oauth2_relays:
+        raise RelayPlanError("relay_sender_rewrite_map", "generic (smtp_generic_maps) applies to Postfix's smtp client "
+                             "only, and an OAuth 2.0 relay takes mail through a pipe transport: use sender_canonical "
+                             "or leave it unset")
     parameter = REWRITE_PARAMETERS[map_kind]
     other = REWRITE_PARAMETERS["sender_canonical" if map_kind == "generic" else "generic"]
 
@@ -85,6 +93,10 @@ def headers_section(inputs, plan):
     settings = inputs.settings
     if not v.flag("relay_header_cleanup", settings["relay_header_cleanup"]):
         return Plan(main_cf={"smtp_header_checks": None})
+    if plan.oauth2_relays:
+        raise RelayPlanError("relay_header_cleanup", "smtp_header_checks apply to Postfix's smtp client only, and an "
+                             "OAuth 2.0 relay takes mail through a pipe transport, which would send the headers as "
+                             "they are")
     headers = v.as_list("relay_header_cleanup_headers", settings["relay_header_cleanup_headers"])
     if not headers:
         raise RelayPlanError("relay_header_cleanup_headers", "must name at least one header when relay_header_cleanup is true")

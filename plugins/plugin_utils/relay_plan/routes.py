@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import RELAY_KEYS, route_relay
@@ -18,7 +19,9 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.valid
 
 SENDER_ROUTE_KEYS = ("sender",) + RELAY_KEYS
 DOMAIN_ROUTE_KEYS = ("domain", "action", "transport", "tls_security_level") + RELAY_KEYS
-FALLBACK_KEYS = RELAY_KEYS
+# The fallback logs in with a password: smtp_fallback_relay is a next hop of the smtp transport,
+# which has one TLS client certificate and cannot hand mail to an XOAUTH2 pipe transport.
+FALLBACK_KEYS = ("provider", "host", "port", "username", "password", "ses_region", "mailgun_region")
 DOMAIN_ROUTE_ACTIONS = ("relay", "local")
 ROUTE_TLS_LEVELS = ("secure", "encrypt", "may", "none")
 SANDBOX_REJECT = "error:5.7.1 recipient is not on relay_ses_sandbox_recipients (Amazon SES sandbox)"
@@ -37,7 +40,7 @@ def domain_routes_section(inputs, plan):
     """Each relay_domain_routes item: its own smtp transport to its relay, or local delivery."""
     # Both lists are checked first: a route's transport depends on whether there are sender routes.
     domain_routes, _sender_routes = inputs.domain_routes, inputs.sender_routes
-    transport, local_domains, logins, services = (), (), plan.logins, {}
+    transport, local_domains, logins, services, oauth2_relays, client_keys = (), (), plan.logins, {}, (), ()
     for index, item in enumerate(domain_routes):
         prefix = "relay_domain_routes[%d]" % index
         item = v.mapping(prefix, item, DOMAIN_ROUTE_KEYS)
@@ -51,11 +54,18 @@ def domain_routes_section(inputs, plan):
         relay = route_relay(inputs.presets, item, prefix, "a relay route")
         if relay.nexthop == inputs.primary.nexthop:
             raise RelayPlanError(prefix + ".host", "%s is already the primary relay; no route is needed" % relay.nexthop)
+        if relay.auth == "oauth2":
+            name = _oauth2_route(prefix, item, relay)
+            oauth2_relays += ((name, relay),)
+            transport += ({"key": key, "value": "%s:%s" % (oauth2.transport_name(name), relay.nexthop)},)
+            continue
         name, service = _route_service(inputs, prefix, item, relay)
         existing = services.get(name)
         if existing is not None and (existing["nexthop"] != relay.nexthop or existing["service"] != service):
             raise RelayPlanError(prefix + ".transport", "%s is already used by a route with different settings" % name)
         services[name] = {"nexthop": relay.nexthop, "service": service}
+        if relay.client_cert is not None:
+            client_keys += (relay.client_cert[1],)
         if relay.has_credentials:
             logins = add_login(logins, relay.nexthop, relay, prefix + ".username")
         transport += ({"key": key, "value": "%s:%s" % (name, relay.nexthop)},)
@@ -64,7 +74,20 @@ def domain_routes_section(inputs, plan):
         local_domains=local_domains,
         master_services=tuple(services[name]["service"] for name in sorted(services)),
         logins=logins[len(plan.logins):],
+        oauth2_relays=oauth2_relays,
+        client_keys=client_keys,
     )
+
+
+def _oauth2_route(prefix, item, relay):
+    """The account name of a domain route that sends OAuth 2.0 tokens (through msmtp, which verifies)."""
+    if item.get("tls_security_level") not in (None, "secure"):
+        raise RelayPlanError(prefix + ".tls_security_level", "auth oauth2 verifies the relay's certificate (secure); "
+                             "%s cannot be used" % item["tls_security_level"])
+    given = item.get("transport")
+    if given is not None:
+        given = v.service_name(prefix + ".transport", given)
+    return oauth2.account_name(relay, given)
 
 
 def _route_domain(prefix, item, transport):
@@ -109,6 +132,8 @@ def _route_service(inputs, prefix, item, relay):
     options = {"smtp_tls_wrappermode": "yes" if relay.wrappermode else "no"}
     if tls_level is not None:
         options["smtp_tls_security_level"] = tls_level
+    if relay.client_cert is not None:
+        options["smtp_tls_cert_file"], options["smtp_tls_key_file"] = relay.client_cert
     if inputs.sender_routes:
         # Otherwise a sender's own login would be offered to this route's relay.
         options["smtp_sender_dependent_authentication"] = "no"
@@ -131,8 +156,13 @@ def _route_service(inputs, prefix, item, relay):
 
 
 def sender_routes_section(inputs, plan):
-    """Each relay_sender_routes item: a sender-dependent relayhost with its own login."""
-    entries, logins = [], plan.logins
+    """Each relay_sender_routes item: a sender-dependent relayhost with its own login.
+
+    Where OAuth 2.0 is involved (the primary or a route), a sender's relay may need another
+    transport than the default one, so every route names its transport and next hop in
+    sender_dependent_default_transport_maps instead.
+    """
+    entries, logins, oauth2_relays = [], plan.logins, ()
     for index, item in enumerate(inputs.sender_routes):
         prefix = "relay_sender_routes[%d]" % index
         item = v.mapping(prefix, item, SENDER_ROUTE_KEYS)
@@ -140,20 +170,39 @@ def sender_routes_section(inputs, plan):
             raise RelayPlanError(prefix + ".sender", "required")
         sender = v.address_pattern(prefix + ".sender", item["sender"])
         relay = route_relay(inputs.presets, item, prefix, "a sender route")
+        if relay.auth == "oauth2":
+            name = oauth2.account_name(relay)
+            oauth2_relays += ((name, relay),)
+            entries.append({"key": sender, "value": relay.nexthop, "transport": oauth2.transport_name(name)})
+            continue
+        if relay.auth == "certificate":
+            raise RelayPlanError(prefix + ".auth", "a sender route shares the smtp transport's one client certificate; "
+                                 "use relay_domain_routes for a relay that checks certificates")
         if relay.wrappermode != inputs.primary.wrappermode:
             raise RelayPlanError(prefix + ".port", "TLS wrapper mode is one setting for the smtp transport; port %d and the "
                                  "primary relay's port %d need different modes (use relay_domain_routes or a matching "
                                  "port)" % (relay.port, inputs.primary.port))
         if relay.has_credentials:
             logins = add_login(logins, sender, relay, prefix + ".username")
-        entries.append({"key": sender, "value": relay.nexthop})
+        entries.append({"key": sender, "value": relay.nexthop, "transport": "smtp"})
+    main_cf = {"sender_dependent_relayhost_maps": None, "sender_dependent_default_transport_maps": None,
+               "smtp_sender_dependent_authentication": None}
     if not entries:
-        return Plan(main_cf={"sender_dependent_relayhost_maps": None, "smtp_sender_dependent_authentication": None})
-    path, table = inputs.indexed_map("sender_relay")
+        return Plan(main_cf=main_cf)
+    if oauth2_relays or inputs.primary.auth == "oauth2":
+        path, table = inputs.indexed_map("sender_transport")
+        main_cf["sender_dependent_default_transport_maps"] = table
+        rows = [{"key": entry["key"], "value": "%s:%s" % (entry["transport"], entry["value"])} for entry in entries]
+    else:
+        path, table = inputs.indexed_map("sender_relay")
+        main_cf["sender_dependent_relayhost_maps"] = table
+        rows = [{"key": entry["key"], "value": entry["value"]} for entry in entries]
+    main_cf["smtp_sender_dependent_authentication"] = "yes"
     return Plan(
-        main_cf={"sender_dependent_relayhost_maps": table, "smtp_sender_dependent_authentication": "yes"},
-        tables=({"path": path, "type": inputs.database_type, "entries": entries},),
+        main_cf=main_cf,
+        tables=({"path": path, "type": inputs.database_type, "entries": rows},),
         logins=logins[len(plan.logins):],
+        oauth2_relays=oauth2_relays,
     )
 
 
@@ -162,6 +211,9 @@ def fallback_section(inputs, plan):
     if inputs.fallback is None:
         return Plan(main_cf={"smtp_fallback_relay": None})
     value = v.mapping("relay_fallback", inputs.fallback, FALLBACK_KEYS)
+    if inputs.primary.auth == "oauth2":
+        raise RelayPlanError("relay_fallback", "cannot be combined with relay_auth oauth2: smtp_fallback_relay is a next "
+                             "hop of Postfix's smtp transport, and an OAuth 2.0 relay is reached through a pipe transport")
     if inputs.sender_routes:
         raise RelayPlanError("relay_fallback", "cannot be combined with relay_sender_routes: Postfix would offer a "
                              "sender's own login to the fallback relay")

@@ -50,9 +50,16 @@ def tls_section(inputs, plan):
     if not ca_file.startswith("/"):
         raise RelayPlanError("relay_tls_ca_file", "must be an absolute path")
 
+    if inputs.primary.auth == "oauth2" and inputs.tls_level != "secure":
+        raise RelayPlanError("relay_tls_security_level", "%s cannot be used with relay_auth oauth2: msmtp verifies the "
+                             "relay's certificate against the CA bundle (secure)" % inputs.tls_level)
+    client_cert = inputs.primary.client_cert or (None, None)
     main_cf = {
         "smtp_tls_security_level": inputs.tls_level,
         "smtp_tls_CAfile": ca_file,
+        # The client certificate a relay_auth certificate relay checks (an Office 365 connector).
+        "smtp_tls_cert_file": client_cert[0],
+        "smtp_tls_key_file": client_cert[1],
         "smtp_tls_wrappermode": "yes" if inputs.primary.wrappermode else "no",
         "smtp_tls_fingerprint_digest": "sha256" if fingerprints else None,
         "smtp_tls_fingerprint_cert_match": [
@@ -63,4 +70,4 @@ def tls_section(inputs, plan):
     protocols = tls_protocols(minimum, tls_syntax(facts))
     main_cf["smtp_tls_mandatory_protocols"] = protocols
     main_cf["smtp_tls_protocols"] = protocols
-    return Plan(main_cf=main_cf)
+    return Plan(main_cf=main_cf, client_keys=(client_cert[1],) if client_cert[1] else ())

@@ -43,6 +43,7 @@ def debian_facts(**overrides):
         "ca_file": DEBIAN["ca_file"],
         "packages": DEBIAN["packages"],
         "map_type_packages": DEBIAN["map_type_packages"],
+        "oauth2_packages": DEBIAN["oauth2_packages"],
         "domain": "example.com",
         "fqdn": "web1.example.com",
     }
@@ -54,6 +55,7 @@ def redhat_facts(**overrides):
     facts = debian_facts(
         os_family="RedHat", postfix_version="3.5.9", tls_min_version_syntax="legacy", ca_file=REDHAT["ca_file"],
         packages=REDHAT["packages"], map_type_packages=REDHAT["map_type_packages"],
+        oauth2_packages=REDHAT["oauth2_packages"],
     )
     facts.update(overrides)
     return facts
@@ -124,7 +126,8 @@ PRESET_CASES = {
 
 
 def test_every_preset_has_a_case():
-    assert sorted(PRESET_CASES) == sorted(PRESETS)
+    # The connector takes no SASL login: its cases are under "auth modes" below.
+    assert sorted(PRESET_CASES) == sorted(set(PRESETS) - {"office365_connector"})
 
 
 @pytest.mark.parametrize("provider", sorted(PRESET_CASES))
@@ -545,7 +548,8 @@ def test_local_delivery_gets_an_alias_database_of_the_host_type():
 def test_probe_follows_the_primary_relay_and_tls_level():
     result = plan(relay_provider="gmail", relay_username="me@example.com", relay_password=PASSWORD, relay_port=465)
     assert result["probe"] == {"host": "smtp.gmail.com", "port": 465, "tls": "implicit", "verify": True,
-                               "ca_file": "/etc/ssl/certs/ca-certificates.crt", "authenticate": True}
+                               "ca_file": "/etc/ssl/certs/ca-certificates.crt", "authenticate": True,
+                               "auth": "password", "oauth2_account": None}
     assert PASSWORD not in str(result["probe"])
     encrypt = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_tls_security_level="encrypt")
     assert encrypt["probe"]["tls"] == "starttls" and encrypt["probe"]["verify"] is False
@@ -938,3 +942,203 @@ def test_the_plan_is_deterministic():
                       relay_domain_routes=[{"domain": "b.example.com", "host": "smtp.b.example.com"},
                                            {"domain": "a.example.com", "host": "smtp.a.example.com"}])
     assert relay_plan(values, PRESETS, debian_facts()) == relay_plan(values, PRESETS, debian_facts())
+
+
+# ---------------------------------------------------------------- auth modes
+
+TENANT = "contoso.onmicrosoft.com"
+CLIENT_ID = "00000000-1111-2222-3333-444444444444"
+CLIENT_SECRET = "client~Secret.value-1"
+REFRESH_TOKEN = "1//refresh-Token-value"
+MAILBOX = "relay@contoso.com"
+
+
+def office365_oauth2(**overrides):
+    values = dict(relay_provider="office365", relay_auth="oauth2", relay_username=MAILBOX, relay_oauth2_tenant=TENANT,
+                  relay_oauth2_client_id=CLIENT_ID, relay_oauth2_client_secret=CLIENT_SECRET)
+    values.update(overrides)
+    return plan(**values)
+
+
+def test_office365_oauth2_goes_through_its_own_pipe_transport():
+    result = office365_oauth2()
+    main_cf = result["main_cf"]
+    # relayhost stays the next hop; the pipe transport is the default transport and takes it.
+    assert main_cf["relayhost"] == "[smtp.office365.com]:587"
+    assert main_cf["default_transport"] == "oauth2_relay"
+    # No password anywhere: no SASL map entry, SASL off for Postfix's own smtp client.
+    assert result["sasl_map"]["entries"] == []
+    assert main_cf["smtp_sasl_auth_enable"] == "no"
+    service = next(item for item in result["master_services"] if item["name"] == "oauth2_relay")
+    assert service["type"] == "unix" and service["unpriv"] == "n" and service["chroot"] == "n"
+    assert service["command"] == (
+        "pipe flags=q null_sender= user=smarthost-oauth2 argv=/usr/libexec/smarthost-postfix/oauth2-token deliver "
+        "--config /etc/smarthost-postfix/oauth2/relay.json -f ${sender} -- ${recipient}")
+    assert CLIENT_SECRET not in str(result["master_services"]) + str(main_cf)
+    # One recipient per delivery; the preset's concurrency on the pipe, its rate in the account.
+    assert main_cf["oauth2_relay_destination_recipient_limit"] == "1"
+    assert main_cf["oauth2_relay_destination_concurrency_limit"] == "3"
+    assert main_cf["smtp_destination_rate_delay"] is None
+    assert main_cf["smtp_destination_concurrency_limit"] is None
+    assert main_cf["smtp_destination_recipient_limit"] is None
+    assert result["oauth2"] == [{
+        "name": "relay", "transport": "oauth2_relay", "nexthop": "[smtp.office365.com]:587",
+        "config_path": "/etc/smarthost-postfix/oauth2/relay.json",
+        "config": {"provider": "microsoft", "username": MAILBOX, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                   "smtp_host": "smtp.office365.com", "smtp_port": 587, "tls": "starttls", "ca_file": DEBIAN_CA,
+                   "cache_file": "/var/cache/smarthost-postfix/oauth2/relay.json", "tenant": TENANT,
+                   "send_interval": 2.0},
+    }]
+    assert result["packages"] == ["postfix", "libsasl2-modules", "ca-certificates", "msmtp"]
+    # The smtp client's generic maps would not apply to the pipe: sender_canonical instead.
+    assert main_cf["sender_canonical_maps"] == "hash:/etc/postfix/sender_canonical"
+    assert main_cf["smtp_generic_maps"] is None
+    assert result["probe"]["auth"] == "oauth2" and result["probe"]["oauth2_account"] == "relay"
+    assert result["probe"]["authenticate"] is False
+
+
+def test_switching_to_oauth2_is_one_variable():
+    # The password stays in the inventory and is no longer used: the SASL map loses its entry.
+    result = office365_oauth2(relay_password=PASSWORD)
+    assert result["sasl_map"]["entries"] == []
+    assert PASSWORD not in str(result)
+    back = office365_oauth2(relay_password=PASSWORD, relay_auth="password")
+    assert sasl(back) == {"[smtp.office365.com]:587": (MAILBOX, PASSWORD)}
+    assert back["main_cf"]["default_transport"] is None
+    assert back["oauth2"] == []
+
+
+def test_gmail_oauth2_uses_the_refresh_token_grant():
+    result = plan(relay_provider="gmail", relay_auth="oauth2", relay_username="me@example.com",
+                  relay_oauth2_client_id="id.apps.googleusercontent.com", relay_oauth2_client_secret=CLIENT_SECRET,
+                  relay_oauth2_refresh_token=REFRESH_TOKEN, relay_oauth2_tenant="ignored.example.com")
+    config = result["oauth2"][0]["config"]
+    assert config["provider"] == "google"
+    assert config["refresh_token"] == REFRESH_TOKEN
+    assert "tenant" not in config
+    assert (config["smtp_host"], config["smtp_port"]) == ("smtp.gmail.com", 587)
+
+
+def test_token_url_override():
+    result = office365_oauth2(relay_oauth2_token_url="https://login.microsoftonline.us/contoso/oauth2/v2.0/token")
+    assert result["oauth2"][0]["config"]["token_url"] == "https://login.microsoftonline.us/contoso/oauth2/v2.0/token"
+
+
+@pytest.mark.parametrize("overrides, variable, message", [
+    (dict(relay_provider="sendgrid", relay_username=None), "relay_auth", "oauth2 is not offered by provider sendgrid"),
+    (dict(relay_username=None), "relay_username", "the mailbox"),
+    (dict(relay_oauth2_client_secret=None), "relay_oauth2_client_secret", "required with auth oauth2"),
+    (dict(relay_oauth2_client_id=""), "relay_oauth2_client_id", "required"),
+    (dict(relay_oauth2_tenant=None), "relay_oauth2_tenant", "required"),
+    (dict(relay_oauth2_tenant="not a tenant"), "relay_oauth2_tenant", "whitespace"),
+    (dict(relay_oauth2_client_secret=CLIENT_SECRET + "\n"), "relay_oauth2_client_secret", "line break"),
+    (dict(relay_oauth2_token_url="http://login.example.com/token"), "relay_oauth2_token_url", "https://"),
+    (dict(relay_tls_security_level="encrypt"), "relay_tls_security_level", "msmtp verifies"),
+    (dict(relay_fallback={"host": "fallback.example.com", "username": "u", "password": "p"}), "relay_fallback",
+     "pipe transport"),
+    (dict(relay_header_cleanup=True), "relay_header_cleanup", "pipe transport"),
+    (dict(relay_sender_rewrite_map="generic"), "relay_sender_rewrite_map", "sender_canonical"),
+    (dict(relay_auth="kerberos"), "relay_auth", "not one of"),
+])
+def test_oauth2_errors_name_the_variable_never_the_secret(overrides, variable, message):
+    with pytest.raises(RelayPlanError) as raised:
+        office365_oauth2(**overrides)
+    assert raised.value.variable == variable
+    assert message in str(raised.value)
+    assert CLIENT_SECRET not in str(raised.value)
+
+
+def test_gmail_oauth2_needs_the_refresh_token():
+    with pytest.raises(RelayPlanError) as raised:
+        plan(relay_provider="gmail", relay_auth="oauth2", relay_username="me@example.com",
+             relay_oauth2_client_id="id", relay_oauth2_client_secret=CLIENT_SECRET)
+    assert raised.value.variable == "relay_oauth2_refresh_token"
+
+
+def test_an_oauth2_domain_route_beside_a_password_primary():
+    routes = [{"domain": "contoso.com", "provider": "office365", "auth": "oauth2", "username": MAILBOX,
+               "oauth2_tenant": TENANT, "oauth2_client_id": CLIENT_ID, "oauth2_client_secret": CLIENT_SECRET}]
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_domain_routes=routes)
+    assert table_dict(result, "transport") == {"contoso.com": "oauth2_smtp_office365_com_587:[smtp.office365.com]:587"}
+    assert [entry["name"] for entry in result["oauth2"]] == ["smtp_office365_com_587"]
+    assert result["main_cf"]["default_transport"] is None
+    assert sasl(result) == {"[smtp.sendgrid.net]:587": ("apikey", PASSWORD)}
+    # An OAuth 2.0 relay takes mail: generic maps would miss it.
+    assert result["main_cf"]["sender_canonical_maps"] == "hash:/etc/postfix/sender_canonical"
+    with pytest.raises(RelayPlanError) as raised:
+        plan(relay_provider="sendgrid", relay_password=PASSWORD,
+             relay_domain_routes=[dict(routes[0], tls_security_level="encrypt")])
+    assert raised.value.variable == "relay_domain_routes[0].tls_security_level"
+
+
+def test_sender_routes_name_their_transport_when_oauth2_is_involved():
+    senders = [{"sender": "@marketing.example.com", "provider": "sendgrid", "password": "sg-Secret"}]
+    result = office365_oauth2(relay_sender_routes=senders)
+    assert result["main_cf"]["sender_dependent_relayhost_maps"] is None
+    assert result["main_cf"]["sender_dependent_default_transport_maps"] == "hash:/etc/postfix/sender_transport"
+    assert table_dict(result, "sender_transport") == {"@marketing.example.com": "smtp:[smtp.sendgrid.net]:587"}
+    assert result["main_cf"]["smtp_sender_dependent_authentication"] == "yes"
+    assert sasl(result) == {"@marketing.example.com": ("apikey", "sg-Secret")}
+    oauth_sender = [{"sender": "@contoso.com", "provider": "office365", "auth": "oauth2", "username": MAILBOX,
+                     "oauth2_tenant": TENANT, "oauth2_client_id": CLIENT_ID, "oauth2_client_secret": CLIENT_SECRET}]
+    mixed = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_sender_routes=oauth_sender)
+    assert table_dict(mixed, "sender_transport") == {
+        "@contoso.com": "oauth2_smtp_office365_com_587:[smtp.office365.com]:587"}
+    assert mixed["main_cf"]["default_transport"] is None
+
+
+def test_certificate_auth_on_a_custom_relay():
+    result = plan(relay_provider="custom", relay_host="mtls.example.net", relay_auth="certificate",
+                  relay_tls_client_cert="/etc/ssl/relay.crt", relay_tls_client_key="/etc/ssl/private/relay.key")
+    main_cf = result["main_cf"]
+    assert (main_cf["smtp_tls_cert_file"], main_cf["smtp_tls_key_file"]) == ("/etc/ssl/relay.crt", "/etc/ssl/private/relay.key")
+    assert result["sasl_map"]["entries"] == []
+    assert main_cf["smtp_sasl_auth_enable"] == "no"
+    assert result["client_keys"] == ["/etc/ssl/private/relay.key"]
+    assert result["probe"]["auth"] == "certificate"
+    password = plan(relay_provider="custom", relay_host="mtls.example.net", relay_username="u", relay_password=PASSWORD)
+    assert (password["main_cf"]["smtp_tls_cert_file"], password["main_cf"]["smtp_tls_key_file"]) == (None, None)
+    assert password["client_keys"] == []
+
+
+@pytest.mark.parametrize("overrides, variable", [
+    (dict(relay_tls_client_key=None), "relay_tls_client_key"),
+    (dict(relay_tls_client_cert="relay.crt"), "relay_tls_client_cert"),
+    (dict(relay_provider="sendgrid", relay_host=None), "relay_auth"),
+])
+def test_certificate_errors(overrides, variable):
+    values = dict(relay_provider="custom", relay_host="mtls.example.net", relay_auth="certificate",
+                  relay_tls_client_cert="/etc/ssl/relay.crt", relay_tls_client_key="/etc/ssl/private/relay.key")
+    values.update(overrides)
+    with pytest.raises(RelayPlanError) as raised:
+        plan(**values)
+    assert raised.value.variable == variable
+
+
+def test_a_domain_route_with_its_own_client_certificate():
+    routes = [{"domain": "partner.example.org", "host": "mx.partner.example.org", "port": 25, "auth": "certificate",
+               "tls_client_cert": "/etc/ssl/p.crt", "tls_client_key": "/etc/ssl/private/p.key"}]
+    result = plan(relay_provider="sendgrid", relay_password=PASSWORD, relay_domain_routes=routes)
+    service = next(item for item in result["master_services"] if item["name"].startswith("route_"))
+    assert service["options"]["smtp_tls_cert_file"] == "/etc/ssl/p.crt"
+    assert service["options"]["smtp_tls_key_file"] == "/etc/ssl/private/p.key"
+    assert result["client_keys"] == ["/etc/ssl/private/p.key"]
+
+
+def test_office365_connector_from_the_accepted_domain():
+    result = plan(relay_provider="office365_connector", relay_office365_domain="Contoso.co.uk")
+    assert result["relayhost"] == "[contoso-co-uk.mail.protection.outlook.com]:25"
+    assert result["main_cf"]["smtp_tls_security_level"] == "secure"
+    assert result["main_cf"]["smtp_tls_wrappermode"] == "no"
+    assert result["sasl_map"]["entries"] == []
+    assert result["probe"]["auth"] == "none"
+    certificate = plan(relay_provider="office365_connector", relay_office365_domain="contoso.com", relay_auth="certificate",
+                       relay_tls_client_cert="/etc/ssl/relay.crt", relay_tls_client_key="/etc/ssl/private/relay.key")
+    assert certificate["main_cf"]["smtp_tls_cert_file"] == "/etc/ssl/relay.crt"
+    with pytest.raises(RelayPlanError) as raised:
+        plan(relay_provider="office365_connector", relay_office365_domain="contoso.com", relay_username="u",
+             relay_password=PASSWORD)
+    assert raised.value.variable == "relay_auth" and "choose none or certificate" in str(raised.value)
+    with pytest.raises(RelayPlanError) as raised:
+        plan(relay_provider="office365_connector")
+    assert raised.value.variable == "relay_office365_domain"
