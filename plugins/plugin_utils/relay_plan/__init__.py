@@ -37,6 +37,7 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan impor
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.extra import extra_parameters_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import (
     connections_section,
+    deferrals_section,
     limits_section,
     queue_section,
 )
@@ -82,6 +83,7 @@ SECTIONS = (
     aliases_section,
     rewriting_section,
     headers_section,
+    deferrals_section,
     queue_section,
     connections_section,
     sasl_auth_section,

@@ -9,6 +9,7 @@ connections to the relays are kept and reused."""
 from __future__ import annotations
 
 import math
+import re
 
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
@@ -30,6 +31,12 @@ TLSPROXY_SERVICE = {
     "name": "tlsproxy", "type": "unix", "private": "-", "unpriv": "-", "chroot": "n",
     "wakeup": "-", "maxproc": "0", "command": "tlsproxy", "state": "present",
 }
+
+
+# Postfix's own mailbox_size_limit default: message_size_limit may not exceed it.
+MAILBOX_SIZE_LIMIT_DEFAULT = 51200000
+# Words in a provider's reply text, as presets.yml spells them (no regular expression syntax).
+REPLY_TEXT = re.compile(r"^[A-Za-z0-9 _:.-]+$")
 
 
 def rate_delay(messages_per_second):
@@ -62,6 +69,17 @@ def limits_section(inputs, plan):
             raise RelayPlanError("relay_max_send_rate",
                                  "must be a number of messages per second, 0 or more; got %r" % (rate,))
         rate = rate_number or None
+    size = settings["relay_message_size_limit"]
+    if size is None:
+        size = limits.get("message_size_limit")
+    size = v.integer("relay_message_size_limit", size, 0) if size is not None else None
+    sizes = {
+        # Refused at submission on this host, with a clear reason, rather than bounced by the provider later.
+        "message_size_limit": str(size) if size else None,
+        # Postfix refuses a message_size_limit above mailbox_size_limit.
+        "mailbox_size_limit": str(size) if size and size > MAILBOX_SIZE_LIMIT_DEFAULT else None,
+    }
+
     values = {}
     for variable, parameter, key in LIMIT_PARAMETERS:
         value = settings[variable]
@@ -74,11 +92,40 @@ def limits_section(inputs, plan):
     if inputs.primary.auth != "oauth2":
         main_cf = {"smtp_destination_rate_delay": rate_delay(rate) if rate else None}
         main_cf.update(values)
+        main_cf.update(sizes)
         return Plan(main_cf=main_cf)
     transport = oauth2.transport_name(oauth2.PRIMARY_ACCOUNT)
     main_cf = {parameter: None for parameter in ["smtp_destination_rate_delay"] + list(values)}
     main_cf["%s_destination_concurrency_limit" % transport] = values["smtp_destination_concurrency_limit"]
+    main_cf.update(sizes)
     return Plan(main_cf=main_cf, send_rates=((transport, rate),) if rate else ())
+
+
+def deferrals_section(inputs, plan):
+    """Replies a provider sends as 5xx although they clear by themselves (daily quotas) are deferred,
+    not bounced: smtp_delivery_status_filter (Postfix 3.0+) turns them into 4xx for every smtp
+    transport. The OAuth 2.0 pipe transport's tool maps them itself."""
+    providers = [inputs.primary.provider]
+    for item in list(inputs.domain_routes) + list(inputs.sender_routes) + [inputs.fallback or {}]:
+        if isinstance(item, dict):
+            providers.append(item.get("provider") or "custom")
+    texts = []
+    for provider in providers:
+        for text in inputs.presets[provider].get("deferrable_replies") or []:
+            if not REPLY_TEXT.match(text):
+                raise RelayPlanError("presets", "%s: deferrable reply %r must be plain words" % (provider, text))
+            if text not in texts:
+                texts.append(text)
+    if not texts:
+        return Plan(main_cf={"smtp_delivery_status_filter": None})
+    path = inputs.path("smtp_dsn_filter")
+    # The filter sees "<enhanced status> <text>": 5.4.5 ... becomes 4.4.5 ... with the same text.
+    entries = [{"key": r"/^5(\.[0-9]+\.[0-9]+ .*%s.*)$/" % text.replace(".", r"\."), "value": "4$1"}
+               for text in texts]
+    return Plan(
+        main_cf={"smtp_delivery_status_filter": "regexp:" + path},
+        tables=({"path": path, "type": "regexp", "entries": entries},),
+    )
 
 
 def queue_section(inputs, plan):

@@ -661,10 +661,10 @@ def test_queue_and_connection_tuning():
 
 def test_extra_parameters_pass_through():
     result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
-                  relay_extra_parameters={"message_size_limit": 20480000, "smtputf8_enable": False,
+                  relay_extra_parameters={"header_size_limit": 204800, "smtputf8_enable": False,
                                           "smtp_tls_mandatory_ciphers": "high", "smtp_tls_exclude_ciphers": ["aNULL", "MD5"]})
     main_cf = result["main_cf"]
-    assert main_cf["message_size_limit"] == 20480000
+    assert main_cf["header_size_limit"] == 204800
     assert main_cf["smtputf8_enable"] is False
     assert main_cf["smtp_tls_mandatory_ciphers"] == "high"
     assert main_cf["smtp_tls_exclude_ciphers"] == ["aNULL", "MD5"]
@@ -772,9 +772,9 @@ ERRORS = [
     (dict(relay_extra_parameters={"smtp_tls_security_level": "may"}), "relay_extra_parameters.smtp_tls_security_level",
      "set by the role itself"),
     (dict(relay_extra_parameters={"Bad-Name": "x"}), "relay_extra_parameters.Bad-Name", "not a main.cf parameter"),
-    (dict(relay_extra_parameters={"message_size_limit": None}), "relay_extra_parameters.message_size_limit", "no value"),
+    (dict(relay_extra_parameters={"header_size_limit": None}), "relay_extra_parameters.header_size_limit", "no value"),
     (dict(relay_extra_parameters={"smtpd_banner": "two\nlines"}), "relay_extra_parameters.smtpd_banner", "line breaks"),
-    (dict(relay_extra_parameters=["message_size_limit"]), "relay_extra_parameters", "dictionary"),
+    (dict(relay_extra_parameters=["header_size_limit"]), "relay_extra_parameters", "dictionary"),
     (dict(relay_ses_sandbox_recipients=["a@example.com"]), "relay_ses_sandbox_recipients", "only applies with relay_provider ses"),
     (dict(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA",
           relay_ses_sandbox_recipients=["not an address"]), "relay_ses_sandbox_recipients[0]", "whitespace"),

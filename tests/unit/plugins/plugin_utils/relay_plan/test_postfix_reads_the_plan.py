@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the plan writes, read back by the real Postfix: tables through `postmap -q`, limits through
+`postfix check` on a throwaway config dir."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import render_table
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import Entry
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import relay_plan
+from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup, postconf
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROLE = os.path.join(HERE, "..", "..", "..", "..", "..", "roles", "relay")
+with open(os.path.join(ROLE, "vars", "presets.yml"), encoding="utf-8") as _handle:
+    PRESETS = yaml.safe_load(_handle)["__relay_presets"]
+with open(os.path.join(ROLE, "defaults", "main.yml"), encoding="utf-8") as _handle:
+    DEFAULTS = yaml.safe_load(_handle)
+FACTS = {"os_family": "Debian", "postfix_version": "3.7.11", "default_database_type": "hash",
+         "ca_file": "/etc/ssl/certs/ca-certificates.crt", "domain": "example.com"}
+
+# The texts as the providers send them and Postfix logs them (multi-line replies joined with spaces).
+GMAIL_DAILY = ("5.4.5 host smtp.gmail.com[192.0.2.10] said: 550-5.4.5 Daily user sending limit exceeded. For more "
+               "information on Gmail 550-5.4.5 sending limits go to 550 5.4.5  https://support.google.com/a/answer/166852 "
+               "a1b2c3 - gsmtp (in reply to MAIL FROM command)")
+WORKSPACE_DAILY = ("5.4.5 host smtp-relay.gmail.com[192.0.2.11] said: 550-5.4.5 Daily SMTP relay limit exceeded for "
+                   "user. For more information on SMTP 550-5.4.5 relay sending limits (in reply to MAIL FROM command)")
+EXCHANGE_QUOTA = ("5.2.0 host smtp.office365.com[192.0.2.12] said: 554 5.2.0 "
+                  "STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a "
+                  "permanent exception with message Cannot submit message. (in reply to end of DATA command)")
+RECIPIENT_REFUSED = "5.1.1 host smtp.gmail.com[192.0.2.10] said: 550 5.1.1 The email account does not exist."
+
+
+def plan(**overrides):
+    settings = dict(DEFAULTS, relay_sender_domain="example.com")
+    settings.update(overrides)
+    return relay_plan(settings, PRESETS, FACTS)
+
+
+def write_tables(result, directory):
+    paths = {}
+    for table in result["tables"]:
+        path = os.path.join(str(directory), os.path.basename(table["path"]))
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(render_table([Entry(entry["key"], entry["value"]) for entry in table["entries"]]))
+        paths[os.path.basename(path)] = "%s:%s" % (table["type"], path)
+    return paths
+
+
+@pytest.mark.parametrize("text, deferred", [
+    (GMAIL_DAILY, "4.4.5 " + GMAIL_DAILY[len("5.4.5 "):]),
+    (WORKSPACE_DAILY, "4.4.5 " + WORKSPACE_DAILY[len("5.4.5 "):]),
+    (EXCHANGE_QUOTA, "4.2.0 " + EXCHANGE_QUOTA[len("5.2.0 "):]),
+    (RECIPIENT_REFUSED, ""),
+])
+def test_quota_replies_become_deferrals_and_nothing_else_changes(postfix_dir, text, deferred):
+    routes = [{"domain": "ws.example.com", "provider": "google_workspace_relay"},
+              {"domain": "contoso.com", "provider": "office365", "username": "m@contoso.com", "password": "p-Secret"}]
+    result = plan(relay_provider="gmail", relay_username="me@gmail.com", relay_password="p-Secret",
+                  relay_domain_routes=routes)
+    maps = write_tables(result, postfix_dir)
+    assert result["main_cf"]["smtp_delivery_status_filter"].endswith("/smtp_dsn_filter")
+    assert lookup(postfix_dir, maps["smtp_dsn_filter"], text) == deferred
+
+
+def test_no_filter_where_no_provider_sends_such_replies():
+    assert plan(relay_provider="sendgrid", relay_password="key")["main_cf"]["smtp_delivery_status_filter"] is None
+
+
+@pytest.mark.parametrize("provider, extra, size", [
+    ("ses", {"relay_ses_region": "us-east-1", "relay_username": "AKIA"}, "40000000"),
+    ("smtp2go", {"relay_username": "u"}, "50000000"),
+    ("postmark", {}, "10000000"),
+])
+def test_message_size_limits_postfix_accepts(postfix_dir, provider, extra, size):
+    main_cf = plan(relay_provider=provider, relay_password="p-Secret", **extra)["main_cf"]
+    assert main_cf["message_size_limit"] == size
+    big = plan(relay_provider=provider, relay_password="p-Secret", relay_message_size_limit=80000000, **extra)["main_cf"]
+    assert (big["message_size_limit"], big["mailbox_size_limit"]) == ("80000000", "80000000")
+    postconf(postfix_dir, "-e", "message_size_limit=%s" % big["message_size_limit"],
+             "mailbox_size_limit=%s" % big["mailbox_size_limit"])
+    # postconf reads back what Postfix would run with.
+    assert postconf(postfix_dir, "-h", "message_size_limit").strip() == "80000000"
+    off = plan(relay_provider=provider, relay_password="p-Secret", relay_message_size_limit=0, **extra)["main_cf"]
+    assert (off["message_size_limit"], off["mailbox_size_limit"]) == (None, None)
