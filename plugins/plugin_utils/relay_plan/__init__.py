@@ -50,7 +50,8 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relay
     relayhost_section,
     sasl_auth_section,
 )
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.rewriting import headers_section, rewriting_section
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import headers_section
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.rewriting import local_mail_section, rewriting_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.routes import (
     domain_routes_section,
     fallback_section,
@@ -82,6 +83,7 @@ SECTIONS = (
     mode_section,
     aliases_section,
     rewriting_section,
+    local_mail_section,
     headers_section,
     deferrals_section,
     queue_section,
@@ -112,7 +114,26 @@ def relay_plan(settings, presets, facts):
         "probe": plan.probe,
         "oauth2": list(plan.oauth2_accounts),
         "client_keys": sorted(set(plan.client_keys)),
+        "selinux_smtp_ports": selinux_smtp_ports(plan),
     }
+
+
+# Ports SELinux's policy already labels smtp_port_t, which Postfix's smtp client may connect to.
+SMTP_PORTS_LABELLED = (25, 465, 587)
+
+
+def selinux_smtp_ports(plan):
+    """Ports of every next hop the plan names that an enforcing SELinux would refuse (2525, 2587, 8465...)."""
+    nexthops = [plan.main_cf.get("relayhost"), plan.main_cf.get("smtp_fallback_relay")]
+    nexthops += [account["nexthop"] for account in plan.oauth2_accounts]
+    for table in plan.tables:
+        if table["path"].rsplit("/", 1)[-1] in ("transport", "sender_relay", "sender_transport"):
+            nexthops += [entry["value"] for entry in table["entries"]]
+    ports = set()
+    for nexthop in nexthops:
+        if nexthop and nexthop.rsplit("]:", 1)[-1].isdigit() and "]:" in nexthop:
+            ports.add(int(nexthop.rsplit("]:", 1)[-1]))
+    return sorted(port for port in ports if port not in SMTP_PORTS_LABELLED)
 
 
 def read_inputs(settings, presets, facts):

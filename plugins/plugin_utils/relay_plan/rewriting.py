@@ -3,12 +3,10 @@
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
-"""What leaves with the mail: the sender domain and address rewriting (local addresses leave with
-a real domain), and the headers removed on the way out."""
+"""Addresses: the sender domain and address rewriting (local addresses leave with a real domain),
+and where mail for the host's own users (root, postmaster) goes."""
 
 from __future__ import annotations
-
-import re
 
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan
@@ -88,24 +86,34 @@ def _local_names(settings, facts):
     return names
 
 
-def headers_section(inputs, plan):
-    """Header cleanup on the way out (smtp_header_checks leaves local copies alone)."""
+def local_mail_section(inputs, plan):
+    """relay_local_mail_to: mail for the host's own users (root, postmaster, ...) goes to one address.
+
+    virtual_alias_maps rewrite recipients only, at the queue's entrance, so senders stay as they are.
+    A bare user name matches user@$myorigin (where unqualified addresses end up) and the host's own
+    names are listed too, since a null client delivers none of them locally.
+    """
     settings = inputs.settings
-    if not v.flag("relay_header_cleanup", settings["relay_header_cleanup"]):
-        return Plan(main_cf={"smtp_header_checks": None})
-    if plan.oauth2_relays:
-        raise RelayPlanError("relay_header_cleanup", "smtp_header_checks apply to Postfix's smtp client only, and an "
-                             "OAuth 2.0 relay takes mail through a pipe transport, which would send the headers as "
-                             "they are")
-    headers = v.as_list("relay_header_cleanup_headers", settings["relay_header_cleanup_headers"])
-    if not headers:
-        raise RelayPlanError("relay_header_cleanup_headers", "must name at least one header when relay_header_cleanup is true")
-    entries = []
-    for index, header in enumerate(headers):
-        header = v.header_name("relay_header_cleanup_headers[%d]" % index, header)
-        entries.append({"key": "/^%s:/" % re.escape(header).replace("\\-", "-"), "value": "IGNORE"})
-    path = inputs.path("smtp_header_checks")
-    return Plan(
-        main_cf={"smtp_header_checks": "regexp:" + path},
-        tables=({"path": path, "type": "regexp", "entries": entries},),
-    )
+    target = settings["relay_local_mail_to"]
+    if target is None:
+        return Plan(main_cf={"virtual_alias_maps": None})
+    target = v.address_pattern("relay_local_mail_to", target)
+    if target.startswith("@"):
+        raise RelayPlanError("relay_local_mail_to", "must be one address such as ops@example.com, not %s" % target)
+    users = v.as_list("relay_local_mail_users", settings["relay_local_mail_users"])
+    if not users:
+        raise RelayPlanError("relay_local_mail_users", "must name at least one user when relay_local_mail_to is set")
+    entries, seen = [], set()
+    for index, user in enumerate(users):
+        variable = "relay_local_mail_users[%d]" % index
+        user = v.text(variable, user)
+        if "@" in user or not v.LOCAL_PART.match(user):
+            raise RelayPlanError(variable, "%r is not a user name (root, postmaster, www-data)" % user)
+        if user.lower() in seen:
+            raise RelayPlanError(variable, "%s is listed twice" % user)
+        seen.add(user.lower())
+        entries.append({"key": user, "value": target})
+        entries.extend({"key": "%s@%s" % (user, name), "value": target} for name in _local_names(settings, inputs.facts))
+    path, table = inputs.indexed_map("virtual")
+    return Plan(main_cf={"virtual_alias_maps": table},
+                tables=({"path": path, "type": inputs.database_type, "entries": entries},))

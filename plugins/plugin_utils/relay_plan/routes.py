@@ -13,12 +13,13 @@ import re
 
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import route_header_checks
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import RELAY_KEYS, route_relay
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 SENDER_ROUTE_KEYS = ("sender",) + RELAY_KEYS
-DOMAIN_ROUTE_KEYS = ("domain", "action", "transport", "tls_security_level") + RELAY_KEYS
+DOMAIN_ROUTE_KEYS = ("domain", "action", "transport", "tls_security_level", "headers") + RELAY_KEYS
 # The fallback logs in with a password: smtp_fallback_relay is a next hop of the smtp transport,
 # which has one TLS client certificate and cannot hand mail to an XOAUTH2 pipe transport.
 FALLBACK_KEYS = ("provider", "host", "port", "username", "password", "ses_region", "mailgun_region")
@@ -59,11 +60,11 @@ def domain_routes_section(inputs, plan):
             oauth2_relays += ((name, relay),)
             transport += ({"key": key, "value": "%s:%s" % (oauth2.transport_name(name), relay.nexthop)},)
             continue
-        name, service = _route_service(inputs, prefix, item, relay)
+        name, service, header_table = _route_service(inputs, prefix, item, relay)
         existing = services.get(name)
         if existing is not None and (existing["nexthop"] != relay.nexthop or existing["service"] != service):
             raise RelayPlanError(prefix + ".transport", "%s is already used by a route with different settings" % name)
-        services[name] = {"nexthop": relay.nexthop, "service": service}
+        services[name] = {"nexthop": relay.nexthop, "service": service, "table": header_table}
         if relay.client_cert is not None:
             client_keys += (relay.client_cert[1],)
         if relay.has_credentials:
@@ -73,6 +74,7 @@ def domain_routes_section(inputs, plan):
         transport=transport,
         local_domains=local_domains,
         master_services=tuple(services[name]["service"] for name in sorted(services)),
+        tables=tuple(services[name]["table"] for name in sorted(services) if services[name]["table"]),
         logins=logins[len(plan.logins):],
         oauth2_relays=oauth2_relays,
         client_keys=client_keys,
@@ -84,6 +86,9 @@ def _oauth2_route(prefix, item, relay):
     if item.get("tls_security_level") not in (None, "secure"):
         raise RelayPlanError(prefix + ".tls_security_level", "auth oauth2 verifies the relay's certificate (secure); "
                              "%s cannot be used" % item["tls_security_level"])
+    if item.get("headers"):
+        raise RelayPlanError(prefix + ".headers", "smtp_header_checks apply to Postfix's smtp client only, not to the "
+                             "pipe transport of an OAuth 2.0 relay")
     given = item.get("transport")
     if given is not None:
         given = v.service_name(prefix + ".transport", given)
@@ -110,7 +115,7 @@ def _local_route(prefix, item, key):
 
 
 def _route_service(inputs, prefix, item, relay):
-    """(name, master.cf service) of a domain route's own smtp transport."""
+    """(name, master.cf service, its header table or None) of a domain route's own smtp transport."""
     tls_level = item.get("tls_security_level")
     if tls_level is not None:
         v.choice(prefix + ".tls_security_level", tls_level, ROUTE_TLS_LEVELS)
@@ -140,6 +145,9 @@ def _route_service(inputs, prefix, item, relay):
     if inputs.fallback is not None:
         # A route names its relay: mail for the domain waits for it rather than leaving elsewhere.
         options["smtp_fallback_relay"] = ""
+    header_option, header_table = route_header_checks(inputs, prefix, item, name)
+    if header_option is not None:
+        options["smtp_header_checks"] = header_option
     return name, {
         "name": name,
         "type": "unix",
@@ -152,7 +160,7 @@ def _route_service(inputs, prefix, item, relay):
         "options": options,
         "exclusive_options": True,
         "state": "present",
-    }
+    }, header_table
 
 
 def sender_routes_section(inputs, plan):

@@ -34,6 +34,23 @@ def tls_protocols(minimum, syntax):
     return ", ".join(excluded)
 
 
+def _debugging(inputs):
+    """The switches the relay guides use when a delivery needs looking at, and the TLS session cache."""
+    settings = inputs.settings
+    level = settings["relay_tls_loglevel"]
+    level = v.integer("relay_tls_loglevel", level, 0, 4) if level is not None else None
+    cache = None
+    if v.flag("relay_tls_session_cache", settings["relay_tls_session_cache"]):
+        # A session cache needs a map type that takes updates in place: btree, or lmdb where there is no BDB.
+        cache = "%s:${data_directory}/smtp_scache" % ("lmdb" if inputs.database_type == "lmdb" else "btree")
+    return {
+        "smtp_tls_loglevel": str(level) if level is not None else None,
+        "smtp_tls_session_cache_database": cache,
+        # Verbose logging of the sessions with the primary relay only.
+        "debug_peer_list": inputs.primary.host if v.flag("relay_debug_relay", settings["relay_debug_relay"]) else None,
+    }
+
+
 def tls_section(inputs, plan):
     settings, facts = inputs.settings, inputs.facts
     fingerprints = v.as_list("relay_tls_fingerprints", settings["relay_tls_fingerprints"])
@@ -70,4 +87,5 @@ def tls_section(inputs, plan):
     protocols = tls_protocols(minimum, tls_syntax(facts))
     main_cf["smtp_tls_mandatory_protocols"] = protocols
     main_cf["smtp_tls_protocols"] = protocols
+    main_cf.update(_debugging(inputs))
     return Plan(main_cf=main_cf, client_keys=(client_cert[1],) if client_cert[1] else ())

@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 import yaml
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import render_table
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import Entry
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import Entry, render_table
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import relay_plan
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup, postconf
 
@@ -89,3 +89,28 @@ def test_message_size_limits_postfix_accepts(postfix_dir, provider, extra, size)
     assert postconf(postfix_dir, "-h", "message_size_limit").strip() == "80000000"
     off = plan(relay_provider=provider, relay_password="p-Secret", relay_message_size_limit=0, **extra)["main_cf"]
     assert (off["message_size_limit"], off["mailbox_size_limit"]) == (None, None)
+
+
+def test_added_headers_replace_the_messages_own_and_keep_a_dollar(postfix_dir):
+    headers = [{"name": "X-SES-CONFIGURATION-SET", "value": "fleet-events"},
+               {"name": "X-SMTPAPI", "value": '{"unique_args": {"cost": "$5"}}'}]
+    result = plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password="p-Secret",
+                  relay_headers=headers, relay_header_cleanup=True)
+    checks = write_tables(result, postfix_dir)["smtp_header_checks"]
+    assert result["main_cf"]["always_add_missing_headers"] == "yes"
+    assert lookup(postfix_dir, checks, "From: root@example.com") == "PREPEND X-SES-CONFIGURATION-SET: fleet-events"
+    assert lookup(postfix_dir, checks, "Date: Wed, 2 Dec 2026 10:00:00 +0000") == \
+        'PREPEND X-SMTPAPI: {"unique_args": {"cost": "$5"}}'
+    assert lookup(postfix_dir, checks, "X-SES-CONFIGURATION-SET: the application's own") == "IGNORE"
+    assert lookup(postfix_dir, checks, "Received: from web1 by relay") == "IGNORE"
+    assert lookup(postfix_dir, checks, "Subject: hello") == ""
+
+
+def test_local_users_go_to_the_ops_address(postfix_dir):
+    result = plan(relay_provider="sendgrid", relay_password="key", relay_local_mail_to="ops@example.com")
+    virtual = write_tables(result, postfix_dir)["virtual"]
+    # postmap compiles the indexed map first.
+    subprocess.run(["postmap", "-c", str(postfix_dir), virtual], check=True)
+    for address in ("root", "root@localhost", "postmaster", "abuse@localhost.localdomain"):
+        assert lookup(postfix_dir, virtual, address) == "ops@example.com"
+    assert lookup(postfix_dir, virtual, "www-data") == ""
