@@ -111,13 +111,53 @@ def service_state(unit, runner):
     return {'active': props.get('ActiveState') == 'active', 'enabled': props.get('UnitFileState') == 'enabled'}
 
 
+SELINUX_ENFORCE = '/sys/fs/selinux/enforce'
+
+
+def selinux_mode(enforce_path=SELINUX_ENFORCE):
+    """'enforcing', 'permissive' or 'disabled' (no selinuxfs mounted: no SELinux at all)."""
+    try:
+        with open(enforce_path, encoding='ascii') as handle:
+            return 'enforcing' if handle.read().strip() == '1' else 'permissive'
+    except FileNotFoundError:
+        return 'disabled'
+
+
+def parse_port_labels(text, port_type='smtp_port_t'):
+    """TCP ports `semanage port -l` gives port_type, ranges expanded where they are small."""
+    ports = set()
+    for line in text.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) < 3 or fields[0] != port_type or fields[1] != 'tcp':
+            continue
+        for item in fields[2].replace(' ', '').split(','):
+            low, _dash, high = item.partition('-')
+            if low.isdigit() and (not high or high.isdigit()):
+                start, end = int(low), int(high or low)
+                ports.update(range(start, min(end, start + 1023) + 1))
+    return sorted(ports)
+
+
+def selinux_smtp_ports(runner):
+    """Ports SELinux lets Postfix's smtp client connect to, or None where semanage is not installed."""
+    semanage = find_binary('semanage')
+    if semanage is None:
+        return None
+    rc, out, _err = runner([semanage, 'port', '-l'])
+    return parse_port_labels(out) if rc == 0 else None
+
+
 def describe_host(packages, runner):
     """The host facts postfix_info returns beside the Postfix ones."""
     fqdn, domain = host_names()
+    selinux = selinux_mode()
     return {
         'os_family': os_family(read_os_release()),
         'fqdn': fqdn,
         'domain': domain,
         'packages': package_versions(packages, runner),
         'service': service_state('postfix', runner),
+        'selinux': selinux,
+        'selinux_smtp_ports': selinux_smtp_ports(runner) if selinux != 'disabled' else None,
+        'firewalld': service_state('firewalld', runner),
     }

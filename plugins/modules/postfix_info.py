@@ -143,6 +143,25 @@ packages:
     postfix: 3.7.11-0+deb12u1
     libsasl2-modules: 2.1.28+dfsg-10
     postfix-lmdb: null
+selinux:
+  description: V(enforcing), V(permissive) or V(disabled) (no SELinux file system mounted).
+  returned: always
+  type: str
+  sample: enforcing
+selinux_smtp_ports:
+  description:
+    - The TCP ports SELinux labels C(smtp_port_t), which Postfix's smtp client may connect to; null
+      without SELinux or without C(semanage) (policycoreutils-python-utils).
+  returned: always
+  type: list
+  elements: int
+  sample: [25, 465, 587]
+firewalld:
+  description:
+    - Whether the C(firewalld) systemd unit is active and enabled; null where systemd does not run.
+  returned: always
+  type: dict
+  sample: {active: true, enabled: true}
 service:
   description:
     - Whether the C(postfix) systemd unit is active and enabled at boot; null where systemd does

@@ -104,7 +104,8 @@ def relay_plan(settings, presets, facts):
         "provider": inputs.primary.provider,
         "relayhost": inputs.primary.nexthop,
         "database_type": inputs.database_type,
-        "packages": packages(inputs.facts, inputs.database_type, bool(plan.oauth2_accounts)),
+        "packages": packages(inputs.facts, inputs.database_type, bool(plan.oauth2_accounts),
+                             bool(selinux_smtp_ports(plan)) and inputs.facts.get("selinux") in ("enforcing", "permissive")),
         "main_cf": plan.main_cf,
         "master_services": list(plan.master_services),
         "sasl_map": {"path": inputs.path("sasl_passwd"), "type": inputs.database_type,
@@ -160,13 +161,15 @@ def _database_type(settings, facts):
     return v.choice("relay_database_type", value, INDEXED_TYPES)
 
 
-def packages(facts, database_type, oauth2=False):
-    """The OS family's packages, the one that provides the map type where it is separate, and
-    msmtp where an OAuth 2.0 relay needs it."""
+def packages(facts, database_type, oauth2=False, selinux_labels=False):
+    """The OS family's packages, the one that provides the map type where it is separate, msmtp
+    where an OAuth 2.0 relay needs it, and semanage where ports need an SELinux label."""
     names = list(facts.get("packages") or [])
     extras = [(facts.get("map_type_packages") or {}).get(database_type)]
     if oauth2:
         extras += list(facts.get("oauth2_packages") or [])
+    if selinux_labels:
+        extras += list(facts.get("selinux_packages") or [])
     for extra in extras:
         if extra and extra not in names:
             names.append(extra)

@@ -62,3 +62,27 @@ def test_package_versions_count_removed_but_configured_packages_as_missing(tmp_p
     def runner(cmd):
         return run_subprocess([str(script)] + cmd[1:])
     assert host.package_versions(['postfix', 'ca-certificates'], runner) == {'postfix': None, 'ca-certificates': '20230311'}
+
+
+SEMANAGE_PORTS = """SELinux Port Type              Proto    Port Number
+
+smtp_port_t                    tcp      2525, 465, 587, 25
+smtp_port_t                    udp      25
+ssh_port_t                     tcp      22
+xserver_port_t                 tcp      6000-6020
+"""
+
+
+def test_port_labels_from_semanage():
+    assert host.parse_port_labels(SEMANAGE_PORTS) == [25, 465, 587, 2525]
+    assert host.parse_port_labels(SEMANAGE_PORTS, 'xserver_port_t') == list(range(6000, 6021))
+    assert host.parse_port_labels('') == []
+
+
+def test_selinux_mode_from_selinuxfs(tmp_path):
+    enforce = tmp_path / 'enforce'
+    assert host.selinux_mode(str(enforce)) == 'disabled'
+    enforce.write_text('1\n')
+    assert host.selinux_mode(str(enforce)) == 'enforcing'
+    enforce.write_text('0\n')
+    assert host.selinux_mode(str(enforce)) == 'permissive'

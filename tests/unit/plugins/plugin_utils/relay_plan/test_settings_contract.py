@@ -37,7 +37,8 @@ with open(os.path.join(HERE, "corpus", "cases.json"), encoding="utf-8") as _hand
     CORPUS = json.load(_handle)["cases"]
 
 # Variables the role's tasks use themselves; the plan never sees them.
-ROLE_ONLY = {"relay_install_packages", "relay_remove_conflicting_mta", "relay_keep_backups", "relay_probe_before_switch"}
+ROLE_ONLY = {"relay_install_packages", "relay_remove_conflicting_mta", "relay_keep_backups", "relay_probe_before_switch",
+             "relay_manage_selinux", "relay_manage_firewall"}
 
 
 def test_argument_specs_and_defaults_name_the_same_variables():
