@@ -112,6 +112,17 @@ def service_state(unit, runner):
 
 
 SELINUX_ENFORCE = '/sys/fs/selinux/enforce'
+# Where the relay role keeps the configuration of each OAuth 2.0 relay account (one JSON file each).
+OAUTH2_CONFIG_DIR = '/etc/smarthost-postfix/oauth2'
+
+
+def oauth2_accounts(directory=OAUTH2_CONFIG_DIR):
+    """Names of the OAuth 2.0 accounts configured on this host (file names only, never their content)."""
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(name[:-len('.json')] for name in names if name.endswith('.json') and not name.startswith('.'))
 
 
 def selinux_mode(enforce_path=SELINUX_ENFORCE):
@@ -160,4 +171,5 @@ def describe_host(packages, runner):
         'selinux': selinux,
         'selinux_smtp_ports': selinux_smtp_ports(runner) if selinux != 'disabled' else None,
         'firewalld': service_state('firewalld', runner),
+        'oauth2_accounts': oauth2_accounts(),
     }

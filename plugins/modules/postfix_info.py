@@ -156,6 +156,14 @@ selinux_smtp_ports:
   type: list
   elements: int
   sample: [25, 465, 587]
+oauth2_accounts:
+  description:
+    - The OAuth 2.0 relay accounts configured on this host by the relay role (the names of the files
+      in C(/etc/smarthost-postfix/oauth2/), never their content).
+  returned: always
+  type: list
+  elements: str
+  sample: [relay]
 firewalld:
   description:
     - Whether the C(firewalld) systemd unit is active and enabled; null where systemd does not run.

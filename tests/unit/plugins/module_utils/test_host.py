@@ -86,3 +86,10 @@ def test_selinux_mode_from_selinuxfs(tmp_path):
     assert host.selinux_mode(str(enforce)) == 'enforcing'
     enforce.write_text('0\n')
     assert host.selinux_mode(str(enforce)) == 'permissive'
+
+
+def test_oauth2_accounts_are_the_config_file_names(tmp_path):
+    assert host.oauth2_accounts(str(tmp_path / 'missing')) == []
+    for name in ('relay.json', 'smtp_office365_com_587.json', '.relay.json.tmp', 'notes.txt'):
+        (tmp_path / name).write_text('{}')
+    assert host.oauth2_accounts(str(tmp_path)) == ['relay', 'smtp_office365_com_587']
