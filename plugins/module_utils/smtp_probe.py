@@ -5,7 +5,9 @@
 
 The probe connects, does STARTTLS or implicit TLS, verifies the certificate and the
 relay's name, reads the AUTH mechanisms, optionally authenticates, and quits. A
-failure is reported as one cause from CAUSES with its remedy. A small SMTP client
+failure is reported as one cause with its remedy: from CAUSES for what the dialogue shows, or
+from provider_replies.REPLY_CAUSES when the relay's reply is a provider's published text (the same
+causes mail_trace and queue_info report for a delivery). A small SMTP client
 is used instead of smtplib because classifying a failure needs to know exactly what
 came over the wire (nothing, TLS bytes, a plaintext greeting).
 """
@@ -21,6 +23,8 @@ import re
 import socket
 import ssl
 import time
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES, classify_reply
 
 # OS CA bundles, looked for in this order when no ca_file is given.
 CA_BUNDLES = (
@@ -46,25 +50,29 @@ CAUSES = {
     'greeting_timeout': 'The connection opened but the server sent no SMTP greeting and does not answer TLS either: a firewall or '
                         'proxy holding the port, a tarpit or an overloaded server. Retry with a longer timeout or another port.',
     'wrapper_mode_expected': 'The port expects TLS from the first byte (implicit TLS, usually port 465) and stays silent for an SMTP '
-                             'client: use tls=implicit and in Postfix smtp_tls_wrappermode = yes with smtp_tls_security_level = '
-                             'encrypt or secure - or use port 587 with STARTTLS.',
-    'starttls_expected': 'The port speaks plaintext SMTP first (it sent a greeting instead of a TLS handshake): use tls=starttls and '
-                         'smtp_tls_wrappermode = no, or the provider\'s implicit-TLS port (usually 465).',
+                             'client: probe with tls=implicit, and for Postfix use wrapper mode (the role turns it on for '
+                             'the preset\'s implicit-TLS ports; otherwise relay_tls_wrappermode: true) - or use port 587 '
+                             'with STARTTLS.',
+    'starttls_expected': 'The port speaks plaintext SMTP first (it sent a greeting instead of a TLS handshake): probe with '
+                         'tls=starttls and leave wrapper mode off for it (do not force relay_tls_wrappermode: true), or use '
+                         'the provider\'s implicit-TLS port (usually 465).',
     'starttls_not_offered': 'The server does not offer STARTTLS, so the password would travel in clear text: use the port the '
                             'provider documents for TLS (587 or 465), and check that no middlebox strips STARTTLS.',
     'tls_handshake_failed': 'The TLS handshake failed: the server and this host share no protocol version (TLS 1.2 or newer is '
                             'required) or cipher, or a middlebox interferes. Check the port and the OpenSSL version.',
     'certificate_untrusted': 'The relay\'s certificate does not chain to a trusted CA: update the CA bundle (ca-certificates), point '
-                             'ca_file / smtp_tls_CAfile at the right bundle, and check the host clock (an expired or '
+                             'ca_file (and relay_tls_ca_file) at the right bundle, and check the host clock (an expired or '
                              'not-yet-valid certificate usually means clock skew). An unexpected issuer may be an intercepting proxy.',
     'certificate_name_mismatch': 'The certificate is valid but not for this name: connect with the provider\'s documented host name '
-                                 '(not an IP or CNAME), or set server_name / smtp_tls_secure_cert_match to the name on the certificate.',
+                                 '(relay_host, not an IP or CNAME), or probe with server_name set to the name on the certificate.',
     'auth_not_offered': 'The server offers no AUTH after TLS: this endpoint does not take SMTP credentials (wrong port or product, '
                         'for example an IP-allowlisted relay) or authentication is disabled for the account.',
     'auth_mechanism_unsupported': 'The server offers no mechanism the probe and Postfix use with a password (PLAIN, LOGIN): the '
-                                  'endpoint expects OAuth or another product; check the provider\'s SMTP settings.',
-    'credentials_rejected': 'The server rejected the username or password (535): regenerate the SMTP credentials; for Amazon SES '
-                            'use SMTP credentials derived for SMTP, not IAM access keys, and the right region\'s endpoint.',
+                                  'endpoint expects OAuth (relay_auth: oauth2 for Office 365 and Gmail) or is another '
+                                  'product; check the provider\'s SMTP settings.',
+    'credentials_rejected': 'The server rejected the username or password (535): check relay_username and relay_password or '
+                            'create new SMTP credentials; for Amazon SES use SMTP credentials derived for SMTP, not IAM access '
+                            'keys, and the endpoint of their region (relay_ses_region).',
     'unexpected_reply': 'The server answered outside the expected SMTP dialogue: see message for its reply.',
 }
 
@@ -75,8 +83,18 @@ _NO_ROUTE_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno
 _MAX_LINE = 4096
 
 
+def remedy_for(cause):
+    """The remedy of a cause the probe reports: its own, or the provider reply's."""
+    return CAUSES[cause] if cause in CAUSES else REPLY_CAUSES[cause]
+
+
+def _refusal(reply, default):
+    """The cause of a refusing reply: a provider's published text, or default."""
+    return classify_reply(reply) or default
+
+
 class ProbeFailure(Exception):
-    """A classified probe failure: cause is a key of CAUSES."""
+    """A classified probe failure: cause is a key of CAUSES or of provider_replies.REPLY_CAUSES."""
 
     def __init__(self, cause, message):
         super(ProbeFailure, self).__init__(message)
@@ -353,7 +371,8 @@ def _handshake(connection, context, server_name, phase):
 def _ehlo(connection, helo_name, phase):
     code, lines = connection.command('EHLO ' + helo_name, 'in reply to EHLO ' + phase)
     if code != 250:
-        raise ProbeFailure('unexpected_reply', 'EHLO %s rejected: %s' % (phase, _reply_text(code, lines)))
+        reply = _reply_text(code, lines)
+        raise ProbeFailure(_refusal(reply, 'unexpected_reply'), 'EHLO %s rejected: %s' % (phase, reply))
     capabilities = {}
     for line in lines[1:]:
         words = line.replace('=', ' ', 1).split() if line.upper().startswith('AUTH=') else line.split()
@@ -425,7 +444,8 @@ class _Session(object):
             raise ProbeFailure('greeting_timeout', 'no SMTP greeting within %ss' % self.timeout)
         self.result['banner'] = _reply_text(code, lines)
         if code != 220:
-            raise ProbeFailure('unexpected_reply', 'the server refused the session: %s' % self.result['banner'])
+            raise ProbeFailure(_refusal(self.result['banner'], 'unexpected_reply'),
+                               'the server refused the session: %s' % self.result['banner'])
         capabilities = _ehlo(connection, self.helo_name, 'before TLS' if self.tls_mode == 'starttls' else 'after TLS')
         if self.tls_mode == 'starttls':
             if 'STARTTLS' not in capabilities:
@@ -434,7 +454,8 @@ class _Session(object):
             started = time.monotonic()
             code, lines = connection.command('STARTTLS', 'in reply to STARTTLS')
             if code != 220:
-                raise ProbeFailure('unexpected_reply', 'STARTTLS refused: %s' % _reply_text(code, lines))
+                reply = _reply_text(code, lines)
+                raise ProbeFailure(_refusal(reply, 'unexpected_reply'), 'STARTTLS refused: %s' % reply)
             _handshake(connection, self.context, self.server_name, 'after STARTTLS')
             self.timings['tls'] = _elapsed_ms(started)
             self._record_tls()
@@ -500,11 +521,12 @@ def _authenticate(connection, mechanisms, username, password):
     reply = _reply_text(code, lines)
     if code == 235:
         return mechanism
+    message = 'AUTH %s rejected: %s' % (mechanism, reply)
     if code in (535, 534):
-        raise ProbeFailure('credentials_rejected', 'AUTH %s rejected: %s' % (mechanism, reply))
+        raise ProbeFailure(_refusal(message, 'credentials_rejected'), message)
     if code == 504:
-        raise ProbeFailure('auth_mechanism_unsupported', 'AUTH %s not accepted: %s' % (mechanism, reply))
-    raise ProbeFailure('unexpected_reply', 'AUTH %s answered: %s' % (mechanism, reply))
+        raise ProbeFailure(_refusal(message, 'auth_mechanism_unsupported'), 'AUTH %s not accepted: %s' % (mechanism, reply))
+    raise ProbeFailure(_refusal(message, 'unexpected_reply'), 'AUTH %s answered: %s' % (mechanism, reply))
 
 
 def _redact(text, secrets):
@@ -564,7 +586,7 @@ def probe(host, port=587, tls='auto', username=None, password=None, ca_file=None
         result['ok'] = True
     except ProbeFailure as failure:
         result['cause'] = failure.cause
-        result['remedy'] = CAUSES[failure.cause]
+        result['remedy'] = remedy_for(failure.cause)
         result['message'] = _redact(failure.message, _secret_forms(username, password))
         if failure.cause in ('certificate_untrusted', 'certificate_name_mismatch'):
             result['certificate'] = _certificate_despite_failure(host, port, tls_mode, server_name, timeout, helo_name)

@@ -198,8 +198,8 @@ diagnosis:
   contains:
     cause:
       description:
-        - What the relay's reply says (the providers' published texts, shared with M(smarthost.postfix.relay_probe)
-          and M(smarthost.postfix.queue_info)):
+        - Causes from the relay's reply (the providers' published texts, shared with M(smarthost.postfix.relay_probe)
+          and M(smarthost.postfix.queue_info)) come first.
         - V(too_many_connections) - more simultaneous connections than the relay allows (Exchange Online 432 4.3.2).
         - V(throttled_454) - the relay asks to slow down (SES rate, Gmail 421 4.7.0, other 4xx about a rate).
         - V(daily_quota_exceeded) - the daily quota is used up (Gmail 550 5.4.5, SES daily quota); clears by itself.
@@ -213,7 +213,7 @@ diagnosis:
         - V(oauth2_token_endpoint_unreachable), V(oauth2_invalid_client) (AADSTS7000215, AADSTS7000222),
           V(oauth2_app_not_found) (AADSTS700016), V(oauth2_invalid_grant) (Google), V(oauth2_mailbox_not_permitted)
           (535 5.7.3 after a token) - the OAuth token tool could not log in.
-        - What Postfix reports itself:
+        - Causes from what Postfix reports itself follow.
         - V(no_worthy_mechs) - no SASL client mechanism installed (libsasl2-modules / cyrus-sasl-plain).
         - V(certificate_verify_failed) - the relay's certificate did not verify (CA file, clock, name).
         - V(auth_failed_535) - credentials rejected (SES needs SMTP credentials, not IAM keys).

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import importlib.util
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -16,6 +18,7 @@ import warnings
 import pytest
 
 from ansible_collections.smarthost.postfix.plugins.module_utils import smtp_probe
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES
 from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import CAUSES, probe
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import smtp_servers as servers
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.smtp_servers import PASSWORD, RELAY_NAME, USERNAME
@@ -60,8 +63,80 @@ def run(port, pki, **options):
 def assert_cause(result, cause):
     assert result['ok'] is False, result
     assert result['cause'] == cause, result
-    assert result['remedy'] == CAUSES[cause]
+    assert result['remedy'] == smtp_probe.remedy_for(cause) == (CAUSES.get(cause) or REPLY_CAUSES[cause])
     assert result['message']
+
+
+def _load_capture_replies():
+    """The providers' texts the log fixtures were captured with (fixtures/postfix-logs/capture)."""
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'postfix-logs', 'capture', 'provider_replies.py')
+    spec = importlib.util.spec_from_file_location('capture_provider_replies', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.REPLIES
+
+
+PROVIDER_REPLIES = _load_capture_replies()
+
+
+def provider_reply(step, text):
+    """A ScriptedServer reply function answering one step with a provider's text, like the capture's stand-ins."""
+    def reply(line, tls):
+        verb = line.split(' ')[0].upper()
+        if verb == 'EHLO':
+            if step == 'ehlo' and not tls:
+                return text
+            return '250-relay.test\r\n250 AUTH PLAIN LOGIN' if tls else '250-relay.test\r\n250 STARTTLS'
+        if verb == 'AUTH' and step == 'auth':
+            return text
+        return '221 2.0.0 Bye' if verb == 'QUIT' else '235 2.7.0 Authentication successful'
+    return reply
+
+
+# Every capture text the probe meets before it would send mail: at EHLO or in reply to AUTH.
+@pytest.mark.parametrize('port, cause', [
+    (10042, 'basic_auth_disabled'),  # Exchange Online 550 5.7.30
+    (10043, 'basic_auth_disabled'),  # Exchange Online 535 5.7.139 ... basic authentication is disabled
+    (10044, 'smtp_auth_disabled'),
+    (10045, 'credentials_rejected'),  # 535 5.7.3 to a password is a wrong password, not an OAuth permission
+    (10046, 'app_password_required'),  # Gmail's two-line 534-5.7.9
+    (10048, 'throttled_454'),  # Gmail's 421 4.7.0 to EHLO
+])
+def test_provider_refusals_during_the_probe_get_the_delivery_causes(pki, port, cause):
+    step, text = PROVIDER_REPLIES[port]
+    context = servers.server_context(pki['server_cert'], pki['server_key'])
+    server = servers.ScriptedServer('220 relay.test ESMTP', provider_reply(step, text), context)
+    try:
+        result = run(server.port, pki, username=USERNAME, password=PASSWORD)
+    finally:
+        server.close()
+    assert_cause(result, cause)
+    assert text.split('\r\n')[0][4:] in result['message']  # the provider's words are quoted
+    assert PASSWORD not in json.dumps(result)
+
+
+@pytest.mark.parametrize('step', ['greeting', 'ehlo', 'auth'])
+def test_exchange_onlines_connection_limit_is_named_wherever_it_comes(pki, step):
+    text = PROVIDER_REPLIES[10040][1]
+    context = servers.server_context(pki['server_cert'], pki['server_key'])
+    greeting = text if step == 'greeting' else '220 relay.test ESMTP'
+    server = servers.ScriptedServer(greeting, provider_reply(step, text), context)
+    try:
+        result = run(server.port, pki, username=USERNAME, password=PASSWORD)
+    finally:
+        server.close()
+    assert_cause(result, 'too_many_connections')
+    assert 'relay_destination_concurrency_limit' in result['remedy']
+
+
+def test_a_refusal_that_is_no_provider_text_keeps_the_probes_own_cause(pki):
+    context = servers.server_context(pki['server_cert'], pki['server_key'])
+    server = servers.ScriptedServer('220 relay.test ESMTP', provider_reply('auth', '535 5.7.8 Bad credentials'), context)
+    try:
+        result = run(server.port, pki, username=USERNAME, password=PASSWORD)
+    finally:
+        server.close()
+    assert_cause(result, 'credentials_rejected')
 
 
 def test_starttls_relay_with_good_credentials_passes_without_sending_mail(relay, pki):
