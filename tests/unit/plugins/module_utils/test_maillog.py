@@ -413,7 +413,7 @@ def write_lines(path, stamps_and_texts):
             handle.write('%s relay-test %s\n' % (when.isoformat(), text))
 
 
-@pytest.mark.parametrize('name', SYSLOG_FORMATS[:2] + ['postlogd-postfix.log', 'providers/debian12-mail.log'])
+@pytest.mark.parametrize('name', SYSLOG_FORMATS + ['postlogd-postfix.log'] + PROVIDER_FORMATS)
 def test_following_only_the_relevant_lines_gives_the_full_reads_answer(name):
     full = load(name)
     with open(fixture_path(name), encoding='utf-8') as handle:

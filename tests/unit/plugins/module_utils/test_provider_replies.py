@@ -49,7 +49,8 @@ def role_variables():
     ('AUTH XOAUTH2 rejected: 535 5.7.3 Authentication unsuccessful [LO2P265CA0061.GBRP265.PROD.OUTLOOK.COM]',
      'oauth2_mailbox_not_permitted'),
     ('534-5.7.9 Application-specific password required. Learn more at\r\n'
-     '534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor z19sm307897wmi.43 - gsmtp', 'app_password_required'),
+     '534 5.7.9  https://support.google.com/mail/?p=InvalidSecondFactor z19sm307897wmi.43 - gsmtp',
+     'app_password_required'),
     ('550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n550-5.4.5 sending limits go to\r\n'
      '550 5.4.5  https://support.google.com/a/answer/166852 d75a77b69052e-4535f85b3d9sm7257481cf.29 - gsmtp',
      'daily_quota_exceeded'),
@@ -87,7 +88,8 @@ def test_published_texts(text, cause):
 
 
 def test_a_cause_the_tool_names_wins_and_an_unknown_name_is_ignored():
-    assert classify_reply('smarthost-oauth2: oauth2_invalid_grant: the endpoint said something new') == 'oauth2_invalid_grant'
+    named = 'smarthost-oauth2: oauth2_invalid_grant: the endpoint said something new'
+    assert classify_reply(named) == 'oauth2_invalid_grant'
     assert classify_reply('smarthost-oauth2: made_up_cause: 454 Throttling failure: Maximum sending rate exceeded.') \
         == 'throttled_454'
 
@@ -113,7 +115,8 @@ def test_remedies_point_at_the_role_not_at_main_cf_where_the_role_owns_the_setti
     # The role owns the rate (relay_max_send_rate) and the concurrency (relay_destination_concurrency_limit).
     for cause in ('throttled_454', 'too_many_connections'):
         assert 'relay_destination_concurrency_limit' in REPLY_CAUSES[cause]
-        assert not re.search(r'\b(default|smtp|<transport>)_destination_(rate_delay|concurrency_limit)\b', REPLY_CAUSES[cause])
+        main_cf = r'\b(default|smtp|<transport>)_destination_(rate_delay|concurrency_limit)\b'
+        assert not re.search(main_cf, REPLY_CAUSES[cause])
     assert 'relay_max_send_rate' in REPLY_CAUSES['throttled_454']
     assert 'relay_auth: oauth2' in REPLY_CAUSES['basic_auth_disabled']
     for cause, remedy in list(maillog.REMEDIES.items()) + list(REPLY_CAUSES.items()):
