@@ -529,6 +529,51 @@ def _authenticate(connection, mechanisms, username, password):
     raise ProbeFailure(_refusal(message, 'unexpected_reply'), 'AUTH %s answered: %s' % (mechanism, reply))
 
 
+def _xoauth2_response(username, token):
+    """The SASL XOAUTH2 initial response (Google's and Microsoft's format), base64-encoded."""
+    return base64.b64encode(('user=%s\x01auth=Bearer %s\x01\x01' % (username, token)).encode('utf-8')).decode('ascii')
+
+
+def _authenticate_xoauth2(connection, mechanisms, username, token):
+    """AUTH XOAUTH2 with a bearer token; returns the mechanism or raises ProbeFailure.
+
+    Exchange Online answers a refused token with 535 at once; Gmail first sends a 334 challenge
+    carrying a base64 JSON error, which the client acknowledges with an empty line to get the 535.
+    """
+    if not mechanisms:
+        raise ProbeFailure('auth_not_offered', 'EHLO after TLS lists no AUTH')
+    if 'XOAUTH2' not in mechanisms:
+        raise ProbeFailure('auth_mechanism_unsupported', 'the server offers AUTH %s, not XOAUTH2' % ' '.join(mechanisms))
+    code, lines = connection.command('AUTH XOAUTH2 ' + _xoauth2_response(username, token), 'in reply to AUTH XOAUTH2')
+    challenge = ''
+    if code == 334:
+        try:
+            challenge = ' (%s)' % base64.b64decode(lines[0].strip()).decode('utf-8', 'replace')
+        except (ValueError, IndexError):
+            challenge = ''
+        code, lines = connection.command('', 'in reply to AUTH XOAUTH2')
+    if code == 235:
+        return 'XOAUTH2'
+    message = 'AUTH XOAUTH2 rejected%s: %s' % (challenge, _reply_text(code, lines))
+    raise ProbeFailure(_refusal(message, 'credentials_rejected' if code in (535, 534) else 'unexpected_reply'), message)
+
+
+def _bearer_token(oauth2_token):
+    """The token to log in with: given, or from a provider (a callable) that may fail with an OAuth cause.
+
+    A provider raises ProbeFailure with one of the oauth2_* causes of provider_replies for an answer of
+    the token endpoint, or OSError when the endpoint cannot be reached.
+    """
+    if not callable(oauth2_token):
+        return oauth2_token
+    try:
+        return oauth2_token()
+    except ProbeFailure:
+        raise
+    except OSError as error:
+        raise ProbeFailure('oauth2_token_endpoint_unreachable', 'cannot reach the token endpoint: %s' % error)
+
+
 def _redact(text, secrets):
     # Longest first: the PLAIN token ends with the base64 of the password when the prefix aligns.
     for secret in sorted(secrets, key=len, reverse=True):
@@ -537,23 +582,28 @@ def _redact(text, secrets):
     return text
 
 
-def _secret_forms(username, password):
-    """The password as it could appear in any text the probe builds: raw and base64-encoded."""
-    if not password:
-        return []
-    encoded = password.encode('utf-8')
-    forms = [password, base64.b64encode(encoded).decode('ascii')]
-    if username is not None:
-        forms.append(base64.b64encode(b'\0' + username.encode('utf-8') + b'\0' + encoded).decode('ascii'))
+def _secret_forms(username, password, token=None):
+    """The password and the token as they could appear in any text the probe builds: raw and base64-encoded."""
+    forms = []
+    if password:
+        encoded = password.encode('utf-8')
+        forms.extend([password, base64.b64encode(encoded).decode('ascii')])
+        if username is not None:
+            forms.append(base64.b64encode(b'\0' + username.encode('utf-8') + b'\0' + encoded).decode('ascii'))
+    if token:
+        forms.append(token)
+        if username is not None:
+            forms.append(_xoauth2_response(username, token))
     return forms
 
 
 def probe(host, port=587, tls='auto', username=None, password=None, ca_file=None, verify=True, server_name=None,
-          timeout=10, helo_name=None):
+          timeout=10, helo_name=None, oauth2_token=None):
     """Probe a relay; never sends mail. Returns a dict with ok and, on failure, cause/remedy/message.
 
-    ca_file None means the OS bundle found at run time (or OpenSSL's default paths). The
-    password never appears in the result.
+    ca_file None means the OS bundle found at run time (or OpenSSL's default paths). With
+    oauth2_token (a bearer token, or a callable that fetches one) and username the probe logs in
+    with XOAUTH2 instead of the password. Neither the password nor the token appears in the result.
     """
     tls_mode = effective_tls_mode(tls, port)
     helo_name = helo_name or socket.getfqdn()
@@ -572,14 +622,24 @@ def probe(host, port=587, tls='auto', username=None, password=None, ca_file=None
         raise ValueError('cannot load the CA file %s: %s' % (ca_file, error))
     started = time.monotonic()
     session = _Session(host, port, tls_mode, context, server_name, timeout, helo_name, result)
+    token = None
     try:
+        if username and oauth2_token is not None:
+            token_started = time.monotonic()
+            token = _bearer_token(oauth2_token)  # before connecting: without a token there is nothing to try
+            result['timings_ms']['token'] = _elapsed_ms(token_started)
         capabilities = session.run()
         result['capabilities'] = sorted(capabilities)
         result['auth_mechanisms'] = _auth_mechanisms(capabilities)
         if username:
             auth_started = time.monotonic()
             result['authenticated'] = False
-            result['auth_mechanism'] = _authenticate(session.connection, result['auth_mechanisms'], username, password or '')
+            if token is not None:
+                result['auth_mechanism'] = _authenticate_xoauth2(session.connection, result['auth_mechanisms'], username,
+                                                                 token)
+            else:
+                result['auth_mechanism'] = _authenticate(session.connection, result['auth_mechanisms'], username,
+                                                         password or '')
             result['authenticated'] = True
             result['timings_ms']['auth'] = _elapsed_ms(auth_started)
         session.quit()
@@ -587,7 +647,7 @@ def probe(host, port=587, tls='auto', username=None, password=None, ca_file=None
     except ProbeFailure as failure:
         result['cause'] = failure.cause
         result['remedy'] = remedy_for(failure.cause)
-        result['message'] = _redact(failure.message, _secret_forms(username, password))
+        result['message'] = _redact(failure.message, _secret_forms(username, password, token))
         if failure.cause in ('certificate_untrusted', 'certificate_name_mismatch'):
             result['certificate'] = _certificate_despite_failure(host, port, tls_mode, server_name, timeout, helo_name)
     except (OSError, ssl.SSLError) as error:

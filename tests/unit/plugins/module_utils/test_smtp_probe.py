@@ -410,3 +410,99 @@ def test_certificate_decoder_agrees_with_openssl(pki, name):
     sans = subprocess.run(['openssl', 'x509', '-in', path, '-noout', '-ext', 'subjectAltName'],
                           capture_output=True, text=True, check=True).stdout.splitlines()[1].strip()
     assert described['subject_alt_names'] == [san.strip().replace('IP Address:', 'IP:') for san in sans.split(',')]
+
+
+# --- XOAUTH2: the probe logs in with a bearer token instead of a password --------------------------
+
+GOOD_TOKEN = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.probe-good-token.sig'
+# Gmail's XOAUTH2 error challenge (developers.google.com/gmail/imap/xoauth2-protocol) and its final reply.
+GMAIL_CHALLENGE = base64.b64encode(b'{"status":"401","schemes":"bearer mac","scope":"https://mail.google.com/"}').decode()
+
+
+def xoauth2_reply(style):
+    """Answers AUTH XOAUTH2 like Exchange Online ('o365') or Gmail ('gmail'): 235 for GOOD_TOKEN only."""
+    state = {}
+
+    def reply(line, tls):
+        if line.startswith('EHLO'):
+            return '250-relay.test\r\n250 AUTH LOGIN XOAUTH2' if tls else '250-relay.test\r\n250 STARTTLS'
+        if line.startswith('AUTH XOAUTH2 '):
+            decoded = base64.b64decode(line.split(' ', 2)[2]).decode()
+            state['login'] = decoded
+            if decoded == 'user=%s\x01auth=Bearer %s\x01\x01' % (USERNAME, GOOD_TOKEN):
+                return '235 2.7.0 Authentication successful'
+            if style == 'gmail':
+                return '334 ' + GMAIL_CHALLENGE
+            return '535 5.7.3 Authentication unsuccessful [AM0PR06CA0126.eurprd06.prod.outlook.com]'
+        if line == '' and style == 'gmail':
+            return ('535-5.7.8 Username and Password not accepted. For more information, go to\r\n'
+                    '535 5.7.8  https://support.google.com/mail/?p=BadCredentials - gsmtp')
+        return '221 bye' if line == 'QUIT' else '250 ok'
+    return reply, state
+
+
+@pytest.fixture
+def xoauth2_server(pki):
+    servers_started = []
+
+    def start(style):
+        reply, state = xoauth2_reply(style)
+        server = servers.ScriptedServer('220 relay.test ESMTP', reply, servers.server_context(pki['server_cert'],
+                                                                                            pki['server_key']))
+        servers_started.append(server)
+        return server, state
+    yield start
+    for server in servers_started:
+        server.close()
+
+
+def test_xoauth2_with_a_good_token_authenticates(pki, xoauth2_server):
+    server, state = xoauth2_server('o365')
+    result = run(server.port, pki, username=USERNAME, oauth2_token=GOOD_TOKEN)
+    assert result['ok'] is True and result['authenticated'] is True and result['auth_mechanism'] == 'XOAUTH2', result
+    assert state['login'].startswith('user=%s\x01auth=Bearer ' % USERNAME)
+    assert not any(line.startswith(('MAIL', 'RCPT', 'DATA')) for line in server.received)
+
+
+def test_exchange_refusing_a_token_is_the_mailbox_permission_and_the_token_is_never_echoed(pki, xoauth2_server):
+    server, _state = xoauth2_server('o365')
+    result = run(server.port, pki, username=USERNAME, oauth2_token=lambda: 'eyJ.other-token.sig')
+    assert_cause(result, 'oauth2_mailbox_not_permitted')
+    assert 'New-ServicePrincipal' in result['remedy'] and 'Add-MailboxPermission' in result['remedy']
+    assert 'eyJ.other-token.sig' not in json.dumps(result) and 'token' in result['timings_ms']
+
+
+def test_gmails_challenge_is_answered_and_quoted(pki, xoauth2_server):
+    server, _state = xoauth2_server('gmail')
+    result = run(server.port, pki, username=USERNAME, oauth2_token='expired-token')
+    assert_cause(result, 'credentials_rejected')
+    assert '"status":"401"' in result['message'] and '535 5.7.8' in result['message']
+    assert '' in server.received  # the empty line that acknowledges the challenge
+
+
+def test_a_server_without_xoauth2_is_named(pki):
+    server = servers.ScriptedServer('220 relay.test ESMTP', echo_reply,
+                                    servers.server_context(pki['server_cert'], pki['server_key']))
+    try:
+        result = run(server.port, pki, username=USERNAME, oauth2_token=GOOD_TOKEN)
+    finally:
+        server.close()
+    assert_cause(result, 'auth_mechanism_unsupported')
+    assert 'not XOAUTH2' in result['message']
+
+
+@pytest.mark.parametrize('failure, cause', [
+    (smtp_probe.ProbeFailure('oauth2_invalid_client', 'AADSTS7000215: Invalid client secret provided.'),
+     'oauth2_invalid_client'),
+    (ConnectionRefusedError(111, 'Connection refused'), 'oauth2_token_endpoint_unreachable'),
+])
+def test_a_token_that_cannot_be_had_fails_before_connecting(pki, failure, cause):
+    def provider():
+        raise failure
+    listener = servers.SilentListener()
+    try:
+        result = run(listener.port, pki, username=USERNAME, oauth2_token=provider)
+    finally:
+        listener.close()
+    assert_cause(result, cause)
+    assert listener.accepted == [] and 'connect' not in result['timings_ms']
