@@ -416,7 +416,8 @@ def test_certificate_decoder_agrees_with_openssl(pki, name):
 
 GOOD_TOKEN = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.probe-good-token.sig'
 # Gmail's XOAUTH2 error challenge (developers.google.com/gmail/imap/xoauth2-protocol) and its final reply.
-GMAIL_CHALLENGE = base64.b64encode(b'{"status":"401","schemes":"bearer mac","scope":"https://mail.google.com/"}').decode()
+GMAIL_CHALLENGE = base64.b64encode(
+    b'{"status":"401","schemes":"bearer mac","scope":"https://mail.google.com/"}').decode()
 
 
 def xoauth2_reply(style):
