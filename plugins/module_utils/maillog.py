@@ -574,15 +574,13 @@ class LogSource(object):
             path, offset = self._before.pop(0)
             with open(path, 'rb') as handle:
                 handle.seek(offset)
-                for line in self._drain(handle):
-                    yield line
+                yield from self._drain(handle)
             self._partial = b''
         if self._handle is None:
             self._handle = open(self.path, 'rb')
             self._handle.seek(self.offset)
         while True:
-            for line in self._drain(self._handle):
-                yield line
+            yield from self._drain(self._handle)
             try:
                 current = os.stat(self.path)
             except OSError:
@@ -610,8 +608,7 @@ class LogSource(object):
             self._partial = data[complete:]
             self.offset = handle.tell() - len(self._partial)
             if complete:
-                for line in data[:complete - 1].decode('utf-8', 'replace').split('\n'):
-                    yield line
+                yield from data[:complete - 1].decode('utf-8', 'replace').split('\n')
 
     # -- the journal
 

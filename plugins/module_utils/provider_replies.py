@@ -22,66 +22,74 @@ import re
 # Remedies name role variables where the role owns the setting (roles/relay/meta/argument_specs.yml).
 REPLY_CAUSES = {
     'too_many_connections': 'The relay refused one more simultaneous connection (Exchange Online allows three per '
-        'mailbox for SMTP AUTH submission: 432 4.3.2). The mail is deferred and retried. Lower '
-        'relay_destination_concurrency_limit (the office365 preset sets 3), and count every host and device that '
-        'sends as the same mailbox: together they must stay within the limit.',
+                            'mailbox for SMTP AUTH submission: 432 4.3.2). The mail is deferred and retried. Lower '
+                            'relay_destination_concurrency_limit (the office365 preset sets 3), and count every '
+                            'host and device that sends as the same mailbox: together they must stay within the '
+                            'limit.',
     'throttled_454': "The relay asks this host to slow down (a per-second rate such as Amazon SES's maximum sending "
-        'rate, or Gmail\'s 421 4.7.0 "Try again later"). The mail is deferred and retried by itself. Set '
-        "relay_max_send_rate to this host's share of the account's rate (the rate divided by the hosts that share "
-        'the account), lower relay_destination_concurrency_limit if the provider limits connections, or raise the '
-        'rate with the provider.',
+                     'rate, or Gmail\'s 421 4.7.0 "Try again later"). The mail is deferred and retried by itself. '
+                     "Set relay_max_send_rate to this host's share of the account's rate (the rate divided by the "
+                     'hosts that share the account), lower relay_destination_concurrency_limit if the provider '
+                     'limits connections, or raise the rate with the provider.',
     'daily_quota_exceeded': "The account's daily quota is used up (Gmail and Workspace count recipients over a "
-        'rolling 24 hours; Amazon SES messages against the 24-hour quota; Exchange Online 10,000 recipients a day). '
-        "It clears by itself: Postfix defers the mail (the role turns Gmail's 550 5.4.5 into a deferral with "
-        'smtp_delivery_status_filter) and it leaves when the window frees up. Wait, spread the load over the day or '
-        'over more accounts, or raise the quota (SES: a sending quota increase for the region).',
+                            'rolling 24 hours; Amazon SES messages against the 24-hour quota; Exchange Online '
+                            '10,000 recipients a day). It clears by itself: Postfix defers the mail (the role turns '
+                            "Gmail's 550 5.4.5 into a deferral with smtp_delivery_status_filter) and it leaves when "
+                            'the window frees up. Wait, spread the load over the day or over more accounts, or '
+                            'raise the quota (SES: a sending quota increase for the region).',
     'basic_auth_disabled': 'Exchange Online no longer takes a password for SMTP AUTH (Basic authentication for '
-        'client submission is disabled for the tenant). Set relay_auth: oauth2 with relay_oauth2_tenant, '
-        'relay_oauth2_client_id and relay_oauth2_client_secret (docs/providers/office365.md). The mail is deferred, '
-        'not lost, and leaves once the host logs in with OAuth.',
+                           'client submission is disabled for the tenant). Set relay_auth: oauth2 with '
+                           'relay_oauth2_tenant, relay_oauth2_client_id and relay_oauth2_client_secret '
+                           '(docs/providers/office365.md). The mail is deferred, not lost, and leaves once the host '
+                           'logs in with OAuth.',
     'smtp_auth_disabled': 'SMTP AUTH client submission is switched off for the tenant or the mailbox, and OAuth '
-        'needs it too: in Exchange Online PowerShell, Set-CASMailbox -Identity <mailbox> '
-        '-SmtpClientAuthenticationDisabled $false for the mailbox in relay_username.',
+                          'needs it too: in Exchange Online PowerShell, Set-CASMailbox -Identity <mailbox> '
+                          '-SmtpClientAuthenticationDisabled $false for the mailbox in relay_username.',
     'app_password_required': 'Gmail refused the account password because the account uses 2-Step Verification: put '
-        'an app password (Google Account, Security, App passwords, where the Workspace admin allows them) in '
-        'relay_password, or set relay_auth: oauth2 with relay_oauth2_client_id, relay_oauth2_client_secret and '
-        'relay_oauth2_refresh_token.',
+                             'an app password (Google Account, Security, App passwords, where the Workspace admin '
+                             'allows them) in relay_password, or set relay_auth: oauth2 with '
+                             'relay_oauth2_client_id, relay_oauth2_client_secret and relay_oauth2_refresh_token.',
     'send_as_denied': 'Exchange Online refused the sender: the From address is neither the mailbox that logged in '
-        "(relay_username) nor one it may send as. Send from the mailbox's address (relay_sender_rewrites or "
-        'relay_sender_rewrite_map map local senders to it) or grant Send As on that address '
-        '(Add-RecipientPermission <address> -AccessRights SendAs -Trustee <mailbox>). The message bounced: send it '
-        'again afterwards.',
+                      "(relay_username) nor one it may send as. Send from the mailbox's address "
+                      '(relay_sender_rewrites or relay_sender_rewrite_map map local senders to it) or grant Send As '
+                      'on that address (Add-RecipientPermission <address> -AccessRights SendAs -Trustee <mailbox>). '
+                      'The message bounced: send it again afterwards.',
     'ses_sandbox_554': 'Amazon SES refused an unverified address (554 Email address is not verified): verify the '
-        'sender identity (relay_sender_domain) in this SES region, and while the account is in the SES sandbox '
-        'verify recipients too (relay_ses_sandbox_recipients) or request production access.',
+                       'sender identity (relay_sender_domain) in this SES region, and while the account is in the '
+                       'SES sandbox verify recipients too (relay_ses_sandbox_recipients) or request production '
+                       'access.',
     'sender_identity_not_verified': 'SendGrid refused the From address because it is not a verified Sender '
-        'Identity: verify the address (Single Sender Verification) or authenticate its domain in SendGrid, and send '
-        'from it (relay_sender_domain, relay_sender_rewrites). The message bounced: send it again afterwards.',
+                                    'Identity: verify the address (Single Sender Verification) or authenticate its '
+                                    'domain in SendGrid, and send from it (relay_sender_domain, '
+                                    'relay_sender_rewrites). The message bounced: send it again afterwards.',
     'message_too_large': 'The relay refused the message for its size (Gmail 25 MB, Amazon SES 40 MB, counted after '
-        "base64, which adds a third to attachments). relay_message_size_limit (the preset's provider limit) makes "
-        'the host refuse such a message when it is submitted, so the sender learns at once; send large files as '
-        'links.',
+                         "base64, which adds a third to attachments). relay_message_size_limit (the preset's "
+                         'provider limit) makes the host refuse such a message when it is submitted, so the sender '
+                         'learns at once; send large files as links.',
     'oauth2_token_endpoint_unreachable': 'The host could not reach the OAuth token endpoint '
-        '(login.microsoftonline.com, oauth2.googleapis.com or relay_oauth2_token_url): DNS, a firewall or proxy on '
-        'outbound HTTPS, or the identity provider is down. The mail is deferred and leaves once a token can be '
-        'fetched.',
+                                         '(login.microsoftonline.com, oauth2.googleapis.com or '
+                                         'relay_oauth2_token_url): DNS, a firewall or proxy on outbound HTTPS, or '
+                                         'the identity provider is down. The mail is deferred and leaves once a '
+                                         'token can be fetched.',
     'oauth2_invalid_client': 'The token endpoint refused the client credentials (Entra ID AADSTS7000215: not the '
-        "secret's value - the secret ID was given, or a typo; AADSTS7000222: the secret expired; Google "
-        'invalid_client). Create a new client secret for the app and set relay_oauth2_client_secret (and check '
-        'relay_oauth2_client_id).',
+                             "secret's value - the secret ID was given, or a typo; AADSTS7000222: the secret "
+                             'expired; Google invalid_client). Create a new client secret for the app and set '
+                             'relay_oauth2_client_secret (and check relay_oauth2_client_id).',
     'oauth2_app_not_found': 'Entra ID knows no such app in this tenant (AADSTS700016): relay_oauth2_client_id is '
-        "not the app's Application (client) ID, relay_oauth2_tenant names another tenant, or the app has no admin "
-        "consent there. Copy both from the app registration's overview page.",
+                            "not the app's Application (client) ID, relay_oauth2_tenant names another tenant, or "
+                            "the app has no admin consent there. Copy both from the app registration's overview "
+                            'page.',
     'oauth2_invalid_grant': 'Google refused the refresh token (invalid_grant: expired or revoked): access was '
-        "revoked, the account's password changed, the token went unused for six months, or the OAuth consent screen "
-        'is in Testing status (its refresh tokens expire after 7 days). Create a new refresh token for the same '
-        'client and set relay_oauth2_refresh_token.',
+                            "revoked, the account's password changed, the token went unused for six months, or the "
+                            'OAuth consent screen is in Testing status (its refresh tokens expire after 7 days). '
+                            'Create a new refresh token for the same client and set relay_oauth2_refresh_token.',
     'oauth2_mailbox_not_permitted': 'Exchange Online took the token but refused the login (535 5.7.3 after '
-        "XOAUTH2): the app's service principal is not registered in Exchange Online or has no permission on the "
-        'mailbox in relay_username. In Exchange Online PowerShell: New-ServicePrincipal -AppId <client id> '
-        '-ObjectId <enterprise app object id>, then Add-MailboxPermission -Identity <mailbox> -User <service '
-        'principal> -AccessRights FullAccess; the app needs SMTP.SendAsApp with admin consent '
-        '(docs/providers/office365.md).',
+                                    "XOAUTH2): the app's service principal is not registered in Exchange Online or "
+                                    'has no permission on the mailbox in relay_username. In Exchange Online '
+                                    'PowerShell: New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app '
+                                    'object id>, then Add-MailboxPermission -Identity <mailbox> -User <service '
+                                    'principal> -AccessRights FullAccess; the app needs SMTP.SendAsApp with admin '
+                                    'consent (docs/providers/office365.md).',
 }
 
 # A reply code where a reply starts: the text's start, after "said: ", "to me: " or a joined line.
