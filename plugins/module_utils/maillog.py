@@ -20,7 +20,8 @@ import subprocess
 import time
 from collections import deque
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES, classify_reply
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import (
+    REPLY_CAUSES, classify_reply, tool_cause)
 
 # Where distributions put the mail log; the first readable one wins in auto mode.
 LOG_FILES = ('/var/log/mail.log', '/var/log/maillog')
@@ -220,6 +221,8 @@ def diagnose(reason_text):
     """
     text = reason_text or ''
     cause = classify_reply(text)
+    if cause is None and tool_cause(text) in REMEDIES:
+        cause = tool_cause(text)  # the token tool says what failed where Postfix's smtp client would have
     if cause is None:
         cause = next((name for name, pattern in DIAGNOSIS_RULES if pattern.search(text)), 'unknown')
     return {'cause': cause, 'remedy': CAUSES[cause]}

@@ -66,30 +66,33 @@ REPLY_CAUSES = {
                          "base64, which adds a third to attachments). relay_message_size_limit (the preset's "
                          'provider limit) makes the host refuse such a message when it is submitted, so the sender '
                          'learns at once; send large files as links.',
-    'oauth2_token_endpoint_unreachable': 'The host could not reach the OAuth token endpoint '
+    'oauth2_token_endpoint_unreachable': 'The host could not get a token from the OAuth token endpoint '
                                          '(login.microsoftonline.com, oauth2.googleapis.com or '
-                                         'relay_oauth2_token_url): DNS, a firewall or proxy on outbound HTTPS, or '
-                                         'the identity provider is down. The mail is deferred and leaves once a '
-                                         'token can be fetched.',
+                                         'relay_oauth2_token_url): DNS, a firewall or proxy on outbound HTTPS, no '
+                                         'answer in time, an outage (HTTP 5xx), or a certificate that did not '
+                                         'verify (CA bundle, intercepting proxy). The mail is deferred and leaves '
+                                         'once a token can be fetched.',
     'oauth2_invalid_client': 'The token endpoint refused the client credentials (Entra ID AADSTS7000215: not the '
                              "secret's value - the secret ID was given, or a typo; AADSTS7000222: the secret "
                              'expired; Google invalid_client). Create a new client secret for the app and set '
                              'relay_oauth2_client_secret (and check relay_oauth2_client_id).',
-    'oauth2_app_not_found': 'Entra ID knows no such app in this tenant (AADSTS700016): relay_oauth2_client_id is '
-                            "not the app's Application (client) ID, relay_oauth2_tenant names another tenant, or "
-                            "the app has no admin consent there. Copy both from the app registration's overview "
-                            'page.',
+    'oauth2_app_not_found': 'Entra ID knows no such app in this tenant (AADSTS700016), or no such tenant '
+                            "(AADSTS90002): relay_oauth2_client_id is not the app's Application (client) ID, "
+                            'relay_oauth2_tenant names another tenant, or the app has no admin consent there. Copy '
+                            "both from the app registration's overview page.",
     'oauth2_invalid_grant': 'Google refused the refresh token (invalid_grant: expired or revoked): access was '
                             "revoked, the account's password changed, the token went unused for six months, or the "
                             'OAuth consent screen is in Testing status (its refresh tokens expire after 7 days). '
                             'Create a new refresh token for the same client and set relay_oauth2_refresh_token.',
-    'oauth2_mailbox_not_permitted': 'Exchange Online took the token but refused the login (535 5.7.3 after '
-                                    "XOAUTH2): the app's service principal is not registered in Exchange Online or "
-                                    'has no permission on the mailbox in relay_username. In Exchange Online '
-                                    'PowerShell: New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app '
-                                    'object id>, then Add-MailboxPermission -Identity <mailbox> -User <service '
-                                    'principal> -AccessRights FullAccess; the app needs SMTP.SendAsApp with admin '
-                                    'consent (docs/providers/office365.md).',
+    'oauth2_mailbox_not_permitted': 'The SMTP server took the token but refused the login (535 after XOAUTH2). '
+                                    "Exchange Online (535 5.7.3): the app's service principal is not registered in "
+                                    'Exchange Online or has no permission on the mailbox in relay_username - in '
+                                    'Exchange Online PowerShell New-ServicePrincipal -AppId <client id> -ObjectId '
+                                    '<enterprise app object id>, then Add-MailboxPermission -Identity <mailbox> '
+                                    '-User <service principal> -AccessRights FullAccess; the app needs '
+                                    'SMTP.SendAsApp with admin consent (docs/providers/office365.md). Gmail: the '
+                                    'refresh token must be granted https://mail.google.com/ for the account in '
+                                    'relay_username.',
 }
 
 # A reply code where a reply starts: the text's start, after "said: ", "to me: " or a joined line.
@@ -101,7 +104,7 @@ REPLY_RULES = (
     ('oauth2_token_endpoint_unreachable', re.compile(
         r'cannot reach (?:the )?(?:token endpoint|https?://\S+/token)\b|token endpoint (?:is )?unreachable', re.I)),
     ('oauth2_invalid_client', re.compile(r'\bAADSTS7000215\b|\bAADSTS7000222\b|\binvalid_client\b')),
-    ('oauth2_app_not_found', re.compile(r'\bAADSTS700016\b')),
+    ('oauth2_app_not_found', re.compile(r'\bAADSTS700016\b|\bAADSTS90002\b')),
     ('oauth2_invalid_grant', re.compile(r'\binvalid_grant\b')),
     ('oauth2_mailbox_not_permitted', re.compile(
         r'%s.*%s535[ -?]5\.7\.3\b|%s535[ -?]5\.7\.3\b.*%s' % (_OAUTH, _CODE, _CODE, _OAUTH), re.I)),
@@ -127,8 +130,39 @@ REPLY_RULES = (
         r'|Try again later, closing connection' % _CODE, re.I)),
 )
 
-# A tool in the mail path may name the cause itself ("smarthost-oauth2: oauth2_invalid_grant: ...").
+# The on-host OAuth token tool (oauth2_token.py) delivers through pipe(8) and reports a failure as
+# "<enhanced status code> smarthost-oauth2 <its cause>: <what happened>"; pipe(8) takes the code as the
+# DSN and logs the rest as the reason. Its causes that mean one of the diagnosis's (here or in
+# maillog.REMEDIES); the others fall through to the provider's text the line quotes.
+TOKEN_TOOL_CAUSES = {
+    'token_endpoint_unreachable': 'oauth2_token_endpoint_unreachable',
+    'token_endpoint_timeout': 'oauth2_token_endpoint_unreachable',
+    'token_endpoint_error': 'oauth2_token_endpoint_unreachable',
+    'token_endpoint_certificate_untrusted': 'oauth2_token_endpoint_unreachable',
+    'invalid_client_secret': 'oauth2_invalid_client',
+    'client_secret_expired': 'oauth2_invalid_client',
+    'invalid_client': 'oauth2_invalid_client',
+    'application_not_found': 'oauth2_app_not_found',
+    'tenant_not_found': 'oauth2_app_not_found',
+    'invalid_grant': 'oauth2_invalid_grant',
+    'xoauth2_rejected': 'oauth2_mailbox_not_permitted',
+    'basic_auth_disabled': 'basic_auth_disabled',
+    'sending_quota_exceeded': 'daily_quota_exceeded',
+    'smtp_certificate_untrusted': 'certificate_verify_failed',
+    'smtp_tls_failed': 'tls_handshake_failed',
+    'smtp_dns_failure': 'dns_failure',
+    'smtp_unreachable': 'connection_refused',
+    'smtp_timeout': 'connection_timeout',
+}
+_TOOL_LINE = re.compile(r'\bsmarthost-oauth2:? ([a-z][a-z0-9_]*):')
+# Any tool in the mail path may name one of these causes itself ("...: oauth2_invalid_grant: ...").
 _NAMED_CAUSE = re.compile(r'\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+):')
+
+
+def tool_cause(text):
+    """The diagnosis cause the token tool's line names, mapped from the tool's own word, or None."""
+    match = _TOOL_LINE.search(text or '')
+    return TOKEN_TOOL_CAUSES.get(match.group(1)) if match else None
 
 
 def classify_reply(text):
@@ -137,6 +171,8 @@ def classify_reply(text):
     for named in _NAMED_CAUSE.findall(text):
         if named in REPLY_CAUSES:
             return named
+    if tool_cause(text) in REPLY_CAUSES:
+        return tool_cause(text)
     for cause, pattern in REPLY_RULES:
         if pattern.search(text):
             return cause

@@ -23,7 +23,8 @@ import pytest
 
 from ansible_collections.smarthost.postfix.plugins.module_utils import maillog
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import MailLog, diagnose, parse_line, provider_message_id
-from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES
+from ansible_collections.smarthost.postfix.plugins.module_utils import provider_replies
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES, tool_cause
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
 
 FIXTURES = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'postfix-logs')
@@ -269,11 +270,14 @@ PROVIDER_EXPECTED = {
     'size-gmail': ('bounced', 'message_too_large'),
     'oauth2-ok': ('sent', None),
     'oauth2-endpoint-down': ('deferred', 'oauth2_token_endpoint_unreachable'),
+    'oauth2-endpoint-timeout': ('deferred', 'oauth2_token_endpoint_unreachable'),
     'oauth2-invalid-client': ('deferred', 'oauth2_invalid_client'),
     'oauth2-secret-expired': ('deferred', 'oauth2_invalid_client'),
     'oauth2-app-not-found': ('deferred', 'oauth2_app_not_found'),
     'oauth2-invalid-grant': ('deferred', 'oauth2_invalid_grant'),
     'oauth2-mailbox': ('deferred', 'oauth2_mailbox_not_permitted'),
+    'oauth2-quota': ('deferred', 'daily_quota_exceeded'),
+    'oauth2-certificate': ('deferred', 'certificate_verify_failed'),
     'oauth2-two-lines': ('deferred', 'too_many_connections'),
     'oauth2-sendas': ('bounced', 'send_as_denied'),  # the tool exited 69: pipe(8) bounces
 }
@@ -292,14 +296,38 @@ def test_every_published_provider_text_is_diagnosed_in_every_format(name, label)
         assert result['diagnosis']['remedy'] == maillog.CAUSES[cause]
 
 
-@pytest.mark.parametrize('label', sorted(label for label in PROVIDER_EXPECTED if label.startswith('oauth2-')
-                                         and PROVIDER_EXPECTED[label][1]))
-def test_the_provider_text_decides_even_when_the_tool_names_no_cause(label):
-    # The token tool prints its own cause word; the provider's text alone must lead to the same cause.
+# The token tool's own word for what failed, as its line names it, and where the provider's text alone decides.
+TOOL_WORDS = {
+    'oauth2-endpoint-down': ('token_endpoint_unreachable', False),
+    'oauth2-endpoint-timeout': ('token_endpoint_timeout', False),
+    'oauth2-invalid-client': ('invalid_client_secret', True),
+    'oauth2-secret-expired': ('client_secret_expired', True),
+    'oauth2-app-not-found': ('application_not_found', True),
+    'oauth2-invalid-grant': ('invalid_grant', True),
+    'oauth2-mailbox': ('xoauth2_rejected', False),  # 535 5.7.3 alone is a wrong password: the tool says XOAUTH2
+    'oauth2-quota': ('sending_quota_exceeded', True),
+    'oauth2-certificate': ('smtp_certificate_untrusted', True),
+    'oauth2-sendas': ('provider_refused', True),  # no cause of ours: the provider's text decides
+}
+
+
+@pytest.mark.parametrize('label', sorted(TOOL_WORDS))
+def test_the_token_tools_line_is_read_by_its_word_and_by_the_providers_text(label):
+    word, text_decides = TOOL_WORDS[label]
     reason = trace_label(load('providers/debian12-mail.log'), label)['reason']
-    anonymous = re.sub(r'\b(oauth2_[a-z_]+|rejected): ', '', reason)
-    assert anonymous != reason or label == 'oauth2-two-lines'
-    assert diagnose(anonymous)['cause'] == PROVIDER_EXPECTED[label][1]
+    assert reason.startswith('smarthost-oauth2 %s: ' % word)
+    expected = PROVIDER_EXPECTED[label][1]
+    assert tool_cause(reason) == provider_replies.TOKEN_TOOL_CAUSES.get(word)
+    without_word = reason.replace('smarthost-oauth2 %s: ' % word, '')
+    if text_decides:
+        assert diagnose(without_word)['cause'] == expected
+    else:
+        assert diagnose(without_word)['cause'] != expected
+        assert provider_replies.TOKEN_TOOL_CAUSES[word] == expected
+
+
+def test_every_token_tool_word_maps_to_a_known_cause():
+    assert set(provider_replies.TOKEN_TOOL_CAUSES.values()) <= set(maillog.CAUSES)
 
 
 def test_pipe_deliveries_report_the_transport_and_the_command_output():
@@ -307,13 +335,16 @@ def test_pipe_deliveries_report_the_transport_and_the_command_output():
     sent = trace_label(log, 'oauth2-ok')
     assert (sent['relay'], sent['dsn'], sent['reason']) == ('oauth2', '2.0.0', 'delivered via oauth2 service')
     assert sent['provider_message_id'] is None
-    deferred = trace_label(log, 'oauth2-invalid-grant')
-    assert deferred['dsn'] == '4.3.0' and deferred['relay'] == 'oauth2'
-    assert deferred['reason'].startswith('temporary failure. Command output: smarthost-oauth2: oauth2_invalid_grant: ')
-    two_lines = trace_label(log, 'oauth2-two-lines')['reason']
-    assert 'token fetched smtp.office365.com said: 432 4.3.2' in two_lines  # pipe(8) joins the lines with a space
+    # An output that begins with an enhanced status code gives pipe(8) the DSN, and the rest is the reason.
+    deferred = trace_label(log, 'oauth2-mailbox')
+    assert deferred['dsn'] == '4.7.3' and deferred['relay'] == 'oauth2'
+    assert deferred['reason'].startswith('smarthost-oauth2 xoauth2_rejected: authentication failed (AUTH): 535 5.7.3')
     bounced = trace_label(log, 'oauth2-sendas')
-    assert bounced['dsn'] == '5.3.0' and bounced['reason'].startswith('service unavailable. Command output: ')
+    assert bounced['status'] == 'bounced' and bounced['dsn'] == '5.2.252'
+    # Without a status code, pipe(8) names the exit status and joins the output's lines with a space.
+    two_lines = trace_label(log, 'oauth2-two-lines')
+    assert two_lines['dsn'] == '4.3.0'
+    assert two_lines['reason'].startswith('temporary failure. Command output: token fetched smtp.office365.com said: 432')
 
 
 def test_multi_line_replies_are_logged_joined_with_their_codes():

@@ -448,8 +448,8 @@ def xoauth2_server(pki):
 
     def start(style):
         reply, state = xoauth2_reply(style)
-        server = servers.ScriptedServer('220 relay.test ESMTP', reply, servers.server_context(pki['server_cert'],
-                                                                                            pki['server_key']))
+        context = servers.server_context(pki['server_cert'], pki['server_key'])
+        server = servers.ScriptedServer('220 relay.test ESMTP', reply, context)
         servers_started.append(server)
         return server, state
     yield start
