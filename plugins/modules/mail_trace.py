@@ -74,7 +74,7 @@ notes:
   - Only the lines that name the message's queue ids or its Message-ID are kept, so a long window costs time to scan
     but little memory (docs/performance.md).
   - Deliveries through a C(pipe(8)) transport (the OAuth token tool) report the transport's name as RV(relay) and
-    the command's output in RV(reason).
+    the tool's line (or the command's output) as RV(reason).
 attributes:
   check_mode:
     support: full
