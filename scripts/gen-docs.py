@@ -17,8 +17,11 @@ Usage (from the repository root, with the development virtualenv):
 The consistency checks, run in both modes:
   - every role variable in argument_specs appears in defaults/main.yml (set, or commented out
     when it is required) with the same default;
-  - docs/troubleshooting.md has one heading per cause of relay_probe (smtp_probe.CAUSES) and of
-    the delivery diagnosis (maillog.REMEDIES), and none for a cause the code does not know;
+  - docs/troubleshooting.md has one heading per cause of the providers' replies
+    (provider_replies.REPLY_CAUSES), of the delivery diagnosis (maillog.REMEDIES) and of relay_probe
+    (smtp_probe.CAUSES), each in its own section, and none for a cause the code does not know;
+  - mail_trace's documentation names every cause it can return (both delivery vocabularies) and
+    relay_probe's every one of smtp_probe.CAUSES, as V(cause);
   - every page under docs/ is linked from docs/README.md, and every relative link in docs/ and
     README.md points to a file that exists.
 
@@ -590,15 +593,25 @@ def literal_dict(path, variable):
     raise DocError('%s defines no %s' % (path, variable))
 
 
+# The cause vocabularies: the "## ..." section of docs/troubleshooting.md whose title contains the
+# marker lists them, one "### `cause`" heading each.
+VOCABULARIES = (
+    ("relay's reply", 'plugins/module_utils/provider_replies.py', 'REPLY_CAUSES'),
+    ('reported by mail_trace', 'plugins/module_utils/maillog.py', 'REMEDIES'),
+    ('reported by relay_probe', 'plugins/module_utils/smtp_probe.py', 'CAUSES'),
+)
+# Which vocabularies each module's documentation must name.
+MODULE_CAUSES = {
+    'mail_trace': ('REPLY_CAUSES', 'REMEDIES'),
+    'relay_probe': ('CAUSES',),
+}
+
+
 def check_troubleshooting():
     """The cause headings of docs/troubleshooting.md are exactly the codes' vocabularies."""
     path = os.path.join(ROOT, TROUBLESHOOTING)
     if not os.path.exists(path):
         return ['%s is missing' % TROUBLESHOOTING]
-    vocabularies = {
-        'relay_probe': ('plugins/module_utils/smtp_probe.py', 'CAUSES'),
-        'mail_trace': ('plugins/module_utils/maillog.py', 'REMEDIES'),
-    }
     sections = {}
     current = None
     with open(path, encoding='utf-8') as handle:
@@ -607,23 +620,40 @@ def check_troubleshooting():
             if not heading:
                 continue
             if len(heading.group('level')) == 2:
-                current = next((key for key in vocabularies if key in heading.group('text')), None)
+                current = next((marker for marker, _source, _variable in VOCABULARIES if marker in heading.group('text')),
+                               None)
                 if current:
                     sections[current] = set()
             elif len(heading.group('level')) == 3 and current:
                 sections[current].add(heading.group('text').strip('` '))
     problems = []
-    for key, (source, variable) in vocabularies.items():
+    for marker, source, variable in VOCABULARIES:
         known = set(literal_dict(source, variable))
-        if key not in sections:
-            problems.append('%s has no "## ..." section naming %s' % (TROUBLESHOOTING, key))
+        if marker not in sections:
+            problems.append('%s has no "## ..." section whose title says "%s" (for %s %s)' % (
+                TROUBLESHOOTING, marker, source, variable))
             continue
-        for cause in sorted(known - sections[key]):
-            problems.append('%s: cause %s (%s %s) has no heading in the %s section' % (
-                TROUBLESHOOTING, cause, source, variable, key))
-        for cause in sorted(sections[key] - known):
-            problems.append('%s: heading %s in the %s section is not a cause in %s %s' % (
-                TROUBLESHOOTING, cause, key, source, variable))
+        for cause in sorted(known - sections[marker]):
+            problems.append('%s: cause %s (%s %s) has no heading in the section "%s"' % (
+                TROUBLESHOOTING, cause, source, variable, marker))
+        for cause in sorted(sections[marker] - known):
+            problems.append('%s: heading %s in the section "%s" is not a cause in %s %s' % (
+                TROUBLESHOOTING, cause, marker, source, variable))
+    return problems
+
+
+def check_module_causes():
+    """Each diagnosing module's documentation names every cause it can return."""
+    sources = dict((variable, source) for _marker, source, variable in VOCABULARIES)
+    problems = []
+    for module, variables in sorted(MODULE_CAUSES.items()):
+        path = os.path.join(MODULES_DIR, module + '.py')
+        with open(os.path.join(ROOT, path), encoding='utf-8') as handle:
+            named = set(re.findall(r'V\(([a-z0-9_]+)\)', handle.read()))
+        for variable in variables:
+            for cause in sorted(set(literal_dict(sources[variable], variable)) - named):
+                problems.append('%s: the documentation does not name cause %s (%s %s) as V(%s)' % (
+                    path, cause, sources[variable], variable, cause))
     return problems
 
 
@@ -692,7 +722,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         pages = generate()
-        problems = check_role_defaults() + check_troubleshooting() + check_links(pages)
+        problems = check_role_defaults() + check_troubleshooting() + check_module_causes() + check_links(pages)
     except (DocError, OSError, yaml.YAMLError, KeyError) as error:
         print('gen-docs: %s' % error, file=sys.stderr)
         return 2

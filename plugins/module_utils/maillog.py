@@ -18,46 +18,55 @@ import re
 import shutil
 import subprocess
 import time
+from collections import deque
+
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import (
+    REPLY_CAUSES, classify_reply, tool_cause)
 
 # Where distributions put the mail log; the first readable one wins in auto mode.
 LOG_FILES = ('/var/log/mail.log', '/var/log/maillog')
 LOG_SOURCES = ('auto', 'file', 'journal', 'none')
 
-# The fixed vocabulary of delivery diagnoses: cause -> remedy. DIAGNOSIS_RULES decides which applies.
+# What Postfix itself reports about a delivery: cause -> remedy. The providers' own reply texts have
+# their causes in provider_replies.REPLY_CAUSES, shared with relay_probe; diagnose() tries those first.
+# Remedies name the role's variable where the role owns the setting, with the main.cf parameter it sets.
 REMEDIES = {
-    'no_worthy_mechs': 'Postfix has no SASL client mechanism to log in with: install libsasl2-modules (Debian, Ubuntu) or '
-                       'cyrus-sasl-plain (RHEL family), and check that smtp_sasl_mechanism_filter does not exclude PLAIN/LOGIN.',
-    'certificate_verify_failed': "The relay's certificate did not verify: set smtp_tls_CAfile to the OS CA bundle "
-                                 '(/etc/ssl/certs/ca-certificates.crt on Debian, /etc/pki/tls/certs/ca-bundle.crt on RHEL; a '
-                                 'chrooted smtp cannot read CApath), update ca-certificates, check the clock, and make '
-                                 "smtp_tls_secure_cert_match match the certificate's name.",
-    'auth_failed_535': 'The relay rejected the SMTP credentials (535): regenerate them. Amazon SES needs SMTP credentials, '
-                       'which are not IAM access keys and are tied to a region; also check the provider\'s username rule '
-                       'and that the sasl_passwd key matches relayhost exactly (brackets and port included).',
-    'auth_required_530': 'The relay requires a login and Postfix did not send one: check smtp_sasl_auth_enable = yes and '
-                         'that the sasl_passwd key matches the relayhost value exactly (brackets and port included), '
-                         'rebuilt with postmap; Postfix only logs in over TLS unless smtp_sasl_tls_security_options allow.',
-    'starttls_required_530': 'The relay requires STARTTLS and Postfix did not start TLS: set smtp_tls_security_level = '
-                             'secure (or encrypt) for this relay, globally or in smtp_tls_policy_maps.',
-    'ses_sandbox_554': 'Amazon SES refused an unverified address (554 Email address is not verified): verify the sender '
-                       'identity in this SES region, and while the account is in the SES sandbox verify recipients too '
-                       'or request production access.',
-    'throttled_454': 'The relay is throttling this sender: slow Postfix down with default_destination_rate_delay (or '
-                     '<transport>_destination_rate_delay) and a lower smtp_destination_concurrency_limit, or raise the '
-                     'provider quota. Deferred mail is retried automatically.',
+    'no_worthy_mechs': 'Postfix has no SASL client mechanism to log in with: the role installs libsasl2-modules (Debian, '
+                       'Ubuntu) or cyrus-sasl-plain (RHEL family) unless relay_install_packages is false; then install it, '
+                       'and check that no smtp_sasl_mechanism_filter in relay_extra_parameters excludes PLAIN and LOGIN.',
+    'certificate_verify_failed': "The relay's certificate did not verify (no password was sent): run relay_probe against the "
+                                 'same host and port to see which check failed and who issued the certificate; update '
+                                 'ca-certificates, check relay_tls_ca_file (smtp_tls_CAfile) and the clock, and use the '
+                                 "provider's documented relay_host. An unexpected issuer is an intercepting proxy.",
+    'auth_failed_535': 'The relay rejected the SMTP credentials (535): check relay_username (the provider\'s username rule) and '
+                       'relay_password, or create new ones. Amazon SES needs SMTP credentials, which are not IAM access '
+                       'keys and belong to one region (relay_ses_region). With relay_auth: oauth2, see '
+                       'oauth2_mailbox_not_permitted.',
+    'auth_required_530': 'The relay requires a login and Postfix sent none: set relay_username and relay_password, or add '
+                         "this host's address to the relay's allow-list if it admits hosts by IP; if main.cf or the SASL map "
+                         'was edited by hand, run the role again (the map key must equal relayhost exactly).',
+    'starttls_required_530': 'The relay requires STARTTLS and Postfix did not start TLS: a relay_domain_routes entry with '
+                             'tls_security_level: none, or an override outside the role, lowered '
+                             'smtp_tls_security_level; remove it (relay_tls_security_level).',
     'connection_timeout': 'Postfix could not connect to the relay: the port is probably blocked (cloud providers block '
-                          'outbound 25) - use 587 or 2525; for port 465 set smtp_tls_wrappermode = yes.',
-    'no_greeting': 'Postfix connected but got no SMTP greeting: port 465 speaks TLS first and needs smtp_tls_wrappermode = '
-                   'yes with smtp_tls_security_level = encrypt (or use 587 with STARTTLS); otherwise a middlebox holds the port.',
-    'tls_required_not_offered': 'Postfix requires TLS for this relay but the server offered no STARTTLS: use the provider\'s '
-                                'TLS port (587, or 465 with wrapper mode) and check that no middlebox strips STARTTLS.',
-    'tls_handshake_failed': 'TLS could not start: with smtp_tls_connection_reuse = yes the tlsproxy service must be enabled '
-                            'in master.cf; otherwise compare smtp_tls_mandatory_protocols and ciphers with the relay. '
-                            'The warning lines around it give the TLS library\'s reason.',
-    'connection_refused': 'The relay host refused the connection: check the relay host and port (relayhost, transport maps).',
-    'network_unreachable': 'No route to the relay: check routing, IPv6 connectivity (inet_protocols) and firewall reject rules.',
-    'dns_failure': 'A name did not resolve: check the relayhost spelling ([host] skips the MX lookup) and the resolver; a '
-                   'chrooted smtp on Debian uses /var/spool/postfix/etc/resolv.conf.',
+                          'outbound 25) - set relay_port to 587 or 2525; port 465 needs wrapper mode '
+                          '(relay_tls_wrappermode, on by default there).',
+    'no_greeting': 'Postfix connected but got no SMTP greeting: the port speaks TLS first (465) and needs wrapper mode - '
+                   'relay_tls_wrappermode: true (smtp_tls_wrappermode) - or use 587 with STARTTLS; otherwise a middlebox '
+                   'holds the port.',
+    'tls_required_not_offered': 'Postfix requires TLS for this relay but the server offered no STARTTLS: use the '
+                                "provider's TLS port (relay_port 587, or 465 with wrapper mode) and check that no "
+                                'middlebox strips STARTTLS.',
+    'tls_handshake_failed': 'TLS could not start: with relay_tls_connection_reuse the role enables the tlsproxy service, so '
+                            'run the role again if master.cf was changed by hand; otherwise check relay_tls_min_version '
+                            'against the relay. The warning lines around it give the TLS library\'s reason.',
+    'connection_refused': 'The relay host refused the connection: check relay_host and relay_port (and host and port of the '
+                          'routes and the fallback).',
+    'network_unreachable': 'No route to the relay: check routing and firewall reject rules; on a host without working IPv6 '
+                           'set relay_inet_protocols: ipv4.',
+    'dns_failure': "A name did not resolve: check relay_host's spelling and the region (relay_ses_region, "
+                   'relay_mailgun_region) and the resolver; a chrooted smtp on Debian uses '
+                   '/var/spool/postfix/etc/resolv.conf, copied when Postfix starts.',
     'recipient_rejected': 'The receiving side rejected the recipient address: check the address; nothing is wrong with the relay.',
     'unknown': 'No known pattern matched: read the reason, which quotes the remote server\'s reply.',
 }
@@ -67,8 +76,6 @@ DIAGNOSIS_RULES = (
     ('auth_failed_535', re.compile(r'said: 535\b|SASL authentication failed.*\b535\b', re.I)),
     ('auth_required_530', re.compile(r'said: 530[ -].*authenticat', re.I)),
     ('starttls_required_530', re.compile(r'said: 530[ -].*STARTTLS', re.I)),
-    ('ses_sandbox_554', re.compile(r'Email address is not verified', re.I)),
-    ('throttled_454', re.compile(r'said: 4[25]\d\b.*(throttl|rate|too many|exceed|quota|limit)', re.I)),
     ('certificate_verify_failed', re.compile(r'certificate not verified|certificate verification failed|certificate verify failed', re.I)),
     ('tls_required_not_offered', re.compile(r'TLS is required, but (was not offered|our TLS engine is unavailable)', re.I)),
     ('tls_handshake_failed', re.compile(r'Cannot start TLS|TLS handshake fail', re.I)),
@@ -79,6 +86,9 @@ DIAGNOSIS_RULES = (
     ('dns_failure', re.compile(r'Host or domain name not found|Name service error|Host not found', re.I)),
     ('recipient_rejected', re.compile(r'said: 55[0-3] .*in reply to RCPT TO command', re.I)),
 )
+
+# Every cause diagnose() can return: the providers' replies and Postfix's own.
+CAUSES = dict(REPLY_CAUSES, **REMEDIES)
 
 FINAL_STATUSES = ('sent', 'bounced', 'expired')
 
@@ -204,12 +214,18 @@ def provider_message_id(reply):
 
 
 def diagnose(reason_text):
-    """{cause, remedy} for a deferral or bounce reason; cause is a key of REMEDIES."""
+    """{cause, remedy} for a deferral or bounce reason; cause is a key of CAUSES.
+
+    The providers' published texts decide first (a 535 from Exchange Online can mean Basic auth is
+    disabled), then what Postfix reports about the connection, TLS and login.
+    """
     text = reason_text or ''
-    for cause, pattern in DIAGNOSIS_RULES:
-        if pattern.search(text):
-            return {'cause': cause, 'remedy': REMEDIES[cause]}
-    return {'cause': 'unknown', 'remedy': REMEDIES['unknown']}
+    cause = classify_reply(text)
+    if cause is None and tool_cause(text) in REMEDIES:
+        cause = tool_cause(text)  # the token tool says what failed where Postfix's smtp client would have
+    if cause is None:
+        cause = next((name for name, pattern in DIAGNOSIS_RULES if pattern.search(text)), 'unknown')
+    return {'cause': cause, 'remedy': CAUSES[cause]}
 
 
 def parse_event(record):
@@ -390,12 +406,83 @@ def trace_result(log, queue_ids, wait_for='attempt'):
     return result
 
 
+class Follower(object):
+    """Feeds a MailLog only the lines that can belong to one message, so a large window costs little.
+
+    A line matters when it names a followed queue id or carries the Message-ID; the queue id is learnt
+    from cleanup's message-id line, and the earlier lines of that queue id (pickup, smtpd) and the
+    delivery agent's warnings before its result line are taken from a short memory of recent lines.
+    """
+
+    RECENT_LINES = 2000
+
+    def __init__(self, log, queue_id=None, message_id=None, now=None):
+        self.log = log
+        self.message_id = message_id
+        self.queue_ids = set([queue_id]) if queue_id else set()
+        # The journal's JSON escapes a Message-ID's quotes and backslashes.
+        self.needles = sorted(set([message_id, json.dumps(message_id)[1:-1]])) if message_id else []
+        self.recent = deque(maxlen=self.RECENT_LINES)
+        self.now = now
+        self._matters = None
+        self._compile()
+
+    def _compile(self):
+        # One regular expression for all the strings that make a line matter: one C call per line.
+        words = self.needles + sorted(self.queue_ids)
+        self._matters = re.compile('|'.join(re.escape(word) for word in words)).search if words else (lambda line: None)
+
+    def feed(self, lines):
+        for line in lines:
+            if not self._matters(line):
+                self.recent.append(line)
+                continue
+            record = parse_line(line, self.now)
+            if record is None:
+                continue
+            event = parse_event(record)
+            if event and event['type'] == 'message_id' and event['message_id'] == self.message_id \
+                    and event['queue_id'] not in self.queue_ids:
+                self.queue_ids.add(event['queue_id'])
+                self._compile()
+                for earlier in [old for old in self.recent if event['queue_id'] in old]:
+                    self._feed_line(earlier)
+            elif event and event['type'] == 'delivery' and event['queue_id'] in self.queue_ids:
+                for warning in self._agent_context(record):
+                    self.log.feed(warning)
+            self.log.feed(record)
+
+    def _feed_line(self, line):
+        record = parse_line(line, self.now)
+        if record is not None:
+            self.log.feed(record)
+
+    def _agent_context(self, delivery):
+        """The delivery agent's lines since its previous queue id line, oldest first."""
+        context = []
+        pid = str(delivery.pid)
+        for line in reversed(self.recent):
+            if pid not in line:
+                continue
+            record = parse_line(line, self.now)
+            if record is None or (record.program, record.pid) != (delivery.program, delivery.pid):
+                continue
+            if _QUEUE_ID_RE.match(record.message):
+                break
+            context.append(record)
+        return context[::-1]
+
+
 def trace(source, queue_id=None, message_id=None, timeout=60, wait_for='attempt', poll_interval=1.0):
-    """Follow a message in the log until its status is final or timeout seconds pass."""
+    """Follow a message in the log until its status is final or timeout seconds pass.
+
+    source is read from where it was positioned (LogSource.start_at) and then followed as it grows.
+    """
     log = MailLog()
+    follower = Follower(log, queue_id, message_id)
     started = time.monotonic()
     while True:
-        log.feed_lines(source.read())
+        follower.feed(source.iter_lines())
         result = trace_result(log, followed_queue_ids(log, queue_id, message_id), wait_for)
         elapsed = time.monotonic() - started
         if result['final'] or elapsed >= timeout:
@@ -405,10 +492,40 @@ def trace(source, queue_id=None, message_id=None, timeout=60, wait_for='attempt'
         time.sleep(min(poll_interval, max(0.0, timeout - elapsed)))
 
 
+def parse_since(value, now=None):
+    """An aware datetime from a Unix time or an ISO 8601 text; without a zone it is this host's local time.
+
+    Accepts what ansible.builtin.command returns as start ("2026-11-22 12:00:00.123456"). Raises ValueError.
+    """
+    text = str(value).strip()
+    if re.match(r'^\d+(\.\d+)?$', text):
+        return datetime.datetime.fromtimestamp(float(text), datetime.timezone.utc)
+    text = text.replace(' ', 'T', 1).replace('Z', '+00:00')
+    if re.search(r'[+-]\d\d\d\d$', text):
+        text = text[:-2] + ':' + text[-2:]
+    try:
+        parsed = _fromisoformat(text) if 'T' in text else datetime.datetime.fromisoformat(text)
+    except (AttributeError, ValueError):
+        raise ValueError('%r is neither a Unix time nor an ISO 8601 date and time' % value)
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
 # --- reading the log ---------------------------------------------------------------------------
 
+# How far before `since` a line may be logged and still belong to the window: whole-second syslog
+# stamps and a clock that ticks between the send and the log line.
+SINCE_MARGIN = datetime.timedelta(seconds=5)
+READ_BLOCK = 1024 * 1024
+SEEK_BLOCK = 64 * 1024
+
+
 class LogSource(object):
-    """Incremental reader of a log file or the journal's mail facility: each read() returns new lines."""
+    """Incremental reader of a log file or the journal's mail facility.
+
+    start_at(since) positions the reader shortly before a time; iter_lines() then yields every complete
+    line written since the last call, in order. A file is followed across rotation (renamed: the old
+    file is read to its end, then the new one from its start) and truncation (copytruncate).
+    """
 
     def __init__(self, kind, path=None, journalctl=None):
         self.kind = kind
@@ -416,48 +533,160 @@ class LogSource(object):
         self.journalctl = journalctl
         self.offset = 0
         self.cursor = None
+        self.since = None
+        self.bytes_read = 0
+        self._handle = None
+        self._partial = b''
+        self._before = []  # (path, offset): the rotated file to read first when the window starts in it
 
     def describe(self):
         return self.path if self.kind == 'file' else 'journal'
 
+    def start_at(self, since, now=None):
+        """Read from shortly before since (an aware datetime) instead of the start of the log."""
+        self.since = since
+        if self.kind != 'file' or since is None:
+            return
+        limit = since - SINCE_MARGIN
+        with open(self.path, 'rb') as handle:
+            self.offset, starts_after = _window_start(handle, os.fstat(handle.fileno()).st_size, limit, now)
+        rotated = self.path + '.1'  # logrotate's delaycompress (Debian) and dateext-less RHEL keep it plain
+        if self.offset == 0 and starts_after and os.path.isfile(rotated) and os.access(rotated, os.R_OK):
+            with open(rotated, 'rb') as handle:
+                self._before = [(rotated, _window_start(handle, os.fstat(handle.fileno()).st_size, limit, now)[0])]
+
     def read(self):
-        return self._read_file() if self.kind == 'file' else self._read_journal()
+        return list(self.iter_lines())
+
+    def iter_lines(self):
+        return self._iter_file() if self.kind == 'file' else self._iter_journal()
 
     def read_tail(self, max_bytes=TAIL_BYTES, max_entries=TAIL_ENTRIES):
         """Only the end of the log (a large mail log is not read whole for a health check)."""
         if self.kind == 'journal':
-            return self._read_journal(['--lines=%d' % max_entries])
+            return list(self._iter_journal(['--lines=%d' % max_entries]))
         size = os.path.getsize(self.path)
         self.offset = max(0, size - max_bytes)
-        lines = self._read_file()
+        lines = self.read()
         return lines[1:] if size > max_bytes else lines  # the first line is probably cut
 
-    def _read_file(self):
-        size = os.path.getsize(self.path)
-        if size < self.offset:  # rotated or truncated: start over
-            self.offset = 0
-        with open(self.path, 'rb') as handle:
-            handle.seek(self.offset)
-            data = handle.read()
-        complete = data.rfind(b'\n') + 1  # keep a half-written last line for the next read
-        self.offset += complete
-        return data[:complete].decode('utf-8', 'replace').splitlines()
+    # -- files
 
-    def _read_journal(self, extra=()):
+    def _iter_file(self):
+        while self._before:
+            path, offset = self._before.pop(0)
+            with open(path, 'rb') as handle:
+                handle.seek(offset)
+                yield from self._drain(handle)
+            self._partial = b''
+        if self._handle is None:
+            self._handle = open(self.path, 'rb')
+            self._handle.seek(self.offset)
+        while True:
+            yield from self._drain(self._handle)
+            try:
+                current = os.stat(self.path)
+            except OSError:
+                return  # rotated away and not created again yet: keep following the old file
+            opened = os.fstat(self._handle.fileno())
+            if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                self._handle.close()  # rotated: the old file is read to its end, the new one starts now
+                self._handle = open(self.path, 'rb')
+                self._partial = b''
+            elif current.st_size < self._handle.tell():
+                self._handle.seek(0)  # truncated in place
+                self._partial = b''
+            else:
+                return
+
+    def _drain(self, handle):
+        """The complete lines from handle's position to its end; a half-written last line waits."""
+        while True:
+            data = handle.read(READ_BLOCK)
+            if not data:
+                return
+            self.bytes_read += len(data)
+            data = self._partial + data
+            complete = data.rfind(b'\n') + 1
+            self._partial = data[complete:]
+            self.offset = handle.tell() - len(self._partial)
+            if complete:
+                yield from data[:complete - 1].decode('utf-8', 'replace').split('\n')
+
+    # -- the journal
+
+    def _iter_journal(self, extra=()):
         cmd = [self.journalctl, '--no-pager', '-o', 'json', 'SYSLOG_FACILITY=2'] + list(extra)
         if self.cursor:
             cmd.append('--after-cursor=' + self.cursor)
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-        if proc.returncode != 0:
-            raise OSError('journalctl failed (rc=%s): %s' % (proc.returncode, proc.stderr.decode('utf-8', 'replace').strip()))
-        lines = proc.stdout.decode('utf-8', 'replace').splitlines()
-        for line in reversed(lines):
+        elif self.since is not None:
+            cmd.append('--since=@%d' % int((self.since - SINCE_MARGIN).timestamp()))
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        last = None
+        try:
+            for raw in proc.stdout:
+                self.bytes_read += len(raw)
+                last = raw
+                yield raw.decode('utf-8', 'replace').rstrip('\n')
+        finally:
+            proc.stdout.close()
+            error = proc.stderr.read()
+            proc.stderr.close()
+            returncode = proc.wait()
+        if returncode != 0:
+            raise OSError('journalctl failed (rc=%s): %s' % (returncode, error.decode('utf-8', 'replace').strip()))
+        if last is not None:
             try:
-                self.cursor = json.loads(line)['__CURSOR']
-                break
+                self.cursor = json.loads(last.decode('utf-8', 'replace'))['__CURSOR']
             except (ValueError, KeyError, TypeError):
-                continue
-        return lines
+                pass
+
+
+def _first_time(handle, offset, now):
+    """The time of the first complete, parsable line at or after offset, and that line's offset."""
+    handle.seek(offset)
+    data = handle.read(SEEK_BLOCK)
+    start = 0
+    if offset:
+        start = data.find(b'\n') + 1  # a line cut by the offset does not count
+        if not start:
+            return None, None
+    while True:
+        end = data.find(b'\n', start)
+        if end < 0:
+            return None, None
+        record = parse_line(data[start:end].decode('utf-8', 'replace'), now)
+        if record is not None and record.time is not None:
+            return record.time, offset + start
+        start = end + 1
+
+
+def _window_start(handle, size, limit, now=None):
+    """(offset of the first line logged at or after limit, whether the whole file is newer than limit).
+
+    Steps back from the end in growing blocks, reading one small block at each step, until a line
+    older than limit; then reads forward from there to the first line that is not. A window at the
+    end of a large file costs a few small reads.
+    """
+    step = SEEK_BLOCK
+    position = size
+    while position > 0:
+        position = max(0, position - step)
+        when, line_offset = _first_time(handle, position, now)
+        if when is not None and when < limit:
+            return _first_line_at(handle, line_offset, limit, now), False
+        step *= 2
+    return 0, True
+
+
+def _first_line_at(handle, offset, limit, now):
+    handle.seek(offset)
+    for line in iter(handle.readline, b''):
+        record = parse_line(line.decode('utf-8', 'replace'), now)
+        if record is not None and record.time is not None and record.time >= limit:
+            return offset
+        offset += len(line)
+    return offset
 
 
 def open_log_source(log_source='auto', log_path=None, maillog_file=None):

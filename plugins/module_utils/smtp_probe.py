@@ -5,7 +5,9 @@
 
 The probe connects, does STARTTLS or implicit TLS, verifies the certificate and the
 relay's name, reads the AUTH mechanisms, optionally authenticates, and quits. A
-failure is reported as one cause from CAUSES with its remedy. A small SMTP client
+failure is reported as one cause with its remedy: from CAUSES for what the dialogue shows, or
+from provider_replies.REPLY_CAUSES when the relay's reply is a provider's published text (the same
+causes mail_trace and queue_info report for a delivery). A small SMTP client
 is used instead of smtplib because classifying a failure needs to know exactly what
 came over the wire (nothing, TLS bytes, a plaintext greeting).
 """
@@ -23,6 +25,7 @@ import ssl
 import time
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import scrub
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES, classify_reply
 
 # OS CA bundles, looked for in this order when no ca_file is given.
 CA_BUNDLES = (
@@ -48,25 +51,29 @@ CAUSES = {
     'greeting_timeout': 'The connection opened but the server sent no SMTP greeting and does not answer TLS either: a firewall or '
                         'proxy holding the port, a tarpit or an overloaded server. Retry with a longer timeout or another port.',
     'wrapper_mode_expected': 'The port expects TLS from the first byte (implicit TLS, usually port 465) and stays silent for an SMTP '
-                             'client: use tls=implicit and in Postfix smtp_tls_wrappermode = yes with smtp_tls_security_level = '
-                             'encrypt or secure - or use port 587 with STARTTLS.',
-    'starttls_expected': 'The port speaks plaintext SMTP first (it sent a greeting instead of a TLS handshake): use tls=starttls and '
-                         'smtp_tls_wrappermode = no, or the provider\'s implicit-TLS port (usually 465).',
+                             'client: probe with tls=implicit, and for Postfix use wrapper mode (the role turns it on for '
+                             'the preset\'s implicit-TLS ports; otherwise relay_tls_wrappermode: true) - or use port 587 '
+                             'with STARTTLS.',
+    'starttls_expected': 'The port speaks plaintext SMTP first (it sent a greeting instead of a TLS handshake): probe with '
+                         'tls=starttls and leave wrapper mode off for it (do not force relay_tls_wrappermode: true), or use '
+                         'the provider\'s implicit-TLS port (usually 465).',
     'starttls_not_offered': 'The server does not offer STARTTLS, so the password would travel in clear text: use the port the '
                             'provider documents for TLS (587 or 465), and check that no middlebox strips STARTTLS.',
     'tls_handshake_failed': 'The TLS handshake failed: the server and this host share no protocol version (TLS 1.2 or newer is '
                             'required) or cipher, or a middlebox interferes. Check the port and the OpenSSL version.',
     'certificate_untrusted': 'The relay\'s certificate does not chain to a trusted CA: update the CA bundle (ca-certificates), point '
-                             'ca_file / smtp_tls_CAfile at the right bundle, and check the host clock (an expired or '
+                             'ca_file (and relay_tls_ca_file) at the right bundle, and check the host clock (an expired or '
                              'not-yet-valid certificate usually means clock skew). An unexpected issuer may be an intercepting proxy.',
     'certificate_name_mismatch': 'The certificate is valid but not for this name: connect with the provider\'s documented host name '
-                                 '(not an IP or CNAME), or set server_name / smtp_tls_secure_cert_match to the name on the certificate.',
+                                 '(relay_host, not an IP or CNAME), or probe with server_name set to the name on the certificate.',
     'auth_not_offered': 'The server offers no AUTH after TLS: this endpoint does not take SMTP credentials (wrong port or product, '
                         'for example an IP-allowlisted relay) or authentication is disabled for the account.',
     'auth_mechanism_unsupported': 'The server offers no mechanism the probe and Postfix use with a password (PLAIN, LOGIN): the '
-                                  'endpoint expects OAuth or another product; check the provider\'s SMTP settings.',
-    'credentials_rejected': 'The server rejected the username or password (535): regenerate the SMTP credentials; for Amazon SES '
-                            'use SMTP credentials derived for SMTP, not IAM access keys, and the right region\'s endpoint.',
+                                  'endpoint expects OAuth (relay_auth: oauth2 for Office 365 and Gmail) or is another '
+                                  'product; check the provider\'s SMTP settings.',
+    'credentials_rejected': 'The server rejected the username or password (535): check relay_username and relay_password or '
+                            'create new SMTP credentials; for Amazon SES use SMTP credentials derived for SMTP, not IAM access '
+                            'keys, and the endpoint of their region (relay_ses_region).',
     'unexpected_reply': 'The server answered outside the expected SMTP dialogue: see message for its reply.',
 }
 
@@ -77,8 +84,18 @@ _NO_ROUTE_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno
 _MAX_LINE = 4096
 
 
+def remedy_for(cause):
+    """The remedy of a cause the probe reports: its own, or the provider reply's."""
+    return CAUSES[cause] if cause in CAUSES else REPLY_CAUSES[cause]
+
+
+def _refusal(reply, default):
+    """The cause of a refusing reply: a provider's published text, or default."""
+    return classify_reply(reply) or default
+
+
 class ProbeFailure(Exception):
-    """A classified probe failure: cause is a key of CAUSES."""
+    """A classified probe failure: cause is a key of CAUSES or of provider_replies.REPLY_CAUSES."""
 
     def __init__(self, cause, message):
         super(ProbeFailure, self).__init__(message)
@@ -355,7 +372,8 @@ def _handshake(connection, context, server_name, phase):
 def _ehlo(connection, helo_name, phase):
     code, lines = connection.command('EHLO ' + helo_name, 'in reply to EHLO ' + phase)
     if code != 250:
-        raise ProbeFailure('unexpected_reply', 'EHLO %s rejected: %s' % (phase, _reply_text(code, lines)))
+        reply = _reply_text(code, lines)
+        raise ProbeFailure(_refusal(reply, 'unexpected_reply'), 'EHLO %s rejected: %s' % (phase, reply))
     capabilities = {}
     for line in lines[1:]:
         words = line.replace('=', ' ', 1).split() if line.upper().startswith('AUTH=') else line.split()
@@ -427,7 +445,8 @@ class _Session(object):
             raise ProbeFailure('greeting_timeout', 'no SMTP greeting within %ss' % self.timeout)
         self.result['banner'] = _reply_text(code, lines)
         if code != 220:
-            raise ProbeFailure('unexpected_reply', 'the server refused the session: %s' % self.result['banner'])
+            raise ProbeFailure(_refusal(self.result['banner'], 'unexpected_reply'),
+                               'the server refused the session: %s' % self.result['banner'])
         capabilities = _ehlo(connection, self.helo_name, 'before TLS' if self.tls_mode == 'starttls' else 'after TLS')
         if self.tls_mode == 'starttls':
             if 'STARTTLS' not in capabilities:
@@ -436,7 +455,8 @@ class _Session(object):
             started = time.monotonic()
             code, lines = connection.command('STARTTLS', 'in reply to STARTTLS')
             if code != 220:
-                raise ProbeFailure('unexpected_reply', 'STARTTLS refused: %s' % _reply_text(code, lines))
+                reply = _reply_text(code, lines)
+                raise ProbeFailure(_refusal(reply, 'unexpected_reply'), 'STARTTLS refused: %s' % reply)
             _handshake(connection, self.context, self.server_name, 'after STARTTLS')
             self.timings['tls'] = _elapsed_ms(started)
             self._record_tls()
@@ -502,11 +522,57 @@ def _authenticate(connection, mechanisms, username, password):
     reply = _reply_text(code, lines)
     if code == 235:
         return mechanism
+    message = 'AUTH %s rejected: %s' % (mechanism, reply)
     if code in (535, 534):
-        raise ProbeFailure('credentials_rejected', 'AUTH %s rejected: %s' % (mechanism, reply))
+        raise ProbeFailure(_refusal(message, 'credentials_rejected'), message)
     if code == 504:
-        raise ProbeFailure('auth_mechanism_unsupported', 'AUTH %s not accepted: %s' % (mechanism, reply))
-    raise ProbeFailure('unexpected_reply', 'AUTH %s answered: %s' % (mechanism, reply))
+        raise ProbeFailure(_refusal(message, 'auth_mechanism_unsupported'), 'AUTH %s not accepted: %s' % (mechanism, reply))
+    raise ProbeFailure(_refusal(message, 'unexpected_reply'), 'AUTH %s answered: %s' % (mechanism, reply))
+
+
+def _xoauth2_response(username, token):
+    """The SASL XOAUTH2 initial response (Google's and Microsoft's format), base64-encoded."""
+    return base64.b64encode(('user=%s\x01auth=Bearer %s\x01\x01' % (username, token)).encode('utf-8')).decode('ascii')
+
+
+def _authenticate_xoauth2(connection, mechanisms, username, token):
+    """AUTH XOAUTH2 with a bearer token; returns the mechanism or raises ProbeFailure.
+
+    Exchange Online answers a refused token with 535 at once; Gmail first sends a 334 challenge
+    carrying a base64 JSON error, which the client acknowledges with an empty line to get the 535.
+    """
+    if not mechanisms:
+        raise ProbeFailure('auth_not_offered', 'EHLO after TLS lists no AUTH')
+    if 'XOAUTH2' not in mechanisms:
+        raise ProbeFailure('auth_mechanism_unsupported', 'the server offers AUTH %s, not XOAUTH2' % ' '.join(mechanisms))
+    code, lines = connection.command('AUTH XOAUTH2 ' + _xoauth2_response(username, token), 'in reply to AUTH XOAUTH2')
+    challenge = ''
+    if code == 334:
+        try:
+            challenge = ' (%s)' % base64.b64decode(lines[0].strip()).decode('utf-8', 'replace')
+        except (ValueError, IndexError):
+            challenge = ''
+        code, lines = connection.command('', 'in reply to AUTH XOAUTH2')
+    if code == 235:
+        return 'XOAUTH2'
+    message = 'AUTH XOAUTH2 rejected%s: %s' % (challenge, _reply_text(code, lines))
+    raise ProbeFailure(_refusal(message, 'credentials_rejected' if code in (535, 534) else 'unexpected_reply'), message)
+
+
+def _bearer_token(oauth2_token):
+    """The token to log in with: given, or from a provider (a callable) that may fail with an OAuth cause.
+
+    A provider raises ProbeFailure with one of the oauth2_* causes of provider_replies for an answer of
+    the token endpoint, or OSError when the endpoint cannot be reached.
+    """
+    if not callable(oauth2_token):
+        return oauth2_token
+    try:
+        return oauth2_token()
+    except ProbeFailure:
+        raise
+    except OSError as error:
+        raise ProbeFailure('oauth2_token_endpoint_unreachable', 'cannot reach the token endpoint: %s' % error)
 
 
 def _redact(text, secrets):
@@ -514,23 +580,28 @@ def _redact(text, secrets):
     return scrub(text, secrets)
 
 
-def _secret_forms(username, password):
-    """The password as it could appear in any text the probe builds: raw and base64-encoded."""
-    if not password:
-        return []
-    encoded = password.encode('utf-8')
-    forms = [password, base64.b64encode(encoded).decode('ascii')]
-    if username is not None:
-        forms.append(base64.b64encode(b'\0' + username.encode('utf-8') + b'\0' + encoded).decode('ascii'))
+def _secret_forms(username, password, token=None):
+    """The password and the token as they could appear in any text the probe builds: raw and base64-encoded."""
+    forms = []
+    if password:
+        encoded = password.encode('utf-8')
+        forms.extend([password, base64.b64encode(encoded).decode('ascii')])
+        if username is not None:
+            forms.append(base64.b64encode(b'\0' + username.encode('utf-8') + b'\0' + encoded).decode('ascii'))
+    if token:
+        forms.append(token)
+        if username is not None:
+            forms.append(_xoauth2_response(username, token))
     return forms
 
 
 def probe(host, port=587, tls='auto', username=None, password=None, ca_file=None, verify=True, server_name=None,
-          timeout=10, helo_name=None):
+          timeout=10, helo_name=None, oauth2_token=None):
     """Probe a relay; never sends mail. Returns a dict with ok and, on failure, cause/remedy/message.
 
-    ca_file None means the OS bundle found at run time (or OpenSSL's default paths). The
-    password never appears in the result.
+    ca_file None means the OS bundle found at run time (or OpenSSL's default paths). With
+    oauth2_token (a bearer token, or a callable that fetches one) and username the probe logs in
+    with XOAUTH2 instead of the password. Neither the password nor the token appears in the result.
     """
     tls_mode = effective_tls_mode(tls, port)
     helo_name = helo_name or socket.getfqdn()
@@ -549,22 +620,32 @@ def probe(host, port=587, tls='auto', username=None, password=None, ca_file=None
         raise ValueError('cannot load the CA file %s: %s' % (ca_file, error))
     started = time.monotonic()
     session = _Session(host, port, tls_mode, context, server_name, timeout, helo_name, result)
+    token = None
     try:
+        if username and oauth2_token is not None:
+            token_started = time.monotonic()
+            token = _bearer_token(oauth2_token)  # before connecting: without a token there is nothing to try
+            result['timings_ms']['token'] = _elapsed_ms(token_started)
         capabilities = session.run()
         result['capabilities'] = sorted(capabilities)
         result['auth_mechanisms'] = _auth_mechanisms(capabilities)
         if username:
             auth_started = time.monotonic()
             result['authenticated'] = False
-            result['auth_mechanism'] = _authenticate(session.connection, result['auth_mechanisms'], username, password or '')
+            if token is not None:
+                result['auth_mechanism'] = _authenticate_xoauth2(session.connection, result['auth_mechanisms'], username,
+                                                                 token)
+            else:
+                result['auth_mechanism'] = _authenticate(session.connection, result['auth_mechanisms'], username,
+                                                         password or '')
             result['authenticated'] = True
             result['timings_ms']['auth'] = _elapsed_ms(auth_started)
         session.quit()
         result['ok'] = True
     except ProbeFailure as failure:
         result['cause'] = failure.cause
-        result['remedy'] = CAUSES[failure.cause]
-        result['message'] = _redact(failure.message, _secret_forms(username, password))
+        result['remedy'] = remedy_for(failure.cause)
+        result['message'] = _redact(failure.message, _secret_forms(username, password, token))
         if failure.cause in ('certificate_untrusted', 'certificate_name_mismatch'):
             result['certificate'] = _certificate_despite_failure(host, port, tls_mode, server_name, timeout, helo_name)
     except (OSError, ssl.SSLError) as error:

@@ -43,6 +43,20 @@ options:
   config_dir:
     description: Postfix configuration directory, to find its C(maillog_file) in V(auto) mode. Default is Postfix's own.
     type: path
+  since:
+    description:
+      - Read the log from this time on (a few seconds earlier, for clocks and whole-second log stamps), not from its
+        start. ISO 8601 (V(2026-11-22T12:00:00+00:00); without a zone it is the managed host's local time, like
+        C(ansible.builtin.command)'s RV(ansible.builtin.command#module:start)) or a Unix time in seconds.
+      - A file is searched backwards from its end for that time, and a window that began before the last
+        rotation starts in C(<log>.1); the journal is read with C(journalctl --since).
+      - Default is O(lookback) seconds before now.
+    type: str
+  lookback:
+    description:
+      - Without O(since), how many seconds back the message may have been sent. V(0) reads the whole log.
+    type: int
+    default: 3600
   timeout:
     description: Seconds to wait for the message to reach a final status.
     type: int
@@ -57,6 +71,10 @@ options:
     default: attempt
 notes:
   - Reading C(/var/log/mail.log) or the journal usually needs root or the C(adm) / C(systemd-journal) group.
+  - Only the lines that name the message's queue ids or its Message-ID are kept, so a long window costs time to scan
+    but little memory (docs/performance.md).
+  - Deliveries through a C(pipe(8)) transport (the OAuth token tool) report the transport's name as RV(relay) and
+    the tool's line (or the command's output) as RV(reason).
 attributes:
   check_mode:
     support: full
@@ -70,9 +88,17 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Follow the test message that carried this Message-ID
+- name: Send a test message
+  ansible.builtin.command:
+    argv: [/usr/sbin/sendmail, -t, -i]
+    stdin: "{{ test_message }}"
+  register: sent
+  changed_when: true
+
+- name: Follow it, reading the log from the moment it was sent
   smarthost.postfix.mail_trace:
     message_id: "smarthost-verify.{{ tag }}@{{ inventory_hostname }}"
+    since: "{{ sent.start }}"
     timeout: 120
   become: true
   register: trace
@@ -172,13 +198,27 @@ diagnosis:
   contains:
     cause:
       description:
+        - Causes from the relay's reply (the providers' published texts, shared with M(smarthost.postfix.relay_probe)
+          and M(smarthost.postfix.queue_info)) come first.
+        - V(too_many_connections) - more simultaneous connections than the relay allows (Exchange Online 432 4.3.2).
+        - V(throttled_454) - the relay asks to slow down (SES rate, Gmail 421 4.7.0, other 4xx about a rate).
+        - V(daily_quota_exceeded) - the daily quota is used up (Gmail 550 5.4.5, SES daily quota); clears by itself.
+        - V(basic_auth_disabled) - Exchange Online refuses passwords (550 5.7.30, 535 5.7.139); use OAuth.
+        - V(smtp_auth_disabled) - SMTP AUTH is switched off for the tenant or mailbox.
+        - V(app_password_required) - Gmail wants an app password or OAuth (534-5.7.9).
+        - V(send_as_denied) - the mailbox may not send as the From address (554 5.2.252).
+        - V(ses_sandbox_554) - SES refused an unverified address (sandbox).
+        - V(sender_identity_not_verified) - SendGrid refused an unverified From address.
+        - V(message_too_large) - the relay refused the message's size (552 5.3.4, Gmail 552 5.2.3).
+        - V(oauth2_token_endpoint_unreachable), V(oauth2_invalid_client) (AADSTS7000215, AADSTS7000222),
+          V(oauth2_app_not_found) (AADSTS700016), V(oauth2_invalid_grant) (Google), V(oauth2_mailbox_not_permitted)
+          (535 5.7.3 after a token) - the OAuth token tool could not log in.
+        - Causes from what Postfix reports itself follow.
         - V(no_worthy_mechs) - no SASL client mechanism installed (libsasl2-modules / cyrus-sasl-plain).
         - V(certificate_verify_failed) - the relay's certificate did not verify (CA file, clock, name).
         - V(auth_failed_535) - credentials rejected (SES needs SMTP credentials, not IAM keys).
         - V(auth_required_530) - the relay wants a login and Postfix sent none (sasl_passwd key does not match relayhost).
         - V(starttls_required_530) - the relay wants STARTTLS and Postfix did not use TLS.
-        - V(ses_sandbox_554) - SES refused an unverified address (sandbox).
-        - V(throttled_454) - the relay asks to slow down (rate delay, concurrency).
         - V(connection_timeout) - no TCP connection (blocked port; 465 needs wrapper mode).
         - V(no_greeting) - connected but no SMTP greeting (465 without wrapper mode).
         - V(tls_required_not_offered) - TLS required but the relay offered no STARTTLS.
@@ -204,6 +244,11 @@ lines:
   type: list
   elements: str
   sample: ["2026-11-22T03:06:30.665619+00:00 web1 postfix/cleanup[1167]: A07FA1801E5: message-id=<...>"]
+since:
+  description: Where the window read began (O(since), or O(lookback) before now), ISO 8601; V(null) with O(lookback=0).
+  returned: always
+  type: str
+  sample: "2026-11-22T03:06:25.102113+00:00"
 log_source:
   description: The log read, a path or C(journal).
   returned: always
@@ -211,9 +256,11 @@ log_source:
   sample: /var/log/mail.log
 '''
 
+import datetime
+
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import open_log_source, trace
+from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import open_log_source, parse_since, trace
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
 
@@ -226,6 +273,8 @@ def main():
             log_source=dict(type='str', choices=['auto', 'file', 'journal'], default='auto'),
             log_path=dict(type='path'),
             config_dir=dict(type='path'),
+            since=dict(type='str'),
+            lookback=dict(type='int', default=3600),
             timeout=dict(type='int', default=60),
             wait_for=dict(type='str', choices=['attempt', 'sent'], default='attempt'),
         ),
@@ -235,6 +284,10 @@ def main():
     )
     params = module.params
     message_id = params['message_id'].strip().strip('<>') if params['message_id'] else None
+    try:
+        since = window_start(params['since'], params['lookback'])
+    except ValueError as error:
+        module.fail_json(msg=str(error))
     maillog_file = None
     if params['log_source'] == 'auto' and not params['log_path']:
         try:
@@ -243,11 +296,26 @@ def main():
             maillog_file = None  # Postfix < 3.4 or not installed: the syslog files and the journal remain
     try:
         source = open_log_source(params['log_source'], params['log_path'], maillog_file)
+        source.start_at(since)
         result = trace(source, queue_id=params['queue_id'], message_id=message_id, timeout=params['timeout'],
                        wait_for=params['wait_for'])
     except OSError as error:
         module.fail_json(msg='cannot read the mail log: %s' % error)
-    module.exit_json(changed=False, log_source=source.describe(), **result)
+    module.exit_json(changed=False, log_source=source.describe(), since=since.isoformat() if since else None, **result)
+
+
+def window_start(since, lookback, now=None):
+    """The aware datetime the log is read from, or None for the whole log; raises ValueError."""
+    if since:
+        try:
+            return parse_since(since)
+        except ValueError as error:
+            raise ValueError('since: %s' % error)
+    if lookback < 0:
+        raise ValueError('lookback: must be 0 or more seconds, not %d' % lookback)
+    if lookback == 0:
+        return None
+    return (now or datetime.datetime.now(datetime.timezone.utc)) - datetime.timedelta(seconds=lookback)
 
 
 if __name__ == '__main__':

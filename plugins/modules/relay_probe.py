@@ -149,6 +149,11 @@ cause:
     - V(auth_mechanism_unsupported) - neither PLAIN nor LOGIN is offered.
     - V(credentials_rejected) - the server answered 535 (or 534) to AUTH.
     - V(unexpected_reply) - any other reply or a broken dialogue; see RV(message).
+    - When the refusal is a provider's published text, the cause is the one M(smarthost.postfix.mail_trace) reports
+      for a delivery refused the same way. In a probe these can appear - V(basic_auth_disabled) (Exchange Online
+      550 5.7.30 or 535 5.7.139, set relay_auth oauth2), V(smtp_auth_disabled), V(app_password_required) (Gmail
+      534-5.7.9), V(too_many_connections) (Exchange Online 432 4.3.2, at the greeting, EHLO or AUTH) and
+      V(throttled_454) (Gmail 421 4.7.0 to EHLO).
   returned: always
   type: str
   sample: credentials_rejected

@@ -51,6 +51,48 @@ def test_deferred_snapshot_counts_and_causes():
     assert stats['deferred_by_destination'] == {'127.0.0.1': 6, 'broken-tls.test': 1, 'reuse.test': 1, 'rogue-cert.test': 1}
 
 
+# The deferred queue of the providers capture: recipient -> the cause of its delay reason.
+PROVIDER_DEFERRALS = {
+    'user@o365-concurrency.test': 'too_many_connections',
+    'user@o365-basic-5730.test': 'basic_auth_disabled',
+    'user@o365-basic-57139.test': 'basic_auth_disabled',
+    'user@o365-smtp-auth-off.test': 'smtp_auth_disabled',
+    'user@o365-535.test': 'auth_failed_535',
+    'user@gmail-app-password.test': 'app_password_required',
+    'user@gmail-daily-deferred.test': 'daily_quota_exceeded',
+    'user@gmail-ehlo.test': 'throttled_454',
+    'user@ses-daily.test': 'daily_quota_exceeded',
+    'user@ses-rate.test': 'throttled_454',
+    'user@oauth2-endpoint-down.test': 'oauth2_token_endpoint_unreachable',
+    'user@oauth2-endpoint-timeout.test': 'oauth2_token_endpoint_unreachable',
+    'user@oauth2-quota.test': 'daily_quota_exceeded',
+    'user@oauth2-certificate.test': 'certificate_verify_failed',
+    'user@oauth2-invalid-client.test': 'oauth2_invalid_client',
+    'user@oauth2-secret-expired.test': 'oauth2_invalid_client',
+    'user@oauth2-app-not-found.test': 'oauth2_app_not_found',
+    'user@oauth2-invalid-grant.test': 'oauth2_invalid_grant',
+    'user@oauth2-mailbox.test': 'oauth2_mailbox_not_permitted',
+    'user@oauth2-two-lines.test': 'too_many_connections',
+}
+
+
+def test_the_providers_deferrals_are_counted_by_their_cause():
+    parsed = messages('providers/postqueue-deferred.jsonl')
+    recipients = by_recipient(parsed)
+    assert sorted(recipients) == sorted(PROVIDER_DEFERRALS)
+    for address, cause in PROVIDER_DEFERRALS.items():
+        reason = recipients[address]['recipients'][0]['delay_reason']
+        assert queue.diagnose(reason)['cause'] == cause, reason
+    stats = queue.queue_stats(parsed, max(m['arrival_time'] for m in parsed))
+    expected = {}
+    for cause in PROVIDER_DEFERRALS.values():
+        expected[cause] = expected.get(cause, 0) + 1
+    assert stats['deferred_by_cause'] == expected
+    # A pipe(8) transport's reason names no host: those wait for the recipient's domain.
+    assert stats['deferred_by_destination']['127.0.0.1'] == 10
+    assert stats['deferred_by_destination']['oauth2-invalid-grant.test'] == 1
+
+
 def test_active_messages_during_delivery_have_no_delay_reason():
     parsed = messages('postqueue-during-delivery.jsonl')
     active = [m for m in parsed if m['queue_name'] == 'active']

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import importlib.util
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -16,6 +18,7 @@ import warnings
 import pytest
 
 from ansible_collections.smarthost.postfix.plugins.module_utils import smtp_probe
+from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES
 from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import CAUSES, probe
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import smtp_servers as servers
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.smtp_servers import PASSWORD, RELAY_NAME, USERNAME
@@ -60,8 +63,80 @@ def run(port, pki, **options):
 def assert_cause(result, cause):
     assert result['ok'] is False, result
     assert result['cause'] == cause, result
-    assert result['remedy'] == CAUSES[cause]
+    assert result['remedy'] == smtp_probe.remedy_for(cause) == (CAUSES.get(cause) or REPLY_CAUSES[cause])
     assert result['message']
+
+
+def _load_capture_replies():
+    """The providers' texts the log fixtures were captured with (fixtures/postfix-logs/capture)."""
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'fixtures', 'postfix-logs', 'capture', 'provider_replies.py')
+    spec = importlib.util.spec_from_file_location('capture_provider_replies', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.REPLIES
+
+
+PROVIDER_REPLIES = _load_capture_replies()
+
+
+def provider_reply(step, text):
+    """A ScriptedServer reply function answering one step with a provider's text, like the capture's stand-ins."""
+    def reply(line, tls):
+        verb = line.split(' ')[0].upper()
+        if verb == 'EHLO':
+            if step == 'ehlo' and not tls:
+                return text
+            return '250-relay.test\r\n250 AUTH PLAIN LOGIN' if tls else '250-relay.test\r\n250 STARTTLS'
+        if verb == 'AUTH' and step == 'auth':
+            return text
+        return '221 2.0.0 Bye' if verb == 'QUIT' else '235 2.7.0 Authentication successful'
+    return reply
+
+
+# Every capture text the probe meets before it would send mail: at EHLO or in reply to AUTH.
+@pytest.mark.parametrize('port, cause', [
+    (10042, 'basic_auth_disabled'),  # Exchange Online 550 5.7.30
+    (10043, 'basic_auth_disabled'),  # Exchange Online 535 5.7.139 ... basic authentication is disabled
+    (10044, 'smtp_auth_disabled'),
+    (10045, 'credentials_rejected'),  # 535 5.7.3 to a password is a wrong password, not an OAuth permission
+    (10046, 'app_password_required'),  # Gmail's two-line 534-5.7.9
+    (10048, 'throttled_454'),  # Gmail's 421 4.7.0 to EHLO
+])
+def test_provider_refusals_during_the_probe_get_the_delivery_causes(pki, port, cause):
+    step, text = PROVIDER_REPLIES[port]
+    context = servers.server_context(pki['server_cert'], pki['server_key'])
+    server = servers.ScriptedServer('220 relay.test ESMTP', provider_reply(step, text), context)
+    try:
+        result = run(server.port, pki, username=USERNAME, password=PASSWORD)
+    finally:
+        server.close()
+    assert_cause(result, cause)
+    assert text.split('\r\n')[0][4:] in result['message']  # the provider's words are quoted
+    assert PASSWORD not in json.dumps(result)
+
+
+@pytest.mark.parametrize('step', ['greeting', 'ehlo', 'auth'])
+def test_exchange_onlines_connection_limit_is_named_wherever_it_comes(pki, step):
+    text = PROVIDER_REPLIES[10040][1]
+    context = servers.server_context(pki['server_cert'], pki['server_key'])
+    greeting = text if step == 'greeting' else '220 relay.test ESMTP'
+    server = servers.ScriptedServer(greeting, provider_reply(step, text), context)
+    try:
+        result = run(server.port, pki, username=USERNAME, password=PASSWORD)
+    finally:
+        server.close()
+    assert_cause(result, 'too_many_connections')
+    assert 'relay_destination_concurrency_limit' in result['remedy']
+
+
+def test_a_refusal_that_is_no_provider_text_keeps_the_probes_own_cause(pki):
+    context = servers.server_context(pki['server_cert'], pki['server_key'])
+    server = servers.ScriptedServer('220 relay.test ESMTP', provider_reply('auth', '535 5.7.8 Bad credentials'), context)
+    try:
+        result = run(server.port, pki, username=USERNAME, password=PASSWORD)
+    finally:
+        server.close()
+    assert_cause(result, 'credentials_rejected')
 
 
 def test_starttls_relay_with_good_credentials_passes_without_sending_mail(relay, pki):
@@ -335,3 +410,100 @@ def test_certificate_decoder_agrees_with_openssl(pki, name):
     sans = subprocess.run(['openssl', 'x509', '-in', path, '-noout', '-ext', 'subjectAltName'],
                           capture_output=True, text=True, check=True).stdout.splitlines()[1].strip()
     assert described['subject_alt_names'] == [san.strip().replace('IP Address:', 'IP:') for san in sans.split(',')]
+
+
+# --- XOAUTH2: the probe logs in with a bearer token instead of a password --------------------------
+
+GOOD_TOKEN = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.probe-good-token.sig'
+# Gmail's XOAUTH2 error challenge (developers.google.com/gmail/imap/xoauth2-protocol) and its final reply.
+GMAIL_CHALLENGE = base64.b64encode(
+    b'{"status":"401","schemes":"bearer mac","scope":"https://mail.google.com/"}').decode()
+
+
+def xoauth2_reply(style):
+    """Answers AUTH XOAUTH2 like Exchange Online ('o365') or Gmail ('gmail'): 235 for GOOD_TOKEN only."""
+    state = {}
+
+    def reply(line, tls):
+        if line.startswith('EHLO'):
+            return '250-relay.test\r\n250 AUTH LOGIN XOAUTH2' if tls else '250-relay.test\r\n250 STARTTLS'
+        if line.startswith('AUTH XOAUTH2 '):
+            decoded = base64.b64decode(line.split(' ', 2)[2]).decode()
+            state['login'] = decoded
+            if decoded == 'user=%s\x01auth=Bearer %s\x01\x01' % (USERNAME, GOOD_TOKEN):
+                return '235 2.7.0 Authentication successful'
+            if style == 'gmail':
+                return '334 ' + GMAIL_CHALLENGE
+            return '535 5.7.3 Authentication unsuccessful [AM0PR06CA0126.eurprd06.prod.outlook.com]'
+        if line == '' and style == 'gmail':
+            return ('535-5.7.8 Username and Password not accepted. For more information, go to\r\n'
+                    '535 5.7.8  https://support.google.com/mail/?p=BadCredentials - gsmtp')
+        return '221 bye' if line == 'QUIT' else '250 ok'
+    return reply, state
+
+
+@pytest.fixture
+def xoauth2_server(pki):
+    servers_started = []
+
+    def start(style):
+        reply, state = xoauth2_reply(style)
+        context = servers.server_context(pki['server_cert'], pki['server_key'])
+        server = servers.ScriptedServer('220 relay.test ESMTP', reply, context)
+        servers_started.append(server)
+        return server, state
+    yield start
+    for server in servers_started:
+        server.close()
+
+
+def test_xoauth2_with_a_good_token_authenticates(pki, xoauth2_server):
+    server, state = xoauth2_server('o365')
+    result = run(server.port, pki, username=USERNAME, oauth2_token=GOOD_TOKEN)
+    assert result['ok'] is True and result['authenticated'] is True and result['auth_mechanism'] == 'XOAUTH2', result
+    assert state['login'].startswith('user=%s\x01auth=Bearer ' % USERNAME)
+    assert not any(line.startswith(('MAIL', 'RCPT', 'DATA')) for line in server.received)
+
+
+def test_exchange_refusing_a_token_is_the_mailbox_permission_and_the_token_is_never_echoed(pki, xoauth2_server):
+    server, _state = xoauth2_server('o365')
+    result = run(server.port, pki, username=USERNAME, oauth2_token=lambda: 'eyJ.other-token.sig')
+    assert_cause(result, 'oauth2_mailbox_not_permitted')
+    assert 'New-ServicePrincipal' in result['remedy'] and 'Add-MailboxPermission' in result['remedy']
+    assert 'eyJ.other-token.sig' not in json.dumps(result) and 'token' in result['timings_ms']
+
+
+def test_gmails_challenge_is_answered_and_quoted(pki, xoauth2_server):
+    server, _state = xoauth2_server('gmail')
+    result = run(server.port, pki, username=USERNAME, oauth2_token='expired-token')
+    assert_cause(result, 'credentials_rejected')
+    assert '"status":"401"' in result['message'] and '535 5.7.8' in result['message']
+    assert '' in server.received  # the empty line that acknowledges the challenge
+
+
+def test_a_server_without_xoauth2_is_named(pki):
+    server = servers.ScriptedServer('220 relay.test ESMTP', echo_reply,
+                                    servers.server_context(pki['server_cert'], pki['server_key']))
+    try:
+        result = run(server.port, pki, username=USERNAME, oauth2_token=GOOD_TOKEN)
+    finally:
+        server.close()
+    assert_cause(result, 'auth_mechanism_unsupported')
+    assert 'not XOAUTH2' in result['message']
+
+
+@pytest.mark.parametrize('failure, cause', [
+    (smtp_probe.ProbeFailure('oauth2_invalid_client', 'AADSTS7000215: Invalid client secret provided.'),
+     'oauth2_invalid_client'),
+    (ConnectionRefusedError(111, 'Connection refused'), 'oauth2_token_endpoint_unreachable'),
+])
+def test_a_token_that_cannot_be_had_fails_before_connecting(pki, failure, cause):
+    def provider():
+        raise failure
+    listener = servers.SilentListener()
+    try:
+        result = run(listener.port, pki, username=USERNAME, oauth2_token=provider)
+    finally:
+        listener.close()
+    assert_cause(result, cause)
+    assert listener.accepted == [] and 'connect' not in result['timings_ms']

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -95,6 +96,34 @@ def test_queue_id_can_be_followed_and_wait_for_sent_waits(run_module, instance):
 def test_unknown_message_times_out_as_not_found(run_module, instance):
     result = run_module('mail_trace', dict(message_id='never-sent@nowhere', log_path=instance.log_path, timeout=1))
     assert result['status'] == 'not_found' and result['timed_out'] is True and result['found'] is False
+
+
+def test_since_reads_from_the_send_and_finds_a_message_already_logged(run_module, instance):
+    started = datetime.datetime.now().astimezone()
+    first = trace(run_module, instance, 'user@ok.test', since=started.strftime('%Y-%m-%d %H:%M:%S.%f'))
+    assert first['status'] == 'sent' and first['since'] == started.isoformat()
+    # Traced again afterwards, the lines are all in the log before the module starts reading.
+    again = run_module('mail_trace', dict(message_id=first['message_id'], log_path=instance.log_path, timeout=0,
+                                          since=str(started.timestamp())))
+    assert again['status'] == 'sent' and again['queue_id'] == first['queue_id']
+
+
+def test_a_window_after_the_send_does_not_see_the_message(run_module, instance):
+    first = trace(run_module, instance, 'user@ok.test')
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1)).isoformat()
+    again = run_module('mail_trace', dict(message_id=first['message_id'], log_path=instance.log_path, timeout=0, since=later))
+    assert again['status'] == 'not_found'
+    whole = run_module('mail_trace', dict(message_id=first['message_id'], log_path=instance.log_path, timeout=0, lookback=0))
+    assert whole['status'] == 'sent' and whole['since'] is None
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('since', 'yesterday', 'since: '),
+    ('lookback', -5, 'lookback: must be 0 or more'),
+])
+def test_a_bad_window_is_refused_naming_the_option(run_module, instance, option, value, message):
+    result = run_module('mail_trace', {'message_id': 'x@y', 'log_path': instance.log_path, option: value})
+    assert result['failed'] is True and result['msg'].startswith(message)
 
 
 def test_queue_id_and_message_id_exclude_each_other(run_module, instance):
