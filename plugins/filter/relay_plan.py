@@ -19,7 +19,7 @@ description:
 options:
   _input:
     description:
-      - The relay role's variables, keyed by their names (V(relay_provider), V(relay_host), ...): every
+      - The relay role's variables, keyed by their names (V(relay_provider), V(relay_host), ...), every
         variable the role passes (C(roles/relay/vars/main.yml)), with V(null) for the unset ones. The plan
         has no defaults of its own; they are in the role's C(defaults/main.yml).
     type: dict

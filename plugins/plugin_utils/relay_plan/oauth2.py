@@ -53,7 +53,7 @@ def account(name, relay, ca_file, rate=None):
         "ca_file": ca_file,
         "cache_file": "%s/%s.json" % (CACHE_DIR, name),
     }
-    for key in ("tenant", "refresh_token", "token_url"):
+    for key in ("tenant", "refresh_token", "token_url", "scope"):
         if settings.get(key) is not None:
             config[key] = settings[key]
     if rate:

@@ -16,7 +16,8 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 AUTH_MODES = ("password", "oauth2", "certificate", "none")
-OAUTH2_KEYS = ("oauth2_tenant", "oauth2_client_id", "oauth2_client_secret", "oauth2_refresh_token", "oauth2_token_url")
+OAUTH2_KEYS = ("oauth2_tenant", "oauth2_client_id", "oauth2_client_secret", "oauth2_refresh_token", "oauth2_token_url",
+               "oauth2_scope")
 CERTIFICATE_KEYS = ("tls_client_cert", "tls_client_key")
 RELAY_KEYS = (
     ("provider", "host", "port", "auth", "username", "password", "ses_region", "mailgun_region", "office365_domain")
@@ -76,6 +77,9 @@ def _auth_mode(preset, provider, spec, names):
     ignored, so that a switch (password to oauth2) is one variable."""
     offered = preset.get("auth") or ["password"]
     mode = spec.get("auth")
+    if mode is None and "certificate" in offered and spec.get("tls_client_cert") not in (None, ""):
+        # A client certificate given to a provider that checks them: that is how this host authenticates.
+        mode = "certificate"
     if mode is None:
         given = any(spec.get(key) not in (None, "") for key in ("username", "password"))
         mode = "password" if given or "none" not in offered else "none"
@@ -108,6 +112,12 @@ def _oauth2(preset, provider, spec, names):
             settings[key[len("oauth2_"):]] = v.text(names[key], value).strip()
     if flow == "microsoft" and not TENANT_ID.match(settings["tenant"]):
         v.domain(names["oauth2_tenant"], settings["tenant"])
+    scope = spec.get("oauth2_scope")
+    if scope not in (None, ""):
+        scope = v.text(names["oauth2_scope"], scope).strip()
+        if any(char.isspace() for char in scope) or not scope.startswith("https://"):
+            raise RelayPlanError(names["oauth2_scope"], "must be one https:// scope such as https://outlook.office365.us/.default")
+        settings["scope"] = scope
     url = spec.get("oauth2_token_url")
     if url not in (None, ""):
         url = v.text(names["oauth2_token_url"], url)

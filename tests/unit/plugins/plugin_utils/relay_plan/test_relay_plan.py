@@ -1142,3 +1142,21 @@ def test_office365_connector_from_the_accepted_domain():
     with pytest.raises(RelayPlanError) as raised:
         plan(relay_provider="office365_connector")
     assert raised.value.variable == "relay_office365_domain"
+
+
+def test_a_client_certificate_given_to_a_connector_is_how_it_authenticates():
+    result = plan(relay_provider="office365_connector", relay_office365_domain="contoso.com",
+                  relay_tls_client_cert="/etc/ssl/relay.crt", relay_tls_client_key="/etc/ssl/private/relay.key")
+    assert result["probe"]["auth"] == "certificate"
+    assert result["main_cf"]["smtp_tls_cert_file"] == "/etc/ssl/relay.crt"
+    assert result["main_cf"]["message_size_limit"] == "35000000"
+
+
+def test_a_national_cloud_sets_its_scope_and_token_endpoint():
+    result = office365_oauth2(relay_host="smtp.office365.us", relay_oauth2_scope="https://outlook.office365.us/.default",
+                              relay_oauth2_token_url="https://login.microsoftonline.us/contoso/oauth2/v2.0/token")
+    config = result["oauth2"][0]["config"]
+    assert (config["scope"], config["smtp_host"]) == ("https://outlook.office365.us/.default", "smtp.office365.us")
+    with pytest.raises(RelayPlanError) as raised:
+        office365_oauth2(relay_oauth2_scope="outlook scope")
+    assert raised.value.variable == "relay_oauth2_scope"
