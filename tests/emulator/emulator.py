@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import collections
 import hmac
 import ipaddress
 import itertools
@@ -48,6 +49,7 @@ SELECTED_HEADERS = ("subject", "from", "to", "cc", "date", "message-id")
 TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
                 "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 MODE_POLL_SECONDS = 0.2
+AUTH_LINE_LIMIT = 12288
 # aiosmtpd's own size refusals, answered instead with the provider's text.
 AIOSMTPD_TOO_MUCH_DATA = "552 Error: Too much mail data"
 AIOSMTPD_SIZE_PARAMETER = "552 Error: message size exceeds fixed maximum message size"
@@ -273,7 +275,7 @@ class Emulator:
         if args.mode:
             emulatorctl.write_mode(self.state_dir, args.mode)
         self.bucket = None
-        self.daily_accepted = {}
+        self.daily_passed = {}
         self.mode_file = SettingsFile(self.state_dir, "mode", self._mode_changed)
         self.oauth_file = SettingsFile(self.state_dir, "oauth", self._settings_changed)
         self.access_file = SettingsFile(self.state_dir, "access", self._settings_changed)
@@ -340,7 +342,7 @@ class Emulator:
 
     def _mode_changed(self, mode):
         self.bucket = TokenBucket(mode["rate"], mode["burst"]) if mode["mode"] == "rate_limit" else None
-        self.daily_accepted = {}
+        self.daily_passed = {}
         print("emulator: mode %s" % json.dumps({k: v for k, v in mode.items() if k != "serial"}, sort_keys=True), flush=True)
 
     @staticmethod
@@ -549,7 +551,8 @@ class Emulator:
             status, issued = self.token_store.check(token, user, hint)
             if issued and status != "foreign" and issued["audience"] != TOKEN_AUDIENCES[issued["provider"]]:
                 status = "foreign"  # e.g. an Entra ID token for Microsoft Graph, not for Exchange Online
-        provider = (issued or {}).get("provider") or hint or self.clients.mailbox_owner.get((user or "").lower())
+        # The server the client reached answers: the SNI's provider, else the token's, else the mailbox's.
+        provider = hint or (issued or {}).get("provider") or self.clients.mailbox_owner.get((user or "").lower())
         name, _mode = self.mode_for(provider)
         reason = {"valid": "ok", "expired": "token expired", "unknown": "token unknown", "malformed": "malformed",
                   "foreign": "token of another provider or audience", "wrong_user": "user not allowed for token"}[status]
@@ -619,10 +622,13 @@ class Emulator:
                 and session.mechanism in ("PLAIN", "LOGIN"):
             reply = self.replies.text("basic_auth_disabled", provider, "mail", **values)
         elif name == "daily_limit" and stage == (mode["at"] or self.replies.stage("daily_limit", provider)):
-            accepted = self.daily_accepted.get(provider, 0)
-            if accepted >= mode["after"]:
+            # Counted where the limit is checked, so concurrent sessions never get more than `after` through.
+            passed = self.daily_passed.get(provider, 0)
+            if passed >= mode["after"]:
                 reply = self.replies.text("daily_limit", provider, **values)
-                extra = {"accepted_before_limit": accepted}
+                extra = {"accepted_before_limit": passed}
+            else:
+                self.daily_passed[provider] = passed + 1
         elif name == "concurrency_limit" and stage == self.replies.stage("concurrent_connections", provider):
             rank = self.concurrency_rank(session)
             if rank >= mode["max_connections"]:
@@ -722,8 +728,6 @@ class Emulator:
         record.update(server.tls_facts())
         self.records.write("messages", record)
         server.messages += 1
-        if self.mode_for(server.provider)[0] == "daily_limit":
-            self.daily_accepted[server.provider] = self.daily_accepted.get(server.provider, 0) + 1
         return self.providers.reply(server.provider, message_id)
 
     @staticmethod
@@ -788,6 +792,11 @@ class Session(SMTP):
             timeout=emulator.args.timeout,
             loop=asyncio.get_running_loop(),
         )
+        # aiosmtpd keeps these limits in one dict shared by every session (and clears it per
+        # session); give each session its own, with room for an XOAUTH2 line (Entra ID tokens are
+        # over a kilobyte; RFC 4954 allows 12288 octets).
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
 
     @property
     def sni_provider(self):
@@ -828,6 +837,10 @@ class Session(SMTP):
             self.tls = "starttls"
         self._note_tls(transport)
         super().connection_made(transport)
+        # The reader's limit is aiosmtpd's line_length_limit (1001) and also caps command lines;
+        # DATA lines keep their RFC 5321 limit through aiosmtpd's own check of line_length_limit.
+        if getattr(self, "_reader", None) is not None:
+            self._reader._limit = AUTH_LINE_LIMIT + 2
 
     def connection_lost(self, error):
         if self in self.emulator.sessions:

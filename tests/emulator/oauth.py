@@ -380,17 +380,20 @@ class TokenEndpoint:
             settings = self.settings()
             if settings["mode"] == "slow" and (not settings["providers"] or facts.get("provider") in settings["providers"]):
                 await asyncio.sleep(settings["delay"])
-            writer.write(response.encode())
-            await writer.drain()
             facts.update(http_status=response.status, success=response.status == 200,
                          error=refusal["error"] if refusal else (None if response.status == 200 else "http_%d" % response.status),
                          error_code=refusal.get("code") if refusal else None)
+            # Recorded before the answer leaves, so a client that has its answer finds the record.
+            self._record(facts, started)
+            writer.write(response.encode())
+            await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, ssl.SSLError) as error:
-            facts.update(success=False, error="connection: %s" % type(error).__name__)
+            if "method" in facts and "http_status" not in facts:
+                facts.update(success=False, error="connection: %s" % type(error).__name__)
+                self._record(facts, started)
         finally:
-            if "method" in facts:
-                settings = self.settings()
-                facts.update(oauth_mode=settings["mode"], duration=round(time.time() - started, 3))
-                facts.setdefault("success", False)
-                self.record(facts)
             writer.close()
+
+    def _record(self, facts, started):
+        facts.update(oauth_mode=self.settings()["mode"], duration=round(time.time() - started, 3))
+        self.record(facts)
