@@ -148,12 +148,14 @@ class Replies:
             self.data = json.load(handle)
         self.cases = self.data["cases"]
         sample = dict.fromkeys(("server", "sid", "mailbox", "address", "region", "addresses"), "x")
-        for case, table in self.cases.items():  # a bad placeholder fails at start, not in a test
+        for table in self.cases.values():  # a bad placeholder fails at start, not in a test
             for entry in list(table.get("providers", {}).values()) + [table.get("default")]:
-                for variant in ([entry] if entry and "stages" not in entry else (entry or {}).get("stages", {}).values()):
+                variants = entry.get("stages", {}).values() if entry and "stages" in entry else [entry]
+                for variant in variants:
                     if variant and "reply" in variant:
                         self.join(variant["reply"]).format(**sample)
-        sizes = [e for e in self.cases["message_too_large"]["providers"].values()] + [self.cases["message_too_large"]["default"]]
+        sizes = self.cases["message_too_large"]
+        sizes = list(sizes["providers"].values()) + [sizes["default"]]
         self.largest_size = max(e["max_size"] for e in sizes)
         self.largest_advertised = max(e["advertised_size"] for e in sizes)
 
@@ -347,8 +349,8 @@ class Emulator:
 
     @staticmethod
     def _settings_changed(settings):
-        print("emulator: settings %s" % json.dumps({k: v for k, v in settings.items() if k != "serial"}, sort_keys=True),
-              flush=True)
+        shown = {k: v for k, v in settings.items() if k != "serial"}
+        print("emulator: settings %s" % json.dumps(shown, sort_keys=True), flush=True)
 
     def mode_for(self, provider):
         """The mode name that applies to a client identified as `provider` (None: not known yet)."""
@@ -555,7 +557,8 @@ class Emulator:
         provider = hint or (issued or {}).get("provider") or self.clients.mailbox_owner.get((user or "").lower())
         name, _mode = self.mode_for(provider)
         reason = {"valid": "ok", "expired": "token expired", "unknown": "token unknown", "malformed": "malformed",
-                  "foreign": "token of another provider or audience", "wrong_user": "user not allowed for token"}[status]
+                  "foreign": "token of another provider or audience",
+                  "wrong_user": "user not allowed for token"}[status]
         if status == "valid" and name == "auth_fail":
             reason = "mode auth_fail"
         success = reason == "ok"
@@ -589,7 +592,8 @@ class Emulator:
         if not settings["require_client_cert"] and session.peer_host:
             address = ipaddress.ip_address(session.peer_host)
             for provider, networks in settings["allow_ips"].items():
-                if session.sni_provider in (None, provider) and any(address in ipaddress.ip_network(n) for n in networks):
+                allowed = any(address in ipaddress.ip_network(n) for n in networks)
+                if allowed and session.sni_provider in (None, provider):
                     session.provider, session.access = provider, "ip"
                     return
         if session.sni_provider and "certificate" in self.providers.entries[session.sni_provider].get("auth", []) \
@@ -949,9 +953,11 @@ def build_parser():
     parser.add_argument("--starttls-ports", type=parse_ports, help="comma-separated STARTTLS ports (default: providers.json listen)")
     parser.add_argument("--implicit-ports", type=parse_ports, help="comma-separated implicit-TLS ports (default: providers.json listen)")
     parser.add_argument("--https-ports", type=parse_ports,
-                        help="comma-separated ports of the OAuth token endpoints (default: providers.json listen; '' for none)")
+                        help="comma-separated ports of the OAuth token endpoints "
+                             "(default: providers.json listen; '' for none)")
     parser.add_argument("--certs", default="/etc/emulator/certs",
-                        help="directory with server.crt/key, rogue.crt/key, and ca.crt/rogue-ca.crt for client certificates")
+                        help="directory with server.crt/key, rogue.crt/key, "
+                             "and ca.crt/rogue-ca.crt for client certificates")
     parser.add_argument("--state-dir", default=emulatorctl.state_dir(), help="records, settings and status files")
     parser.add_argument("--providers", default=os.path.join(here, "providers.json"))
     parser.add_argument("--replies", default=os.path.join(here, "replies.json"))

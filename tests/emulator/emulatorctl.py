@@ -255,7 +255,7 @@ def parse_oauth(doc):
 
 
 def parse_access(doc):
-    """Validate who may relay without AUTH: allow-listed addresses per provider, and whether a certificate is required."""
+    """Validate who may relay without AUTH: allow-listed addresses per provider, whether a certificate is required."""
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
@@ -480,7 +480,8 @@ def build_parser():
     mode.add_argument("--verified", help="ses_sandbox, send_as_denied, sender_identity: comma-separated "
                                          "addresses or @domains that pass")
     mode.add_argument("--region", help="ses_sandbox: region named in the reply (default us-east-1)")
-    mode.add_argument("--after", type=int, help="daily_limit: messages accepted per provider before the limit (default 0)")
+    mode.add_argument("--after", type=int,
+                      help="daily_limit: messages accepted per provider before the limit (default 0)")
     mode.add_argument("--max-connections", type=int, dest="max_connections",
                       help="concurrency_limit: concurrent sessions per mailbox (default %d, Exchange Online's)"
                            % EXCHANGE_CONCURRENT_CONNECTIONS)
@@ -506,7 +507,8 @@ def build_parser():
     commands.add_parser("show-mode", help="print the SMTP mode in force")
     commands.add_parser("show-oauth", help="print the token endpoint's settings in force")
     commands.add_parser("show-access", help="print the access settings in force")
-    commands.add_parser("status", help="print what the running server reports (pid, ports, listening, applied settings)")
+    commands.add_parser("status",
+                        help="print what the running server reports (pid, ports, listening, applied settings)")
     commands.add_parser("reset", help="empty every record file")
     records = commands.add_parser("records", help="print records as a JSON array")
     records.add_argument("kind", nargs="?", default="messages", choices=sorted(RECORD_FILES))
@@ -550,7 +552,8 @@ def main(argv=None):
         allow = {}
         for provider, addresses in args.allow_ips:
             allow.setdefault(provider, []).extend(addresses)
-        result, status = _set(directory, "access", {"allow_ips": allow, "require_client_cert": args.require_client_cert})
+        doc = {"allow_ips": allow, "require_client_cert": args.require_client_cert}
+        result, status = _set(directory, "access", doc)
     else:
         status = 0
         if args.command == "show-mode":

@@ -313,7 +313,8 @@ class TokenEndpoint:
         elif target == GOOGLE_PATH:
             endpoint, provider = "google", "gmail"
         else:
-            return Response(404, {"error": "not_found", "error_description": "emulator: no token endpoint at %s" % target}), None
+            return Response(404, {"error": "not_found",
+                                  "error_description": "emulator: no token endpoint at %s" % target}), None
         facts.update(endpoint=endpoint, provider=provider)
         if method != "POST":
             return Response(405, {"error": "invalid_request", "error_description": "emulator: use POST"}), None
@@ -326,8 +327,8 @@ class TokenEndpoint:
         applies = not settings["providers"] or provider in settings["providers"]
         if applies and mode in ("http_500", "http_503"):
             status = int(mode[5:])
-            return Response(status, b"emulator: token endpoint answers HTTP %d (oauth mode %s)\n" % (status, mode.encode()),
-                            "text/plain; charset=utf-8"), None
+            text = "emulator: token endpoint answers HTTP %d (oauth mode %s)\n" % (status, mode)
+            return Response(status, text.encode(), "text/plain; charset=utf-8"), None
         if applies and mode in self.errors[endpoint]:
             values = {"client_id": form.get("client_id") or "", "tenant": facts.get("tenant", ""),
                       "scope": form.get("scope") or "", "grant_type": form.get("grant_type") or "",
@@ -363,7 +364,8 @@ class TokenEndpoint:
             facts.update(method=method, path=path.split("?", 1)[0], host=headers.get("host"))
             response, refusal = None, None
             if "chunked" in headers.get("transfer-encoding", "").lower():
-                response = Response(411, {"error": "invalid_request", "error_description": "emulator: send Content-Length"})
+                response = Response(411, {"error": "invalid_request",
+                                          "error_description": "emulator: send Content-Length"})
                 body = b""
             else:
                 try:
@@ -371,17 +373,22 @@ class TokenEndpoint:
                 except ValueError:
                     length = -1
                 if length < 0 or length > MAX_BODY:
-                    response = Response(413, {"error": "invalid_request", "error_description": "emulator: body too large"})
+                    response = Response(413, {"error": "invalid_request",
+                                              "error_description": "emulator: body too large"})
                     body = b""
                 else:
                     body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
             if response is None:
                 response, refusal = self.answer(method, path, headers, body, facts)
             settings = self.settings()
-            if settings["mode"] == "slow" and (not settings["providers"] or facts.get("provider") in settings["providers"]):
+            if settings["mode"] == "slow" and (not settings["providers"]
+                                               or facts.get("provider") in settings["providers"]):
                 await asyncio.sleep(settings["delay"])
-            facts.update(http_status=response.status, success=response.status == 200,
-                         error=refusal["error"] if refusal else (None if response.status == 200 else "http_%d" % response.status),
+            if refusal:
+                error = refusal["error"]
+            else:
+                error = None if response.status == 200 else "http_%d" % response.status
+            facts.update(http_status=response.status, success=response.status == 200, error=error,
                          error_code=refusal.get("code") if refusal else None)
             # Recorded before the answer leaves, so a client that has its answer finds the record.
             self._record(facts, started)

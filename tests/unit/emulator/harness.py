@@ -97,7 +97,8 @@ class Emulator:
         other two are written only when they differ, since every write waits for the server.
         """
         self.set_mode("normal")
-        for kind, setter in (("oauth", lambda: self.set_oauth("normal", token_lifetime=emulatorctl.DEFAULT_TOKEN_LIFETIME)),
+        lifetime = emulatorctl.DEFAULT_TOKEN_LIFETIME
+        for kind, setter in (("oauth", lambda: self.set_oauth("normal", token_lifetime=lifetime)),
                              ("access", self.set_access)):
             current = emulatorctl.read_settings(self.state_dir, kind)
             current.pop("serial", None)

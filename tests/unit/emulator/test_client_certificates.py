@@ -28,8 +28,9 @@ def presenting(certs, name="client"):
 
 def test_make_certs_issues_client_certificates(certs):
     def subject_and_issuer(name):
-        return subprocess.run(["openssl", "x509", "-in", os.path.join(certs, name), "-noout", "-subject", "-issuer",
-                               "-nameopt", "RFC2253"], capture_output=True, text=True, check=True).stdout.split("\n")[:2]
+        shown = subprocess.run(["openssl", "x509", "-in", os.path.join(certs, name), "-noout", "-subject", "-issuer",
+                                "-nameopt", "RFC2253"], capture_output=True, text=True, check=True)
+        return shown.stdout.split("\n")[:2]
     assert subject_and_issuer("client.crt") == ["subject=" + CLIENT_SUBJECT, "issuer=" + TEST_CA]
     assert subject_and_issuer("rogue-client.crt") == ["subject=" + CLIENT_SUBJECT, "issuer=" + ROGUE_CA]
     verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(certs, "ca.crt"), "-purpose", "sslclient",
@@ -68,8 +69,8 @@ def test_rogue_client_certificate_is_recorded_unverified_and_refused(emulator):
         code, text = client.rcpt("someone@example.net")
         assert (code, text) == (550, b"5.7.64 TenantAttribution; Relay Access Denied [emulator]")
     [connection] = emulator.closed_connections(1)
-    assert (connection["client_cert_subject"], connection["client_cert_issuer"], connection["client_cert_verified"]) == (
-        CLIENT_SUBJECT, ROGUE_CA, False)
+    assert connection["client_cert_subject"] == CLIENT_SUBJECT
+    assert (connection["client_cert_issuer"], connection["client_cert_verified"]) == (ROGUE_CA, False)
     assert connection["access"] == "denied"
     [refusal] = emulator.records("replies")
     assert (refusal["code"], refusal["stage"], refusal["provider"]) == ("550", "rcpt", "office365_connector")

@@ -19,7 +19,8 @@ import time
 
 import pytest
 
-from harness import EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send, trusting
+from harness import (EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send,
+                     trusting)
 
 
 # -- TLS and AUTH ------------------------------------------------------------------------------
