@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from harness import EMULATOR_DIR, Emulator, emulatorctl
+from emulator_harness import EMULATOR_DIR, Emulator, emulatorctl
 
 
 @pytest.fixture(scope="session")

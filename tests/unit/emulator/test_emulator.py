@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from harness import (EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send,
+from emulator_harness import (EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send,
                      trusting)
 
 

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from harness import EMULATOR_DIR, PROVIDERS, connect, emulatorctl, login, send, trusting
+from emulator_harness import EMULATOR_DIR, PROVIDERS, connect, emulatorctl, login, send, trusting
 
 with open(os.path.join(EMULATOR_DIR, "replies.json"), encoding="utf-8") as _handle:
     REPLIES = json.load(_handle)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from harness import (EMULATOR_DIR, GOOGLE_CLIENT, MS_APP, MS_TOKEN_PATH, OFFICE365, connect, emulatorctl,
+from emulator_harness import (EMULATOR_DIR, GOOGLE_CLIENT, MS_APP, MS_TOKEN_PATH, OFFICE365, connect, emulatorctl,
                      google_form, google_token, login, microsoft_form, microsoft_token, send, token_request, xoauth2)
 
 MAILBOX = MS_APP["mailboxes"][0]
@@ -347,7 +347,7 @@ def test_xoauth2_in_the_clear_is_refused_and_its_user_recorded(emulator):
 
 
 def test_tokens_survive_a_restart(certs, tmp_path):
-    from harness import Emulator
+    from emulator_harness import Emulator
     first = Emulator(certs, tmp_path)
     try:
         token = microsoft_token(first)

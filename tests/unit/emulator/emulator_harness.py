@@ -225,4 +225,3 @@ def google_token(emulator, **overrides):
 
 def xoauth2(user, token):
     return base64.b64encode(("user=%s\x01auth=Bearer %s\x01\x01" % (user, token)).encode()).decode()
-
