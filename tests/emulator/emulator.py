@@ -537,7 +537,7 @@ class Emulator:
         self.record_auth(server, mechanism, username, success, provider if success else None, named, reason, True)
         if not success:
             reply = self.replies.text(case, scope, stage, server=self.args.hostname, sid=server.sid)
-            self.count_reply(server, reply, "auth", attempted_username=username)
+            self.count_reply(server, reply, "auth", attempted_username=username, provider=scope)
             return AuthResult(success=False, handled=False, message=reply)
         return AuthResult(success=True, handled=False,
                           message=self.authenticated(server, username, provider, mechanism, "password"))
@@ -577,7 +577,7 @@ class Emulator:
             if answer is MISSING:
                 return AuthResult(success=False, handled=True)
         reply = self.replies.text("xoauth2_failed", provider, server=self.args.hostname, sid=session.sid)
-        self.count_reply(session, reply, "auth", attempted_username=user, token_status=status)
+        self.count_reply(session, reply, "auth", attempted_username=user, token_status=status, provider=provider)
         return AuthResult(success=False, handled=False, message=reply)
 
     def grant_access(self, session):

@@ -103,6 +103,7 @@ def test_invalid_provider_modes_are_refused(doc, message_text):
 
 @pytest.mark.parametrize("provider, hostname, expected", [
     ("office365", OFFICE365_HOST, "535 5.7.3 Authentication unsuccessful [emulator]"),
+    ("office365", "emulator", "535 5.7.3 Authentication unsuccessful [emulator]"),  # no SNI, as Postfix
     ("gmail", GMAIL_HOST, text_of("auth_failed", "gmail")),
     ("sendgrid", "smtp.sendgrid.net", "535 5.7.8 Authentication credentials invalid"),
 ])
