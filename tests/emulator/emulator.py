@@ -927,7 +927,7 @@ class Session(SMTP):
             self.emulator.record_auth(self, mechanism, username, False, None, [], reason, len(args) > 1)
         await super().smtp_AUTH(arg)
 
-    async def auth_XOAUTH2(self, _, args):
+    async def auth_XOAUTH2(self, _server, args):
         """SASL XOAUTH2: the initial response on the AUTH line, or after an empty 334."""
         if len(args) == 1:
             blob = await self.challenge_auth("")

@@ -19,8 +19,9 @@ import time
 
 import pytest
 
-from emulator_harness import (EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send,
-                     trusting)
+from emulator_harness import (
+    EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send, trusting,
+)
 
 
 # -- TLS and AUTH ------------------------------------------------------------------------------

@@ -16,8 +16,10 @@ import time
 
 import pytest
 
-from emulator_harness import (EMULATOR_DIR, GOOGLE_CLIENT, MS_APP, MS_TOKEN_PATH, OFFICE365, connect, emulatorctl,
-                     google_form, google_token, login, microsoft_form, microsoft_token, send, token_request, xoauth2)
+from emulator_harness import (
+    EMULATOR_DIR, GOOGLE_CLIENT, MS_APP, MS_TOKEN_PATH, OFFICE365, connect, emulatorctl,
+    google_form, google_token, login, microsoft_form, microsoft_token, send, token_request, xoauth2,
+)
 
 MAILBOX = MS_APP["mailboxes"][0]
 ACCOUNT = GOOGLE_CLIENT["account"]
@@ -378,10 +380,11 @@ def test_control_cli_oauth_and_counters(emulator):
                             capture_output=True, text=True, check=True)
     assert json.loads(result.stdout)["token_lifetime"] == 20 and result.stderr == ""
     assert emulatorctl.read_status(emulator.state_dir)["oauth"]["mode"] == "slow"
-    refused = subprocess.run(ctl + ["oauth", "down", "--providers", "gmail"], capture_output=True, text=True)
+    refused = subprocess.run(ctl + ["oauth", "down", "--providers", "gmail"], capture_output=True, text=True,
+                             check=False)
     assert refused.returncode == 2 and "does not apply" in refused.stderr
     refused = subprocess.run(ctl + ["oauth", "tenant_not_found", "--providers", "gmail"], capture_output=True,
-                             text=True)
+                             text=True, check=False)
     assert refused.returncode == 2 and "has no reply for gmail" in refused.stderr
     subprocess.run(ctl + ["oauth", "normal"], capture_output=True, text=True, check=True)
     assert token_request(emulator, form=microsoft_form())[1]["expires_in"] == 20
