@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 tag=${EMULATOR_IMAGE:-smarthost-postfix/emulator:latest}
 base=smarthost-postfix/debian:12
-inputs=(Dockerfile emulator.py emulatorctl.py providers.json)
+inputs=(Dockerfile emulator.py emulatorctl.py oauth.py providers.json replies.json)
 
 if ! docker image inspect "$base" >/dev/null 2>&1; then
     echo "==> $tag: base image $base is missing; building it"
