@@ -192,4 +192,5 @@ def fatal_excerpt(output, limit=800):
 
 
 def provider_passwords():
-    return [provider["password"] for provider in harness.providers().values()]
+    """Every test secret the emulator knows (passwords, OAuth 2.0 client secrets, refresh tokens)."""
+    return harness.secrets()

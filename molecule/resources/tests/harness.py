@@ -29,6 +29,17 @@ def providers():
         return json.load(handle)["providers"]
 
 
+def secrets():
+    """Every test secret in providers.json: passwords, OAuth 2.0 client secrets and refresh tokens."""
+    found = []
+    for provider in providers().values():
+        found.append(provider.get("password"))
+        oauth2 = provider.get("oauth2") or {}
+        found += [oauth2.get("client_secret"), oauth2.get("refresh_token")]
+        found += [client.get("client_secret") for client in oauth2.get("extra_clients") or []]
+    return [secret for secret in found if secret]
+
+
 def inventory_hosts(group="relays"):
     """Host name -> the host variables the scenario gives it, for the hosts of a group.
 
@@ -143,8 +154,8 @@ def assert_check_mode_changes_nothing(hosts):
     assert set(hosts) <= set(recap), output[-3000:]
     changed = {name: counts["changed"] for name, counts in recap.items() if name in hosts and counts["changed"]}
     assert not changed, "check mode predicts changes on a converged host: %s\n%s" % (changed, output[-3000:])
-    for provider in providers().values():
-        assert provider["password"] not in output, "a password was printed in check/diff mode"
+    for secret in secrets():
+        assert secret not in output, "a secret was printed in check/diff mode"
 
 
 SMTP_CLIENT = r"""
