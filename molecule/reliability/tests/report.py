@@ -10,7 +10,7 @@ document is written by hand: every row and figure comes from the JSON.
 import json
 import sys
 
-SECTIONS = ("Faults", "Load", "Security", "Bad input")
+SECTIONS = ("Faults", "Load", "Security", "OAuth 2.0 and certificates", "Bad input")
 COUNTS = ("sent", "arrived", "lost", "duplicated")
 
 
@@ -72,6 +72,8 @@ def render_markdown(data):
             ", ".join("%s on %s" % (version, name) for name, version in sorted((data.get("postfix_versions") or {}).items()))),
         "Targets: `rel-relay` (Debian 13, relay_server, `relay_tls_security_level: secure`), `rel-encrypt`",
         "(Debian 12, null_client, `encrypt`), `rel-outsider` (Debian 12, outside mynetworks, no Postfix role);",
+        "`oa-office365` (Debian 12) and `oa-gmail` (Debian 13) relay with OAuth 2.0 (XOAUTH2 through msmtp, tokens",
+        "from the emulator's Entra ID and Google endpoints), `oa-connector` (Debian 12) with a TLS client certificate;",
         "the provider emulator answers as `relay.example.test`. Times are measured, not asserted; counts",
         "of lost and duplicated messages are asserted to be zero.",
         "",

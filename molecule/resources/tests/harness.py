@@ -117,6 +117,11 @@ def emulator_mode(mode, *options, provider=None):
     subprocess.run(["docker", "exec", container, "emulatorctl", "mode", mode] + list(options), check=True)
 
 
+def emulator_oauth(mode, *options):
+    """Switch the emulator's token endpoints (normal, down, slow, http_503, invalid_client_secret...)."""
+    subprocess.run(["docker", "exec", EMULATOR, "emulatorctl", "oauth", mode] + list(options), check=True)
+
+
 def queue_report(target):
     """What Postfix says about mail still queued on the target, for failure messages."""
     return target.run("postqueue -p | tail -n 20").stdout
