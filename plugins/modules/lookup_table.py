@@ -223,7 +223,7 @@ def main():
             backup=module.params['backup'],
         )
 
-    run_and_exit(module, work, path=module.params['path'])
+    run_and_exit(module, work, path=module.params['path'], postfix=postfix)
 
 
 if __name__ == '__main__':

@@ -174,7 +174,7 @@ def main():
         allow_unknown=module.params['allow_unknown'],
         check_mode=module.check_mode,
         backup=module.backup_local if module.params['backup'] else None,
-    ))
+    ), postfix=postfix)
 
 
 if __name__ == '__main__':

@@ -238,7 +238,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
-    secret_scrubber,
     services_argument_spec,
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
@@ -275,7 +274,6 @@ def main():
         ),
         supports_check_mode=True,
     )
-    scrub = secret_scrubber(entry['password'] for item in module.params['sasl_maps'] for entry in item['entries'])
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
     run_and_exit(module, lambda: apply_configuration(
         postfix,
@@ -287,7 +285,7 @@ def main():
         check=module.params['check'],
         check_mode=module.check_mode,
         backup=module.params['backup'],
-    ), path=postfix.config_dir or '/etc/postfix', scrub=scrub)
+    ), path=postfix.config_dir or '/etc/postfix', postfix=postfix)
 
 
 if __name__ == '__main__':

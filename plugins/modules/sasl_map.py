@@ -191,7 +191,6 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.maps import mana
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
-    secret_scrubber,
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import SASL_MAP_TYPES
@@ -217,7 +216,6 @@ def main():
         supports_check_mode=True,
     )
     entries = module.params['entries'] or []
-    scrub = secret_scrubber(entry.get('password') for entry in entries)
 
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
 
@@ -235,7 +233,7 @@ def main():
             diff_masks=sasl_masks,
         )
 
-    run_and_exit(module, work, path=module.params['path'], scrub=scrub)
+    run_and_exit(module, work, path=module.params['path'], postfix=postfix)
 
 
 if __name__ == '__main__':
