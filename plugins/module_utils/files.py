@@ -249,7 +249,9 @@ def recover(directory, names=(), check_mode=False):
     nothing is touched.
     """
     actions = []
-    would = 'would ' if check_mode else ''
+
+    def did(done, to_do):
+        return 'would ' + to_do if check_mode else done
     temp_re = re.compile(r'^\.(%s)\.%s$' % ('|'.join(re.escape(name) for name in names) or '(?!)', _RANDOM_PART))
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
@@ -260,20 +262,21 @@ def recover(directory, names=(), check_mode=False):
             except (FileNotFoundError, ValueError):
                 records = None
             if records:
-                actions.append('%sput back %s as they were before an interrupted change (from %s)'
-                               % (would, ', '.join(sorted(record['name'] for record in records)), path))
+                actions.append('%s %s as they were before an interrupted change (from %s)'
+                               % (did('put back', 'put back'), ', '.join(sorted(record['name'] for record in records)),
+                                  path))
                 if not check_mode:
                     restore_records(path, records)
             else:
-                actions.append('%sremove %s, left by an interrupted change that had not begun' % (would, path))
+                actions.append('%s %s, left by an interrupted change that had not begun' % (did('removed', 'remove'), path))
             if not check_mode:
                 shutil.rmtree(path)
         elif re.match(r'^%s%s$' % (re.escape(POSTMAP_PREFIX), _RANDOM_PART), name) and os.path.isdir(path):
-            actions.append('%sremove %s, left by an interrupted postmap' % (would, path))
+            actions.append('%s %s, left by an interrupted postmap' % (did('removed', 'remove'), path))
             if not check_mode:
                 shutil.rmtree(path)
         elif temp_re.match(name) and os.path.isfile(path):
-            actions.append('%sremove %s, left by an interrupted write' % (would, path))
+            actions.append('%s %s, left by an interrupted write' % (did('removed', 'remove'), path))
             if not check_mode:
                 os.unlink(path)
     return actions

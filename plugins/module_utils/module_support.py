@@ -80,7 +80,7 @@ def run_and_exit(module, work, path=None, postfix=None):
         result = work()
     except ValidationError as exc:
         warn_all()
-        module.fail_json(msg=str(exc), invocation=invocation)
+        module.fail_json(msg=str(exc), changed=False, invocation=invocation)
     except PostfixError as exc:
         warn_all()
         stderr = scrub(exc.stderr, secrets)
