@@ -66,7 +66,7 @@ def postmap_lookup(config_dir, map_name, keys):
     return answers
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(entries=ENTRIES)
 def test_every_accepted_entry_reads_back_exactly(postfix_dir, entries):
     path = str(postfix_dir / ('sasl_passwd_%d' % next(COUNTER)))
@@ -93,4 +93,4 @@ def test_the_property_reached_postmap_often(postfix_dir):
     """The property above means little if hypothesis only produced refused entries."""
     if OUTCOMES['accepted'] + OUTCOMES['refused'] == 0:
         pytest.skip('the property test did not run in this session')
-    assert OUTCOMES["accepted"] >= 50, OUTCOMES
+    assert OUTCOMES["accepted"] >= 30, OUTCOMES
