@@ -47,6 +47,7 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
 FIRST_MATCH_TYPES = ('regexp', 'pcre', 'cidr')
 # Tables whose key is a /pattern/ rather than a single word.
 PATTERN_TYPES = ('regexp', 'pcre')
+_WHITESPACE_RE = re.compile(r'\s')
 
 
 @dataclasses.dataclass
@@ -203,7 +204,7 @@ def validate_entries(entries, map_type, state='present'):
             raise ValidationError('entry %r: the key has leading or trailing whitespace' % key)
         if key.startswith('#'):
             raise ValidationError('entry %r: a key starting with # would be read as a comment' % key)
-        if map_type not in PATTERN_TYPES and re.search(r'\s', key):
+        if map_type not in PATTERN_TYPES and _WHITESPACE_RE.search(key):
             raise ValidationError('entry %r: %s table keys cannot contain whitespace' % (key, map_type))
         if map_type in PATTERN_TYPES:
             pattern = _split_pattern(key)
@@ -368,7 +369,7 @@ def resolve_map_type(postfix, requested=None):
 
 
 def manage_table(postfix, path, map_type, desired, state='present', exclusive=False, mode=0o644,
-                 check_mode=False, backup=False, merge=None, diff_masks=None, recover_first=True):
+                 check_mode=False, backup=False, merge=None, diff_masks=None, recover_first=True, want_diff=True):
     """Ensure a table file (and its compiled map) hold the desired entries: the routine
     behind both map modules.
 
@@ -376,7 +377,8 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
     for the diff and the reported keys; without it keys and values are shown as they are.
     Read, write, postmap and rename happen under one lock on the table's directory, after what
     a killed run left there is finished (files.recover; recover_first=False when the caller did
-    that already). Returns the module result plus a `diff` dict and `_warnings`.
+    that already). Returns the module result plus a `diff` dict (None unless want_diff: rendering a
+    100,000-entry map twice for a diff nobody asked for costs seconds) and `_warnings`.
     """
     directory = os.path.dirname(path) or '.'
     if not os.path.isdir(directory):
@@ -384,14 +386,15 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
     with locked([directory]):
         recovered = recover(directory, [os.path.basename(path)], check_mode) if recover_first else []
         result = _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge,
-                                diff_masks)
+                                diff_masks, want_diff)
     if recovered:
         result['changed'] = True
         result['_warnings'] = recovered + result['_warnings']
     return result
 
 
-def _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge, diff_masks):
+def _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge, diff_masks,
+                   want_diff):
     try:
         with open(path, encoding='utf-8', errors='surrogateescape') as handle:
             old_text = handle.read()
@@ -430,7 +433,7 @@ def _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, che
             'after_header': path,
             'before': render_table(old_items, masks.before, masks.key) if old_text is not None else '',
             'after': render_table(change.items, masks.after, masks.key),
-        },
+        } if want_diff else None,
         '_warnings': [],
     }
     if check_mode:

@@ -121,6 +121,7 @@ def text_problem(value, what='value'):
 # Postfix's valid_hostname(): letters, digits, '-' and '_', no label starting or ending with '-'.
 _LABEL = r'(?!-)[A-Za-z0-9_-]{1,63}(?<!-)'
 _HOSTNAME_RE = re.compile(r'^%s(\.%s)*$' % (_LABEL, _LABEL))
+_NUMERIC_RE = re.compile(r'^[0-9.]+$')
 
 
 def is_ip(text):
@@ -152,7 +153,7 @@ def is_hostname(text):
     name = text[:-1] if text.endswith('.') else text
     if len(name) > 253 or not _HOSTNAME_RE.match(name):
         return False
-    if re.match(r'^[0-9.]+$', name):
+    if _NUMERIC_RE.match(name):
         return is_ipv4(name)
     return True
 

@@ -22,14 +22,19 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
 )
 
 
+_PORT_RE = re.compile(r'^[1-9][0-9]{0,4}$')
+_BRACKETED_RE = re.compile(r'^\[([^\]]*)\](?::([^:]*))?$')
+_BAD_LOCAL_PART_RE = re.compile(r'[\s:]')
+
+
 def _valid_port(port):
     # ASCII digits only: str.isdigit() takes '٥٨٧', which int() reads as 587 and Postfix never looks up.
-    return port is None or (bool(re.match(r'^[1-9][0-9]{0,4}$', port)) and int(port) <= 65535)
+    return port is None or (bool(_PORT_RE.match(port)) and int(port) <= 65535)
 
 
 def sasl_key_error(key):
     """None when key is a lookup key Postfix uses for SASL passwords, else the reason."""
-    bracketed = re.match(r'^\[([^\]]*)\](?::([^:]*))?$', key)
+    bracketed = _BRACKETED_RE.match(key)
     if bracketed:
         host, port = bracketed.groups()
         if not (is_hostname(host) or is_ipv4(host) or is_ipv6(host)):
@@ -39,7 +44,7 @@ def sasl_key_error(key):
         return None
     if '@' in key:
         local_part, _at, domain = key.partition('@')
-        if re.search(r'[\s:]', local_part):
+        if _BAD_LOCAL_PART_RE.search(local_part):
             return 'invalid local part in user@domain key'
         if not is_hostname(domain):
             return 'invalid domain %r' % domain

@@ -124,10 +124,11 @@ def stale_compiled_files(path, map_type):
     return sorted(name for name in candidates if os.path.lexists(name))
 
 
-def _manage(postfix, spec, check_mode=False, backup=False):
+def _manage(postfix, spec, check_mode=False, backup=False, want_diff=False):
     """One table as a listed table is managed: exactly its entries, its mode, its diff masks."""
     return manage_table(postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True, mode=spec['mode'],
-                        check_mode=check_mode, backup=backup, diff_masks=spec['masks'], recover_first=False)
+                        check_mode=check_mode, backup=backup, diff_masks=spec['masks'], recover_first=False,
+                        want_diff=want_diff)
 
 
 def _check(postfix):
@@ -144,7 +145,7 @@ def _directories(postfix, paths):
 
 
 def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None, tables=None, allow_unknown=False,
-                        check=True, check_mode=False, backup=False):
+                        check=True, check_mode=False, backup=False, want_diff=True):
     """Bring main.cf, master.cf and the listed tables to the requested state as one change.
 
     Tables hold exactly the listed entries (comments are kept). Returns the module result,
@@ -161,14 +162,14 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
         for directory in directories:
             names = [os.path.basename(spec['path']) for spec in specs if (os.path.dirname(spec['path']) or '.') == directory]
             recovered += recover(directory, names, check_mode)
-        result = _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup)
+        result = _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff)
     result['_warnings'] = recovered + result['_warnings']
     result['changed'] = result['changed'] or bool(recovered)
     return result
 
 
-def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup):
-    planned = {spec['path']: _manage(postfix, spec, check_mode=True) for spec in specs}
+def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff):
+    planned = {spec['path']: _manage(postfix, spec, check_mode=True, want_diff=want_diff) for spec in specs}
     config = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown, check_mode=True)
     stale = [name for spec in specs for name in stale_compiled_files(spec['path'], spec['type'])]
 
@@ -182,7 +183,7 @@ def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, ch
         'removed_files': stale,
         'backup_files': [],
         'checked': False,
-        'diff': [outcome['diff'] for outcome in planned.values() if outcome['changed']] + config['diff'],
+        'diff': [outcome['diff'] for outcome in planned.values() if outcome['changed'] and outcome['diff']] + config['diff'],
         '_warnings': [warning for outcome in planned.values() for warning in outcome['_warnings']],
     }
     if check_mode or not result['changed']:

@@ -29,6 +29,13 @@ description:
     old passwords on disk) are removed once the change passed C(postfix check).
   - This is the module the P(smarthost.postfix.relay#role) role configures Postfix with, so a run
     that changes nothing costs one module call.
+  - A run holds an exclusive lock on every directory it writes in, from the first read to the last
+    rename, so two runs on one host take turns instead of losing each other's changes.
+  - A run that was killed (SIGKILL, a lost connection) cannot clean up. The next run of any of this
+    collection's configuring modules does. A change that had begun (the files were copied aside
+    and a manifest written) is undone, every file put back as it was before it; temporary files
+    and postmap directories it left are removed. A warning says what was done; check mode only
+    reports it.
 notes:
   - Supports check mode and diff mode. The diff shows every changed file; SASL passwords appear only
     as C(********), also when a username is the secret itself.
@@ -285,6 +292,7 @@ def main():
         check=module.params['check'],
         check_mode=module.check_mode,
         backup=module.params['backup'],
+        want_diff=module._diff,  # pylint: disable=protected-access
     ), path=postfix.config_dir or '/etc/postfix', postfix=postfix)
 
 
