@@ -51,8 +51,8 @@ options:
       - Values may be strings, numbers, booleans (written as C(yes)/C(no)) or lists (joined with
         C(", ")). Whitespace runs are collapsed to one space, as Postfix itself prints values.
       - A value with a line break inside it (also U+2028 and the others some readers take for one)
-        or a NUL is refused. Folded into one line, V("[a]:587\nsmtp_tls_security_level = none")
-        would become a relayhost of junk next hops. Use a list for a multi-line value; white space
+        or a NUL is refused. Folded into one line, a relayhost of V([a]:587), a line break and
+        V(smtp_tls_security_level = none) would become a relayhost of junk next hops. Use a list for a multi-line value; white space
         at the ends, such as the last newline of a YAML block, is dropped.
       - A value of V(null) removes the parameter from C(main.cf), so that Postfix's default applies.
       - With O(state=absent), the listed names are removed and their values are ignored.

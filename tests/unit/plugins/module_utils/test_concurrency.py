@@ -36,7 +36,7 @@ def race(config_dir, path, first, second):
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    return [results.get(timeout=5) for _ in workers]
+    return [results.get(timeout=5) for _worker in workers]
 
 
 def state(postfix, path):
@@ -51,7 +51,7 @@ def test_two_runs_adding_different_keys_lose_nothing(postfix_dir, tmp_path):
     for trial in range(TRIALS):
         path = str(tmp_path / ('different-%d' % trial))
         reports = race(str(postfix_dir), path, ('@a.example', 'a:pw-a'), ('@b.example', 'b:pw-b'))
-        assert sorted(added for _key, _value, added, _updated in reports) == [['@a.example'], ['@b.example']]
+        assert sorted(report[2] for report in reports) == [['@a.example'], ['@b.example']]
         source, compiled = state(postfix, path)
         if source != {'@a.example': 'a:pw-a', '@b.example': 'b:pw-b'} or compiled != source:
             lost.append((trial, source, compiled))
@@ -65,7 +65,7 @@ def test_two_runs_setting_one_key_leave_source_and_map_agreeing(postfix_dir, tmp
         path = str(tmp_path / ('same-%d' % trial))
         reports = race(str(postfix_dir), path, ('[r.example]:587', 'u:pwA'), ('[r.example]:587', 'u:pwB'))
         # One run added the key, the other found it and updated it: serialised, never both "added".
-        assert sorted(len(added) for _key, _value, added, _updated in reports) == [0, 1]
+        assert sorted(len(report[2]) for report in reports) == [0, 1]
         source, compiled = state(postfix, path)
         if compiled != source or source['[r.example]:587'] not in ('u:pwA', 'u:pwB'):
             disagreeing.append((trial, source, compiled))

@@ -28,7 +28,7 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, compiled_path
-from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep_password, sasl_masks
+from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep_password
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup
 
 
@@ -265,5 +265,3 @@ def test_manage_table_fixes_modes_of_existing_files(postfix_dir, tmp_path):
 def test_manage_table_needs_an_existing_directory(postfix_dir, tmp_path):
     with pytest.raises(ValidationError, match='does not exist'):
         manage_table(Postfix(str(postfix_dir)), str(tmp_path / 'no' / 'table'), 'hash', [('a', 'b')])
-
-

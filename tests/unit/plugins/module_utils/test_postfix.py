@@ -149,6 +149,3 @@ def test_missing_tool_is_a_clear_error(monkeypatch):
     monkeypatch.setattr('ansible_collections.smarthost.postfix.plugins.module_utils.postfix.find_binary', lambda name: None)
     with pytest.raises(PostfixError, match='postconf not found'):
         Postfix('/nonexistent').postconf('-n')
-
-
-

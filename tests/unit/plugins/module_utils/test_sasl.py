@@ -10,7 +10,6 @@ import pytest
 from ansible_collections.smarthost.postfix.plugins.module_utils.maps import parse_table
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError
 from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import (
-    keep_password,
     sasl_entries,
     sasl_key_error,
     sasl_masks,

@@ -294,7 +294,7 @@ def test_a_map_with_odd_line_breaks_is_read_as_postfix_reads_it(sasl, postfix_di
     os.chmod(sasl.path, 0o600)
     first = sasl(diff=True, update_password='on_create', entries=[entry()])
     assert first['keys_added'] == [] and first['keys_removed'] == [] and first['compiled']
-    for _ in range(2):
+    for _run in range(2):
         again = sasl(diff=True, update_password='on_create', exclusive=True, entries=[entry()])
         assert not again['changed'], again
         assert 'TAILSECRET' not in json.dumps(again)
