@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import time
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import physical_lines
+
 # Where distributions put the mail log; the first readable one wins in auto mode.
 LOG_FILES = ('/var/log/mail.log', '/var/log/maillog')
 LOG_SOURCES = ('auto', 'file', 'journal', 'none')
@@ -441,7 +443,7 @@ class LogSource(object):
             data = handle.read()
         complete = data.rfind(b'\n') + 1  # keep a half-written last line for the next read
         self.offset += complete
-        return data[:complete].decode('utf-8', 'replace').splitlines()
+        return physical_lines(data[:complete].decode('utf-8', 'replace'))
 
     def _read_journal(self, extra=()):
         cmd = [self.journalctl, '--no-pager', '-o', 'json', 'SYSLOG_FACILITY=2'] + list(extra)
@@ -450,7 +452,7 @@ class LogSource(object):
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
         if proc.returncode != 0:
             raise OSError('journalctl failed (rc=%s): %s' % (proc.returncode, proc.stderr.decode('utf-8', 'replace').strip()))
-        lines = proc.stdout.decode('utf-8', 'replace').splitlines()
+        lines = physical_lines(proc.stdout.decode('utf-8', 'replace'))
         for line in reversed(lines):
             try:
                 self.cursor = json.loads(line)['__CURSOR']
