@@ -21,6 +21,9 @@ options:
         description:
           - Service name, the first column of C(master.cf), for example V(relay), V(tlsproxy) or
             V(127.0.0.1:submission).
+          - Letters, digits, V(.), V(_) and V(-), at most 64 characters; an V(inet) service may be
+            C([host:]port). Anything else (V(my=svc), V(#svc), a brace, a comma, C($)) is refused
+            before any file changes.
         type: str
         required: true
       type:
@@ -65,6 +68,7 @@ options:
           - The command with its arguments, for example V(smtp), V(tlsproxy) or
             V(pipe flags=Rq user=list argv=/usr/bin/handler ${nexthop}).
           - Do not put C(-o) overrides here; use O(services[].options).
+          - A line break inside the command is refused (it would be folded into one line).
           - When omitted, the entry must already exist and only its columns and overrides are managed.
           - Changing the command of an existing entry rewrites the entry (C(postconf -M)) and keeps
             its overrides.
@@ -74,6 +78,7 @@ options:
           - C(-o name=value) overrides of this service, as a dictionary.
           - Values are formatted like O(parameters), except that lists are joined with C(,);
             values must not contain whitespace (C(postconf -P) refuses it).
+          - Override names are checked like C(main.cf) names (see O(allow_unknown)).
           - A value of V(null) removes that override (C(postconf -PX)), for example to drop
             C(-o smtp_fallback_relay=) from the V(relay) service.
           - Overrides not listed are kept unless O(services[].exclusive_options=true).
@@ -85,7 +90,7 @@ options:
         default: false
   allow_unknown:
     description:
-      - Accept C(main.cf) names Postfix does not know.
+      - Accept C(main.cf) names Postfix does not know, in O(parameters) and as C(-o) override names.
       - Known names are those C(postconf -d) lists, names Postfix derives from C(master.cf)
         services (for example V(ses_relay_destination_rate_delay) once a V(ses_relay) service
         exists, including services defined in the same task), and user-defined names that some

@@ -13,16 +13,29 @@ import dataclasses
 import os
 import re
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.files import read_text
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import locked, read_text, recover
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import (
     MASTER_FIELDS,
     SERVICE_TYPES,
     MasterEntry,
+    PostfixError,
     normalize_whitespace,
     referenced_names,
     split_command,
 )
-from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, is_parameter_name
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
+    ValidationError,
+    is_parameter_name,
+    strip_postfix_space,
+    text_problem,
+)
+
+# master(8) service names: a unix/fifo/pass service is a socket or FIFO file name; an inet service
+# is [host:]port. Nothing that postconf -M would read as its own syntax (=, /, #, braces, commas,
+# $) and no more than 64 characters for the name or port, so that the socket path fits.
+_LOCAL_SERVICE_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
+_INET_SERVICE_NAME = re.compile(r'^(?:(?:\[[0-9A-Fa-f:.]{2,45}\]|\*|[A-Za-z0-9][A-Za-z0-9._-]{0,252}):)?'
+                                r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}$')
 
 _FIELD_PATTERNS = {
     'private': re.compile(r'^[yn-]$'),
@@ -44,6 +57,20 @@ def format_parameter_value(value, separator=', '):
     return normalize_whitespace(str(value))
 
 
+def value_problem(value):
+    """None when an Ansible value can become one main.cf or master.cf value, else why not.
+
+    A line break inside the value is refused: folded into one line it would silently turn
+    `[relay]:587\\nsmtp_tls_security_level = none` into a relayhost of junk next hops. White space
+    at the ends (a YAML block's last newline) is dropped, as Postfix drops it.
+    """
+    if isinstance(value, (list, tuple)):
+        return next((problem for problem in (value_problem(item) for item in value) if problem), None)
+    if value is None or isinstance(value, bool):
+        return None
+    return text_problem(strip_postfix_space(str(value)))
+
+
 def normalize_parameters(parameters):
     """Validate names and format values; None stays None (meaning: remove)."""
     normalized = {}
@@ -51,6 +78,9 @@ def normalize_parameters(parameters):
     if bad:
         raise ValidationError('invalid main.cf parameter name(s): %s' % ', '.join(bad))
     for name, value in parameters.items():
+        problem = value_problem(value)
+        if problem:
+            raise ValidationError('main.cf parameter %s: the value %s' % (name, problem))
         normalized[name] = format_parameter_value(value)
     return normalized
 
@@ -122,12 +152,16 @@ class ServicePlan:
 def normalize_service(spec):
     """Validate one `services` item and return it with formatted values."""
     name = (spec.get('name') or '').strip()
-    if not name or re.search(r'[\s/]', name):
-        raise ValidationError('invalid master.cf service name %r' % spec.get('name'))
     service_type = spec.get('type') or 'unix'
-    key = '%s/%s' % (name, service_type)
     if service_type not in SERVICE_TYPES:
-        raise ValidationError('service %s: type must be one of %s' % (key, ', '.join(SERVICE_TYPES)))
+        raise ValidationError('service %r: type must be one of %s' % (name, ', '.join(SERVICE_TYPES)))
+    pattern = _INET_SERVICE_NAME if service_type == 'inet' else _LOCAL_SERVICE_NAME
+    if not pattern.match(name):
+        raise ValidationError(
+            'invalid master.cf service name %r: %s' % (name[:80] + ('...' if len(name) > 80 else ''),
+                                                       '[host:]port for inet' if service_type == 'inet' else
+                                                       'letters, digits, ".", "_" and "-", at most 64'))
+    key = '%s/%s' % (name, service_type)
     fields = {}
     for field, _postconf_name in MASTER_FIELDS:
         value = spec.get(field)
@@ -139,6 +173,11 @@ def normalize_service(spec):
         fields[field] = value
     command = spec.get('command')
     if command is not None:
+        problem = value_problem(command)
+        if problem:
+            raise ValidationError('service %s: the command %s' % (key, problem))
+        if command.count('{') != command.count('}'):
+            raise ValidationError('service %s: the command has unbalanced braces' % key)
         command = normalize_whitespace(command)
         stripped, overrides = split_command(command)
         if overrides:
@@ -150,6 +189,9 @@ def normalize_service(spec):
     for option, value in (spec.get('options') or {}).items():
         if not is_parameter_name(str(option)):
             raise ValidationError('service %s: invalid option name %r' % (key, option))
+        problem = value_problem(value)
+        if problem:
+            raise ValidationError('service %s: option %s %s' % (key, option, problem))
         value = format_parameter_value(value, separator=',')
         # postconf -P refuses whitespace in override values.
         if value is not None and re.search(r'\s', value):
@@ -224,16 +266,29 @@ def services_diff(plan):
 
 
 def configure(postfix, parameters=None, state='present', services=None, allow_unknown=False,
-              check_mode=False, backup=None):
+              check_mode=False, backup=None, recover_first=True):
     """Bring main.cf and master.cf to the requested state.
 
-    `backup` is called with a file path before that file is changed and returns the backup
-    path. Returns the module result (without the Ansible plumbing).
+    Everything is validated before the first write. `backup` is called with a file path before
+    that file is changed and returns the backup path. Under the lock on the configuration
+    directory, after what a killed run left there is finished (recover_first=False when the
+    caller did that). When a postconf edit fails after others succeeded, the PostfixError says
+    which were applied (exc.applied) instead of pretending nothing changed. Returns the module
+    result (without the Ansible plumbing).
     """
     desired = normalize_parameters(parameters or {})
     service_specs = [normalize_service(spec) for spec in services or []]
     if not os.path.isdir(postfix.config_directory()):
         raise ValidationError('config directory %s does not exist' % postfix.config_directory())
+    with locked([postfix.config_directory()]):
+        recovered = recover(postfix.config_directory(), (), check_mode) if recover_first else []
+        result = _configure_locked(postfix, desired, state, service_specs, allow_unknown, check_mode, backup)
+    result['_warnings'] = recovered
+    result['changed'] = result['changed'] or bool(recovered)
+    return result
+
+
+def _configure_locked(postfix, desired, state, service_specs, allow_unknown, check_mode, backup):
     main_cf = postfix.main_cf_path()
     master_cf = postfix.master_cf_path()
 
@@ -255,8 +310,11 @@ def configure(postfix, parameters=None, state='present', services=None, allow_un
             settings_after = dict(current, **to_set)
             for name in to_remove:
                 settings_after.pop(name, None)
+            # -o names are main.cf names too: a typo there is ignored by Postfix just the same.
+            option_names = [option for spec in service_specs if spec['state'] == 'present'
+                            for option, value in spec['options'].items() if value is not None]
             unknown = find_unknown_parameters(
-                reader, [name for name, value in desired.items() if value is not None], settings_after,
+                reader, [name for name, value in desired.items() if value is not None] + option_names, settings_after,
                 [value for spec in service_specs for value in spec['options'].values() if value is not None],
                 plan.replace, entries)
             if unknown:
@@ -285,9 +343,14 @@ def configure(postfix, parameters=None, state='present', services=None, allow_un
             result['backup_files']['main_cf'] = backup(main_cf)
         if plan.changes and os.path.exists(master_cf):
             result['backup_files']['master_cf'] = backup(master_cf)
-    postfix.set_parameters(to_set)
-    postfix.remove_parameters(to_remove)
-    postfix.apply_services(plan)
+    applied = []
+    for what, arguments in postfix.edits(to_set, to_remove, plan):
+        try:
+            postfix.postconf(*arguments)
+        except PostfixError as exc:
+            if applied:
+                exc.message = '%s; then %s, so the change is partial' % ('; '.join(applied), exc.message)
+                exc.applied = applied
+            raise
+        applied.append(what)
     return result
-
-

@@ -23,6 +23,7 @@ from collections import deque
 from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import (
     REPLY_CAUSES, classify_reply, tool_cause)
 
+
 # Where distributions put the mail log; the first readable one wins in auto mode.
 LOG_FILES = ('/var/log/mail.log', '/var/log/maillog')
 LOG_SOURCES = ('auto', 'file', 'journal', 'none')

@@ -17,20 +17,37 @@ import os
 import re
 import shutil
 import tempfile
+import typing
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.files import (
+    POSTMAP_PREFIX,
     atomic_write,
     attributes_differ,
     backup_file,
+    locked,
+    private_copy,
+    private_umask,
+    recover,
     set_attributes,
     wanted_owner,
 )
-from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, compiled_path
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import PostfixError
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
+    POSTFIX_SPACE,
+    ValidationError,
+    compiled_path,
+    is_continuation,
+    is_ignored_line,
+    physical_lines,
+    strip_postfix_space,
+    text_problem,
+)
 
 # Tables searched top to bottom, where the first match wins: order of entries matters.
 FIRST_MATCH_TYPES = ('regexp', 'pcre', 'cidr')
 # Tables whose key is a /pattern/ rather than a single word.
 PATTERN_TYPES = ('regexp', 'pcre')
+_WHITESPACE_RE = re.compile(r'\s')
 
 
 @dataclasses.dataclass
@@ -40,6 +57,7 @@ class Entry:
     key: str
     value: str
     raw: str = None
+    line: int = None  # where it starts in the file it was read from
 
     def text(self):
         return self.raw if self.raw is not None else '%s %s' % (self.key, self.value)
@@ -56,15 +74,26 @@ class TableChange:
     reordered: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Masks:
+    """How a table is shown in a diff and in the result: before(key, value) and after(key, value)
+    give the shown value, key(entry) how a key read from the file is shown. None shows it as is."""
+
+    before: typing.Optional[typing.Callable] = None
+    after: typing.Optional[typing.Callable] = None
+    key: typing.Optional[typing.Callable] = None
+
+
 def key_identity(key, map_type):
-    """postmap folds keys of indexed tables to lower case; patterns and networks are exact."""
-    return key if map_type in FIRST_MATCH_TYPES else key.lower()
+    """postmap folds keys of indexed tables (Unicode case folding with SMTPUTF8, which Postfix
+    3.x enables); patterns and networks are exact."""
+    return key if map_type in FIRST_MATCH_TYPES else key.casefold()
 
 
 def _split_pattern(line):
     """Split a regexp/pcre line into (pattern with delimiters and flags, rest)."""
     start = 1 if line.startswith('!') else 0
-    if len(line) <= start or line[start].isalnum() or line[start].isspace():
+    if len(line) <= start or line[start].isalnum() or line[start] in POSTFIX_SPACE:
         return None
     delimiter = line[start]
     index = start + 1
@@ -78,42 +107,63 @@ def _split_pattern(line):
     else:
         return None
     end = index + 1
-    while end < len(line) and not line[end].isspace():
+    while end < len(line) and line[end] not in POSTFIX_SPACE:
         end += 1
     return line[:end], line[end:]
 
 
 def split_entry(line, map_type):
-    """Split one logical table line into (key, value)."""
+    """Split one logical table line into (key, value) at Postfix's white space (only its own:
+    U+00A0 or U+3000 are part of a key or value to Postfix)."""
+    line = line.lstrip(POSTFIX_SPACE)
     if map_type in PATTERN_TYPES:
         parts = _split_pattern(line)
         if parts is not None:
-            return parts[0], parts[1].strip()
-    parts = line.split(None, 1)
-    return parts[0], (parts[1].strip() if len(parts) > 1 else '')
+            return parts[0], strip_postfix_space(parts[1])
+    end = 0
+    while end < len(line) and line[end] not in POSTFIX_SPACE:
+        end += 1
+    return line[:end], strip_postfix_space(line[end:])
 
 
 def parse_table(text, map_type):
     """Parse a table source into items: Entry objects and verbatim comment/blank lines.
 
-    As postmap reads it: '#' lines and blank lines are ignored, a line that starts with
-    whitespace continues the previous entry.
+    Exactly as postmap reads it (rules.logical_lines): lines end at '\n' only; empty, blank and
+    '#' lines are skipped; a line that starts with white space continues the entry before it,
+    appended as it is, even across skipped lines. Skipped lines inside an entry stay in its raw
+    text, so an entry that does not change is written back byte for byte.
     """
     items = []
-    last_entry = None
-    for line in (text or '').splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith('#'):
-            items.append(line)
+    entry, logical, skipped = None, None, []
+    for number, line in enumerate(physical_lines(text), 1):
+        if is_ignored_line(line):
+            skipped.append(line)
             continue
-        if line[0].isspace() and last_entry is not None:
-            last_entry.value = (last_entry.value + ' ' + stripped).strip()
-            last_entry.raw += '\n' + line
+        if is_continuation(line) and entry is not None:
+            logical += line
+            entry.value = split_entry(logical, map_type)[1]
+            entry.raw = '\n'.join([entry.raw] + skipped + [line])
+            skipped = []
             continue
+        items.extend(skipped)
+        skipped = []
+        logical = line
         key, value = split_entry(line, map_type)
-        last_entry = Entry(key, value, raw=line)
-        items.append(last_entry)
+        entry = Entry(key, value, raw=line, line=number)
+        items.append(entry)
+    items.extend(skipped)
     return items
+
+
+def source_entries(items, map_type):
+    """{folded key: value} that postmap builds from parsed items: the first of duplicate keys wins
+    (postmap warns about the others), an entry without a value is skipped."""
+    entries = {}
+    for item in items:
+        if isinstance(item, Entry) and item.value:
+            entries.setdefault(key_identity(item.key, map_type), item.value)
+    return entries
 
 
 def _masked_comment(line, mask):
@@ -125,15 +175,17 @@ def _masked_comment(line, mask):
     return line
 
 
-def render_table(items, mask=None):
+def render_table(items, mask=None, shown_key=None):
     """File text for items. With `mask(key, value) -> shown value`, a display copy for diffs
-    (then commented-out entries are masked too)."""
+    (then commented-out entries are masked too); shown_key(entry) replaces keys read from a file
+    that must not be shown as they are."""
     lines = []
     for item in items:
         if not isinstance(item, Entry):
             lines.append(_masked_comment(item, mask) if mask is not None and item.strip() else item)
         elif mask is not None:
-            lines.append('%s %s' % (item.key, mask(item.key, item.value)))
+            key = shown_key(item) if shown_key is not None else item.key
+            lines.append('%s %s' % (key, mask(item.key, item.value)))
         else:
             lines.append(item.text())
     return ''.join(line + '\n' for line in lines)
@@ -145,13 +197,14 @@ def validate_entries(entries, map_type, state='present'):
     for key, value in entries:
         if not key or not key.strip():
             raise ValidationError('an entry has an empty key')
-        if '\n' in key or '\r' in key:
-            raise ValidationError('entry %r: the key contains a line break' % key)
+        problem = text_problem(key)
+        if problem:
+            raise ValidationError('entry %r: the key %s' % (key, problem))
         if key != key.strip():
             raise ValidationError('entry %r: the key has leading or trailing whitespace' % key)
         if key.startswith('#'):
             raise ValidationError('entry %r: a key starting with # would be read as a comment' % key)
-        if map_type not in PATTERN_TYPES and re.search(r'\s', key):
+        if map_type not in PATTERN_TYPES and _WHITESPACE_RE.search(key):
             raise ValidationError('entry %r: %s table keys cannot contain whitespace' % (key, map_type))
         if map_type in PATTERN_TYPES:
             pattern = _split_pattern(key)
@@ -167,8 +220,10 @@ def validate_entries(entries, map_type, state='present'):
             continue
         if value is None or not value.strip():
             raise ValidationError('entry %r: the value is empty' % key)
-        if '\n' in value or '\r' in value:
-            raise ValidationError('entry %r: the value contains a line break' % key)
+        # Never the value itself: in a SASL map it holds the password.
+        problem = text_problem(value)
+        if problem:
+            raise ValidationError('entry %r: the value %s' % (key, problem))
 
 
 def table_entries(entries, map_type, state='present'):
@@ -177,7 +232,7 @@ def table_entries(entries, map_type, state='present'):
     for entry in entries:
         key = entry.get('key') or ''
         value = entry.get('value')
-        pairs.append((key, None if value is None else str(value).strip()))
+        pairs.append((key, None if value is None else strip_postfix_space(str(value))))
     validate_entries(pairs, map_type, state)
     return pairs
 
@@ -253,41 +308,52 @@ def ensure_table(items, desired, map_type, state='present', exclusive=False, mer
 
 # --------------------------------------------------------------------------- files
 
-def compiled_is_stale(path, map_type):
-    """True when the compiled map is missing or older than its source."""
+def compiled_state(postfix, path, map_type, items):
+    """(differs, what the compiled map holds): differs is True when the compiled map is missing
+    or holds other entries than the source items, judged by content (postmap -s), never by file
+    times, which a concurrent run or a copied file gets wrong."""
     target = compiled_path(path, map_type)
     if target is None:
-        return False
+        return False, None
+    if not os.path.exists(target):
+        return True, None
     try:
-        compiled_mtime = os.stat(target).st_mtime_ns
-    except FileNotFoundError:
-        return True
-    return compiled_mtime < os.stat(path).st_mtime_ns
+        held = _folded(postfix.dump_map('%s:%s' % (map_type, path)), map_type)
+    except PostfixError:
+        return True, None  # unreadable: build it again
+    return held != source_entries(items, map_type), held
 
 
-def compile_table(postfix, path, map_type, mode, uid=None, gid=None):
+def _folded(entries, map_type):
+    return {key_identity(key, map_type): value for key, value in entries.items()}
+
+
+def compile_table(postfix, path, map_type, mode, uid=None, gid=None, unless_holding=None):
     """Build the compiled map with postmap and put it in place atomically with mode/owner.
 
     postmap writes its output next to its input, and an existing output keeps its old
-    mode (postmap 3.7 re-uses a world-readable .db as is). So we run postmap on a copy
-    of the source inside a fresh mkdtemp directory (mode 0700, same file system), set
-    mode and owner on the result, then rename it over the old map: the map is never
-    reachable by others before it has its final mode, and Postfix never sees a half
-    built file.
+    mode (postmap 3.7 re-uses a world-readable .db as is). So we run postmap on a 0600 copy
+    of the source inside a fresh mkdtemp directory (mode 0700, same file system), under umask
+    077 so that its output is 0600 too, set mode and owner on the result, then rename it over
+    the old map: no copy of a secret is ever readable by others, and Postfix never sees a half
+    built file. unless_holding: the entries the current map holds; when the new build holds the
+    same, it is thrown away (our reading of the source and postmap's differed, the map was not
+    stale). Returns whether the map was replaced.
     """
     target = compiled_path(path, map_type)
-    workdir = tempfile.mkdtemp(prefix='.postmap-', dir=os.path.dirname(path) or '.')
+    workdir = tempfile.mkdtemp(prefix=POSTMAP_PREFIX, dir=os.path.dirname(path) or '.')
     try:
         source_copy = os.path.join(workdir, os.path.basename(path))
-        shutil.copyfile(path, source_copy)
-        postfix.postmap('%s:%s' % (map_type, source_copy))
+        private_copy(path, source_copy)
+        with private_umask(), postfix.usable() as tools:
+            tools.postmap('%s:%s' % (map_type, source_copy))
         built = compiled_path(source_copy, map_type)
+        if unless_holding is not None and _folded(postfix.dump_map('%s:%s' % (map_type, source_copy)),
+                                                  map_type) == unless_holding:
+            return False
         set_attributes(built, mode, uid, gid)
-        # A source dated in the future (clock skew) would look stale forever.
-        source_mtime = os.stat(path).st_mtime_ns
-        if os.stat(built).st_mtime_ns < source_mtime:
-            os.utime(built, ns=(source_mtime, source_mtime))
         os.rename(built, target)
+        return True
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -303,17 +369,32 @@ def resolve_map_type(postfix, requested=None):
 
 
 def manage_table(postfix, path, map_type, desired, state='present', exclusive=False, mode=0o644,
-                 check_mode=False, backup=False, merge=None, diff_masks=None):
+                 check_mode=False, backup=False, merge=None, diff_masks=None, recover_first=True, want_diff=True):
     """Ensure a table file (and its compiled map) hold the desired entries: the routine
     behind both map modules.
 
-    desired: list of (key, value), already validated. diff_masks(old_items) returns the
-    (before, after) value masks for the diff; without it values are shown as they are.
-    Returns the module result plus a `diff` dict.
+    desired: list of (key, value), already validated. diff_masks(old_items) returns the Masks
+    for the diff and the reported keys; without it keys and values are shown as they are.
+    Read, write, postmap and rename happen under one lock on the table's directory, after what
+    a killed run left there is finished (files.recover; recover_first=False when the caller did
+    that already). Returns the module result plus a `diff` dict (None unless want_diff: rendering a
+    100,000-entry map twice for a diff nobody asked for costs seconds) and `_warnings`.
     """
     directory = os.path.dirname(path) or '.'
     if not os.path.isdir(directory):
         raise ValidationError('directory %s does not exist' % directory)
+    with locked([directory]):
+        recovered = recover(directory, [os.path.basename(path)], check_mode) if recover_first else []
+        result = _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge,
+                                diff_masks, want_diff)
+    if recovered:
+        result['changed'] = True
+        result['_warnings'] = recovered + result['_warnings']
+    return result
+
+
+def _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge, diff_masks,
+                   want_diff):
     try:
         with open(path, encoding='utf-8', errors='surrogateescape') as handle:
             old_text = handle.read()
@@ -323,12 +404,18 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
     change = ensure_table(old_items, desired, map_type, state, exclusive, merge)
     new_text = render_table(change.items)
     uid, gid = wanted_owner()
-    masks = diff_masks(old_items) if diff_masks is not None else (None, None)
+    masks = diff_masks(old_items) if diff_masks is not None else Masks()
     target = compiled_path(path, map_type)
 
     content_changed = new_text != old_text
     source_attributes = old_text is not None and not content_changed and attributes_differ(path, mode, uid, gid)
-    compile_needed = target is not None and (content_changed or compiled_is_stale(path, map_type))
+    held = None
+    if target is None:
+        compile_needed = False
+    elif content_changed:
+        compile_needed = True
+    else:
+        compile_needed, held = compiled_state(postfix, path, map_type, old_items)
     compiled_attributes = (target is not None and not compile_needed and os.path.exists(target)
                            and attributes_differ(target, mode, uid, gid))
 
@@ -337,16 +424,17 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
         'map': '%s:%s' % (map_type, path),
         'type': map_type,
         'keys_added': change.added,
-        'keys_removed': change.removed,
-        'keys_updated': change.updated,
+        'keys_removed': _shown_keys(change.removed, old_items, map_type, masks.key),
+        'keys_updated': _shown_keys(change.updated, old_items, map_type, masks.key),
         'compiled': bool(compile_needed),
         'backup_file': None,
         'diff': {
             'before_header': path,
             'after_header': path,
-            'before': render_table(old_items, masks[0]) if old_text is not None else '',
-            'after': render_table(change.items, masks[1]),
-        },
+            'before': render_table(old_items, masks.before, masks.key) if old_text is not None else '',
+            'after': render_table(change.items, masks.after, masks.key),
+        } if want_diff else None,
+        '_warnings': [],
     }
     if check_mode:
         return result
@@ -357,7 +445,25 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
     elif source_attributes:
         set_attributes(path, mode, uid, gid)
     if compile_needed:
-        compile_table(postfix, path, map_type, mode, uid, gid)
+        replaced = compile_table(postfix, path, map_type, mode, uid, gid, unless_holding=held)
+        if not replaced:
+            # postmap read the source as the map already held it: nothing was stale after all.
+            result['compiled'] = False
+            result['changed'] = bool(content_changed or source_attributes or attributes_differ(target, mode, uid, gid))
+            if attributes_differ(target, mode, uid, gid):
+                set_attributes(target, mode, uid, gid)
     elif compiled_attributes:
         set_attributes(target, mode, uid, gid)
     return result
+
+
+def _shown_keys(keys, items, map_type, shown_key):
+    """Keys read from the file, each as shown_key shows its entry (a SASL map never echoes a key
+    that is not one: it may be a fragment of a password)."""
+    if shown_key is None:
+        return list(keys)
+    entries = {}
+    for item in items:
+        if isinstance(item, Entry):
+            entries.setdefault(item.key, item)
+    return [shown_key(entries[key]) if key in entries else key for key in keys]

@@ -22,6 +22,12 @@ import subprocess
 import tempfile
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.files import read_text
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
+    POSTFIX_SPACE,
+    logical_lines,
+    physical_lines,
+    strip_postfix_space,
+)
 
 # Where Postfix installs its tools when PATH (e.g. a non-login shell) lacks the sbin directories.
 SBIN_DIRS = ('/usr/sbin', '/usr/local/sbin', '/sbin')
@@ -49,14 +55,23 @@ MODERN_TLS_SYNTAX_VERSION = (3, 6)
 
 
 class PostfixError(Exception):
-    """A Postfix tool failed. Carries the command line, exit code and what Postfix printed."""
+    """A Postfix tool failed. Carries the command line, exit code and what Postfix printed.
+
+    message is our own text; stderr is what the tool printed, the only part a module scrubs of
+    secrets (module_support.run_and_exit).
+    """
 
     def __init__(self, message, cmd=None, rc=None, stderr=''):
         self.message = message
         self.cmd = list(cmd or [])
         self.rc = rc
         self.stderr = (stderr or '').strip()
-        super().__init__('%s: %s' % (message, self.stderr) if self.stderr else message)
+        # What had been changed when the tool failed (config_plan.configure), empty when nothing.
+        self.applied = []
+        super().__init__(message)
+
+    def __str__(self):
+        return '%s: %s' % (self.message, self.stderr) if self.stderr else self.message
 
 
 def find_binary(name):
@@ -108,7 +123,7 @@ def _run_with_terminal(cmd):
 def parse_settings(text):
     """Parse `name = value` lines as printed by `postconf`, `postconf -n/-d` or `postconf -P`."""
     settings = {}
-    for line in text.splitlines():
+    for line in physical_lines(text):
         if line.endswith(' ='):
             settings[line[:-2]] = ''
         elif ' = ' in line:
@@ -123,26 +138,22 @@ def read_main_cf(path):
     Only needed for names `postconf -n` hides (user-defined names nothing refers to).
     """
     settings = {}
-    logical_lines = []
-    for line in read_text(path).splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith('#'):
-            continue
-        if line[0].isspace():
-            if logical_lines:
-                logical_lines[-1] += ' ' + stripped
-            continue
-        logical_lines.append(stripped)
-    for logical in logical_lines:
+    for _number, logical in logical_lines(read_text(path)):
         if '=' in logical:
             name, value = logical.split('=', 1)
-            settings[name.strip()] = normalize_whitespace(value)
+            settings[strip_postfix_space(name)] = normalize_whitespace(value)
     return settings
 
 
+_POSTFIX_SPACE_RUN = re.compile('[%s]+' % re.escape(POSTFIX_SPACE))
+
+
 def normalize_whitespace(text):
-    """Postfix joins continuation lines and prints values with single spaces; so do we."""
-    return ' '.join(text.split())
+    """A value with each run of Postfix's white space as one space, none at the ends.
+
+    Only Postfix's own white space: U+00A0 or U+3000 are characters of the value to Postfix.
+    """
+    return strip_postfix_space(_POSTFIX_SPACE_RUN.sub(' ', text))
 
 
 def referenced_names(value):
@@ -254,6 +265,8 @@ class Postfix:
         self.config_dir = config_dir
         self._runner = runner or run_subprocess
         self._config_directory = None
+        # Warnings the tools printed while succeeding, once each, for the module to pass on.
+        self.warnings = []
 
     # -- running -------------------------------------------------------------
 
@@ -269,6 +282,10 @@ class Postfix:
         rc, out, err = self._runner(cmd)
         if rc != 0:
             raise PostfixError('%s failed (rc=%s)' % (' '.join([tool] + list(args[:1])), rc), cmd, rc, err)
+        for line in physical_lines(err):
+            line = line.strip()
+            if 'warning:' in line and line not in self.warnings:
+                self.warnings.append(line)
         return out
 
     def postconf(self, *args):
@@ -302,6 +319,20 @@ class Postfix:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def usable(self):
+        """This instance, or a scratch one while main.cf does not exist yet.
+
+        Debian's "No configuration" installs no main.cf, and postmap and postconf -m refuse to
+        run without one; Postfix's built-in defaults (what an empty main.cf gives) are what they
+        would have read.
+        """
+        if os.path.exists(self.main_cf_path()):
+            yield self
+        else:
+            with self.scratch() as scratch:
+                yield scratch
+
     # -- facts -----------------------------------------------------------------
 
     def config_directory(self):
@@ -333,11 +364,19 @@ class Postfix:
 
     def map_types(self):
         """Lookup table types this Postfix supports (`postconf -m`)."""
-        if os.path.exists(self.main_cf_path()):
-            return self.postconf('-m').split()
         # postconf -m insists on a main.cf; the dynamic map list does not live there.
-        with self.scratch() as scratch:
-            return scratch.postconf('-m').split()
+        with self.usable() as postfix:
+            return postfix.postconf('-m').split()
+
+    def dump_map(self, map_name):
+        """{key: value} of a compiled map as postmap -s reads it back (keys as postmap folded them)."""
+        with self.usable() as postfix:
+            out = postfix.postmap('-s', map_name)
+        entries = {}
+        for line in physical_lines(out):
+            key, _tab, value = line.partition('\t')
+            entries.setdefault(key, value)
+        return entries
 
     def parameter_names(self):
         """Every name postconf recognises here: built-in, service-defined and used user-defined."""
@@ -372,28 +411,28 @@ class Postfix:
 
     # -- changes ---------------------------------------------------------------
 
-    def set_parameters(self, settings):
-        """All main.cf assignments in one `postconf -e`."""
-        if settings:
-            self.postconf('-e', *['%s=%s' % item for item in settings.items()])
-
-    def remove_parameters(self, names):
-        """All main.cf removals in one `postconf -X`."""
-        if names:
-            self.postconf('-X', *names)
-
-    def apply_services(self, plan):
-        """Apply a ServicePlan with at most one postconf invocation per kind of edit."""
+    def edits(self, to_set, to_remove, plan):
+        """[(what it changes, postconf arguments)] turning main.cf and master.cf into the planned
+        state: all main.cf assignments in one `postconf -e`, all removals in one `-X`, and at most
+        one invocation per kind of master.cf edit (a ServicePlan)."""
+        edits = []
+        if to_set:
+            edits.append(('main.cf: set %s' % ', '.join(to_set), ['-e'] + ['%s=%s' % item for item in to_set.items()]))
+        if to_remove:
+            edits.append(('main.cf: removed %s' % ', '.join(to_remove), ['-X'] + list(to_remove)))
         if plan.remove:
-            self.postconf('-MX', *plan.remove)
+            edits.append(('master.cf: removed %s' % ', '.join(plan.remove), ['-MX'] + list(plan.remove)))
         if plan.replace:
-            self.postconf('-M', *['%s=%s' % (entry.key, entry.line()) for entry in plan.replace])
+            edits.append(('master.cf: wrote %s' % ', '.join(entry.key for entry in plan.replace),
+                          ['-M'] + ['%s=%s' % (entry.key, entry.line()) for entry in plan.replace]))
         if plan.fields:
-            self.postconf('-F', *['%s=%s' % item for item in plan.fields.items()])
+            edits.append(('master.cf: set %s' % ', '.join(plan.fields), ['-F'] + ['%s=%s' % item for item in plan.fields.items()]))
         if plan.remove_options:
-            self.postconf('-PX', *plan.remove_options)
+            edits.append(('master.cf: removed %s' % ', '.join(plan.remove_options), ['-PX'] + list(plan.remove_options)))
         if plan.set_options:
-            self.postconf('-P', *['%s=%s' % item for item in plan.set_options.items()])
+            edits.append(('master.cf: set %s' % ', '.join(plan.set_options),
+                          ['-P'] + ['%s=%s' % item for item in plan.set_options.items()]))
+        return edits
 
 
 def describe(postfix):

@@ -13,6 +13,7 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.files import ato
 from ansible_collections.smarthost.postfix.plugins.module_utils.host import service_state
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import diagnose
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import PostfixError
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import physical_lines
 
 QUEUES = ('maildrop', 'incoming', 'active', 'deferred', 'hold')
 # Messages on hold were parked by an operator on purpose; they do not count towards the depth.
@@ -31,7 +32,7 @@ def parse_postqueue(text):
     queue when run as root with the master stopped, so the warning does not mean failure.
     """
     messages, warnings = [], []
-    for line in text.splitlines():
+    for line in physical_lines(text):  # an address with U+2028 stays on its JSON line
         line = line.strip()
         if not line:
             continue
@@ -54,7 +55,7 @@ def read_queue(postfix, runner):
         hint = ' (postqueue -j needs Postfix 3.1 or later)' if 'invalid option' in (err or '') else ''
         raise PostfixError('postqueue -j failed%s' % hint, cmd, rc, err)
     messages, warnings = parse_postqueue(out)
-    return messages, warnings + [line for line in (err or '').splitlines() if line.strip()]
+    return messages, warnings + [line for line in physical_lines(err) if line.strip()]
 
 
 def postfix_running(postfix, runner, privileged=None):

@@ -28,10 +28,92 @@ MASK = '********'
 
 
 def scrub(text, secrets):
-    """text with every secret replaced by MASK, longest first (one secret may contain another)."""
-    for secret in sorted((secret for secret in secrets if secret), key=len, reverse=True):
+    """Text we did not write (what Postfix or a server printed) with every secret replaced by MASK,
+    longest first (one secret may contain another).
+
+    Only for foreign text: the modules' own messages are built from parts and never hold a secret,
+    so they are never scrubbed (a password that is a common word would otherwise mask the word).
+    """
+    if not text:
+        return text
+    # The cheap membership test first: a module may hold 100,000 secrets and scrub a short line.
+    for secret in sorted((secret for secret in secrets if secret and secret in text), key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+# ---------------------------------------------------------------- text Postfix reads
+
+# Postfix's white space: C isspace() in the C locale. Python's str.split() and str.strip() also take
+# U+001C-U+001F, U+0085, U+00A0, U+2028 and more, which Postfix reads as ordinary characters.
+POSTFIX_SPACE = ' \t\n\v\f\r'
+# Code points where some reader of our files ends a line, although Postfix splits at '\n' only:
+# str.splitlines() breaks at every one of these, and so do editors and log viewers.
+LINE_BREAKS = '\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029'
+_UNWRITABLE_RE = re.compile('[\x00%s\ud800-\udfff]' % LINE_BREAKS)
+
+
+def physical_lines(text):
+    """The lines of a Postfix file or of postconf/postmap output, split as Postfix splits them: at '\n' only."""
+    if not text:
+        return []
+    lines = text.split('\n')
+    if lines[-1] == '':
+        lines.pop()
+    return lines
+
+
+def is_ignored_line(line):
+    """Empty, white space only, or a comment (first non-space character '#'): Postfix skips it."""
+    stripped = line.lstrip(POSTFIX_SPACE)
+    return not stripped or stripped.startswith('#')
+
+
+def is_continuation(line):
+    """A line that starts with white space continues the logical line before it."""
+    return line[:1] != '' and line[0] in POSTFIX_SPACE
+
+
+def logical_lines(text):
+    """[(line number, logical line)] as Postfix's readlline() builds them.
+
+    Skipped lines (is_ignored_line) do not end a logical line; a continuation line is appended as
+    it is, its leading white space included (Postfix drops only the newline).
+    """
+    result = []
+    for number, line in enumerate(physical_lines(text), 1):
+        if is_ignored_line(line):
+            continue
+        if is_continuation(line) and result:
+            result[-1] = (result[-1][0], result[-1][1] + line)
+        else:
+            result.append((number, line))
+    return result
+
+
+def strip_postfix_space(text):
+    return text.strip(POSTFIX_SPACE)
+
+
+def text_problem(value, what='value'):
+    """None when a value can be written into a Postfix file as it is, else why not (never the value).
+
+    Refused: every line break some reader honours (LINE_BREAKS: a value that one reader splits is
+    a different value, or a second entry, to another), NUL (Postfix reads a C string and stops
+    there) and unpaired surrogates (no UTF-8 for them).
+    """
+    match = _UNWRITABLE_RE.search(value)
+    if match is None:
+        return None
+    char = match.group(0)
+    if char == '\x00':
+        return 'must not contain a NUL character'
+    if char in '\n\r':
+        return 'must not contain a line break (check how the %s was pasted or looked up)' % what
+    if char in LINE_BREAKS:
+        return ('must not contain U+%04X, a line break to some readers of the file (check how the %s was '
+                'pasted or looked up)' % (ord(char), what))
+    return 'must be valid Unicode text (it contains an unpaired surrogate)'
 
 
 # ---------------------------------------------------------------- host names and addresses
@@ -39,6 +121,7 @@ def scrub(text, secrets):
 # Postfix's valid_hostname(): letters, digits, '-' and '_', no label starting or ending with '-'.
 _LABEL = r'(?!-)[A-Za-z0-9_-]{1,63}(?<!-)'
 _HOSTNAME_RE = re.compile(r'^%s(\.%s)*$' % (_LABEL, _LABEL))
+_NUMERIC_RE = re.compile(r'^[0-9.]+$')
 
 
 def is_ip(text):
@@ -70,14 +153,15 @@ def is_hostname(text):
     name = text[:-1] if text.endswith('.') else text
     if len(name) > 253 or not _HOSTNAME_RE.match(name):
         return False
-    if re.match(r'^[0-9.]+$', name):
+    if _NUMERIC_RE.match(name):
         return is_ipv4(name)
     return True
 
 
 # ---------------------------------------------------------------- SASL logins
 
-CONTROL_CHARACTERS = re.compile(r'[\x00-\x1f\x7f]')
+# C0 and C1 control characters and DEL (U+0085, a C1 control, is also a line break).
+CONTROL_CHARACTERS = re.compile('[\x00-\x1f\x7f-\x9f]')
 
 
 def username_problem(value):
@@ -90,7 +174,7 @@ def username_problem(value):
         return "must not contain ':' (Postfix splits user:password at the first colon)"
     if any(char.isspace() for char in value) or CONTROL_CHARACTERS.search(value):
         return 'must not contain whitespace or control characters'
-    return None
+    return text_problem(value)
 
 
 def password_problem(value):
@@ -99,8 +183,9 @@ def password_problem(value):
         return 'must be a string (quote it in YAML)'
     if not value:
         return 'must not be empty'
-    if '\n' in value or '\r' in value:
-        return 'must not contain a line break (check how the secret was pasted or looked up)'
+    problem = text_problem(value, 'secret')
+    if problem:
+        return problem
     if CONTROL_CHARACTERS.search(value):
         return 'must not contain control characters'
     if value != value.strip():

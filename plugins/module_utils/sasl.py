@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import Entry, key_identity, validate_entries
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import Entry, Masks, key_identity, validate_entries
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
     MASK,
     ValidationError,
@@ -22,13 +22,19 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
 )
 
 
+_PORT_RE = re.compile(r'^[1-9][0-9]{0,4}$')
+_BRACKETED_RE = re.compile(r'^\[([^\]]*)\](?::([^:]*))?$')
+_BAD_LOCAL_PART_RE = re.compile(r'[\s:]')
+
+
 def _valid_port(port):
-    return port is None or (port.isdigit() and not port.startswith('0') and 1 <= int(port) <= 65535)
+    # ASCII digits only: str.isdigit() takes '٥٨٧', which int() reads as 587 and Postfix never looks up.
+    return port is None or (bool(_PORT_RE.match(port)) and int(port) <= 65535)
 
 
 def sasl_key_error(key):
     """None when key is a lookup key Postfix uses for SASL passwords, else the reason."""
-    bracketed = re.match(r'^\[([^\]]*)\](?::([^:]*))?$', key)
+    bracketed = _BRACKETED_RE.match(key)
     if bracketed:
         host, port = bracketed.groups()
         if not (is_hostname(host) or is_ipv4(host) or is_ipv6(host)):
@@ -38,7 +44,7 @@ def sasl_key_error(key):
         return None
     if '@' in key:
         local_part, _at, domain = key.partition('@')
-        if re.search(r'[\s:]', local_part):
+        if _BAD_LOCAL_PART_RE.search(local_part):
             return 'invalid local part in user@domain key'
         if not is_hostname(domain):
             return 'invalid domain %r' % domain
@@ -89,13 +95,23 @@ def keep_password(current_value, desired_value):
 
 
 def _shown_username(value):
-    """The username for a diff, unless it is the secret itself (Postmark's server token)."""
-    username, _sep, password = value.partition(':')
-    return MASK if username == password else username
+    """The username for a diff, unless it is the secret itself (Postmark's server token) or the
+    value has no user:password form (then all of it may be the secret)."""
+    username, separator, password = value.partition(':')
+    return MASK if not separator or username == password else username
+
+
+def shown_key(entry):
+    """How a key read from the map is shown: as it is when it is a SASL lookup key with a
+    user:password value; otherwise it may be a fragment of a password (a line a hand edit or
+    another tool broke), so only its line number is shown."""
+    if sasl_key_error(entry.key) is None and ':' in entry.value:
+        return entry.key
+    return '(line %s: not a SASL entry)' % (entry.line or '?')
 
 
 def sasl_masks(old_items):
-    """Diff masks for a SASL map: show `username:********`, flag changed passwords."""
+    """Masks for a SASL map: show `username:********`, flag changed passwords, hide odd keys."""
     old_passwords = {key_identity(item.key, 'hash'): item.value.partition(':')[2]
                      for item in old_items if isinstance(item, Entry)}
 
@@ -107,6 +123,4 @@ def sasl_masks(old_items):
         changed = old is not None and old != value.partition(':')[2]
         return '%s:%s%s' % (_shown_username(value), MASK, ' (password changed)' if changed else '')
 
-    return before, after
-
-
+    return Masks(before, after, shown_key)

@@ -13,59 +13,81 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.config_plan import configure
-from ansible_collections.smarthost.postfix.plugins.module_utils.files import backup_file
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import (
+    ROLLBACK_PREFIX,
+    backup_file,
+    disarm,
+    locked,
+    private_copy,
+    recover,
+    restore_records,
+    write_manifest,
+)
 from ansible_collections.smarthost.postfix.plugins.module_utils.maps import manage_table, resolve_map_type, table_entries
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import RESTART_PARAMETERS, PostfixError
-from ansible_collections.smarthost.postfix.plugins.module_utils.rules import COMPILED_SUFFIXES, ValidationError, compiled_path
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
+    COMPILED_SUFFIXES,
+    ValidationError,
+    compiled_path,
+    physical_lines,
+)
 from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import sasl_entries, sasl_masks
 
 SECRET_MODE = 0o600
 TABLE_MODE = 0o644
 REJECTED = ('postfix check rejected the new configuration, so the previous main.cf, master.cf and maps '
-            'are back in place and Postfix keeps running them. Postfix said: %s')
+            'are back in place and Postfix keeps running them. Postfix said')
 
 
 class Snapshot:
     """Copies of files about to change, kept in private directories beside them until restore().
 
     A copy beside the file stays on its file system, so restore() is a rename: each file gets
-    back its bytes, mode, owner and times at once. The directories are 0700 (mkdtemp), so a
-    copy of a secret map is never readable by others.
+    back its bytes, mode, owner and times at once. The directories are 0700 (mkdtemp) and every
+    copy is 0600 whatever the file's own mode, so a copy of a secret map is never readable by
+    others. arm() writes each directory's manifest before the first write: a run killed between
+    arm() and discard() is undone by the next run (files.recover).
     """
 
     def __init__(self):
         self._saved = {}     # path -> copy, or None when the file did not exist
-        self._workdirs = {}  # directory -> private directory for its copies
+        self._workdirs = {}  # directory -> (private directory for its copies, manifest records)
+
+    def _workdir(self, path):
+        directory = os.path.dirname(path) or '.'
+        if directory not in self._workdirs:
+            self._workdirs[directory] = (tempfile.mkdtemp(prefix=ROLLBACK_PREFIX, dir=directory), [])
+        return self._workdirs[directory]
 
     def keep(self, path):
         if path in self._saved:
             return
-        if not os.path.lexists(path):
+        workdir, records = self._workdir(path)
+        record = {'name': os.path.basename(path), 'copy': None, 'mode': None, 'uid': None, 'gid': None}
+        if os.path.lexists(path):
+            record['copy'] = str(len(self._saved))
+            st = private_copy(path, os.path.join(workdir, record['copy']))
+            record.update(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid)
+            self._saved[path] = os.path.join(workdir, record['copy'])
+        else:
             self._saved[path] = None
-            return
-        directory = os.path.dirname(path) or '.'
-        workdir = self._workdirs.get(directory)
-        if workdir is None:
-            workdir = self._workdirs[directory] = tempfile.mkdtemp(prefix='.smarthost-rollback-', dir=directory)
-        copy = os.path.join(workdir, str(len(self._saved)))
-        shutil.copy2(path, copy)
-        if os.geteuid() == 0:
-            st = os.stat(path)
-            os.chown(copy, st.st_uid, st.st_gid)
-        self._saved[path] = copy
+        records.append(record)
+
+    def arm(self):
+        for workdir, records in self._workdirs.values():
+            write_manifest(workdir, records)
 
     def restore(self):
-        for path, copy in self._saved.items():
-            if copy is not None:
-                os.rename(copy, path)
-            elif os.path.lexists(path):
-                os.unlink(path)
+        for workdir, records in self._workdirs.values():
+            restore_records(workdir, records)
 
     def discard(self):
-        for workdir in self._workdirs.values():
+        for workdir, _records in self._workdirs.values():
+            disarm(workdir)
             shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -102,29 +124,52 @@ def stale_compiled_files(path, map_type):
     return sorted(name for name in candidates if os.path.lexists(name))
 
 
-def _manage(postfix, spec, check_mode=False, backup=False):
+def _manage(postfix, spec, check_mode=False, backup=False, want_diff=False):
     """One table as a listed table is managed: exactly its entries, its mode, its diff masks."""
     return manage_table(postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True, mode=spec['mode'],
-                        check_mode=check_mode, backup=backup, diff_masks=spec['masks'])
+                        check_mode=check_mode, backup=backup, diff_masks=spec['masks'], recover_first=False,
+                        want_diff=want_diff)
 
 
 def _check(postfix):
     try:
         postfix.check()
     except PostfixError as exc:
-        said = '; '.join(line.strip() for line in exc.stderr.splitlines() if line.strip()) or 'rc %s' % exc.rc
-        raise PostfixError(REJECTED % said, exc.cmd, exc.rc) from None
+        # What Postfix said stays apart from our words: only it is scrubbed of secrets.
+        said = '; '.join(line.strip() for line in physical_lines(exc.stderr) if line.strip()) or 'rc %s' % exc.rc
+        raise PostfixError(REJECTED, exc.cmd, exc.rc, said) from None
+
+
+def _directories(postfix, paths):
+    return sorted(set([postfix.config_directory()] + [os.path.dirname(path) or '.' for path in paths]))
 
 
 def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None, tables=None, allow_unknown=False,
-                        check=True, check_mode=False, backup=False):
+                        check=True, check_mode=False, backup=False, want_diff=True):
     """Bring main.cf, master.cf and the listed tables to the requested state as one change.
 
     Tables hold exactly the listed entries (comments are kept). Returns the module result,
-    with a `diff` list of every file's before and after.
+    with a `diff` list of every file's before and after. The whole change holds the lock on
+    every directory it writes in, and first finishes what a killed run left there.
     """
     specs = _table_specs(postfix, sasl_maps, tables)
-    planned = {spec['path']: _manage(postfix, spec, check_mode=True) for spec in specs}
+    directories = _directories(postfix, [spec['path'] for spec in specs])
+    for directory in directories:
+        if not os.path.isdir(directory):
+            raise ValidationError('directory %s does not exist' % directory)
+    with locked(directories):
+        recovered = []
+        for directory in directories:
+            names = [os.path.basename(spec['path']) for spec in specs if (os.path.dirname(spec['path']) or '.') == directory]
+            recovered += recover(directory, names, check_mode)
+        result = _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff)
+    result['_warnings'] = recovered + result['_warnings']
+    result['changed'] = result['changed'] or bool(recovered)
+    return result
+
+
+def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff):
+    planned = {spec['path']: _manage(postfix, spec, check_mode=True, want_diff=want_diff) for spec in specs}
     config = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown, check_mode=True)
     stale = [name for spec in specs for name in stale_compiled_files(spec['path'], spec['type'])]
 
@@ -138,7 +183,8 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
         'removed_files': stale,
         'backup_files': [],
         'checked': False,
-        'diff': [outcome['diff'] for outcome in planned.values() if outcome['changed']] + config['diff'],
+        'diff': [outcome['diff'] for outcome in planned.values() if outcome['changed'] and outcome['diff']] + config['diff'],
+        '_warnings': [warning for outcome in planned.values() for warning in outcome['_warnings']],
     }
     if check_mode or not result['changed']:
         return result
@@ -152,15 +198,19 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
         if config['changed']:
             snapshot.keep(postfix.main_cf_path())
             snapshot.keep(postfix.master_cf_path())
+        snapshot.arm()
         try:
             written = [_manage(postfix, spec, backup=backup) for spec in changed_tables]
             applied = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown,
-                                backup=backup_file if backup else None) if config['changed'] else {'backup_files': {}}
+                                backup=backup_file if backup else None, recover_first=False
+                                ) if config['changed'] else {'backup_files': {}}
             if check and (changed_tables or config['changed']):
                 _check(postfix)
                 result['checked'] = True
-        except BaseException:
+        except BaseException as exc:
             snapshot.restore()
+            if isinstance(exc, PostfixError):
+                exc.applied = []  # every file is back as it was
             raise
     finally:
         snapshot.discard()

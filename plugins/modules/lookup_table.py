@@ -16,7 +16,8 @@ description:
     C(sender_dependent_relayhost), an C(access) table or C(header_checks).
   - Indexed types (V(hash), V(btree), V(lmdb), V(cdb)) are compiled with C(postmap); the compiled
     map is built in a private directory and renamed into place with the file's mode, and rebuilt
-    when it is missing or older than the source even if no entry changed.
+    when it is missing or holds other entries than the source (read back with C(postmap -s)) even
+    if no entry changed.
     V(texthash), V(regexp), V(pcre) and V(cidr) tables are read by Postfix directly and only written.
   - The source file is written atomically (temporary file in the same directory, then rename),
     owned by root, with O(mode).
@@ -221,9 +222,10 @@ def main():
             mode=int(module.params['mode'], 8),
             check_mode=module.check_mode,
             backup=module.params['backup'],
+            want_diff=module._diff,  # pylint: disable=protected-access
         )
 
-    run_and_exit(module, work, path=module.params['path'])
+    run_and_exit(module, work, path=module.params['path'], postfix=postfix)
 
 
 if __name__ == '__main__':

@@ -23,6 +23,13 @@ description:
     fails instead, naming them, unless O(allow_unknown=true).
   - If C(main.cf) does not exist yet (for example Debian's "No configuration" install), an empty
     one is created first.
+  - Everything, parameters and services, is validated before the first write. Should C(postconf)
+    still refuse an edit after an earlier one of the same task was applied, the task fails with
+    C(changed=true) and a message naming what was applied.
+  - Warnings C(postconf) prints (for example C(unused parameter)) are passed on as task warnings.
+  - Runs on one host take turns (an exclusive lock on the configuration directory), and what a
+    killed run of any of this collection's modules left there is finished first (see
+    M(smarthost.postfix.postfix_config)).
 notes:
   - Supports check mode and diff mode. The diff shows before and after of exactly the
     C(main.cf) lines and C(master.cf) entries that change.
@@ -43,6 +50,10 @@ options:
       - C(main.cf) parameters as a dictionary of name to value.
       - Values may be strings, numbers, booleans (written as C(yes)/C(no)) or lists (joined with
         C(", ")). Whitespace runs are collapsed to one space, as Postfix itself prints values.
+      - A value with a line break inside it (also U+2028 and the others some readers take for one)
+        or a NUL is refused. Folded into one line, a relayhost of V([a]:587), a line break and
+        V(smtp_tls_security_level = none) would become a relayhost of junk next hops. Use a list for a multi-line value; white space
+        at the ends, such as the last newline of a YAML block, is dropped.
       - A value of V(null) removes the parameter from C(main.cf), so that Postfix's default applies.
       - With O(state=absent), the listed names are removed and their values are ignored.
     type: dict
@@ -174,7 +185,7 @@ def main():
         allow_unknown=module.params['allow_unknown'],
         check_mode=module.check_mode,
         backup=module.backup_local if module.params['backup'] else None,
-    ))
+    ), postfix=postfix)
 
 
 if __name__ == '__main__':

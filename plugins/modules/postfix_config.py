@@ -29,6 +29,13 @@ description:
     old passwords on disk) are removed once the change passed C(postfix check).
   - This is the module the P(smarthost.postfix.relay#role) role configures Postfix with, so a run
     that changes nothing costs one module call.
+  - A run holds an exclusive lock on every directory it writes in, from the first read to the last
+    rename, so two runs on one host take turns instead of losing each other's changes.
+  - A run that was killed (SIGKILL, a lost connection) cannot clean up. The next run of any of this
+    collection's configuring modules does. A change that had begun (the files were copied aside
+    and a manifest written) is undone, every file put back as it was before it; temporary files
+    and postmap directories it left are removed. A warning says what was done; check mode only
+    reports it.
 notes:
   - Supports check mode and diff mode. The diff shows every changed file; SASL passwords appear only
     as C(********), also when a username is the secret itself.
@@ -238,7 +245,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
-    secret_scrubber,
     services_argument_spec,
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
@@ -275,7 +281,6 @@ def main():
         ),
         supports_check_mode=True,
     )
-    scrub = secret_scrubber(entry['password'] for item in module.params['sasl_maps'] for entry in item['entries'])
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
     run_and_exit(module, lambda: apply_configuration(
         postfix,
@@ -287,7 +292,8 @@ def main():
         check=module.params['check'],
         check_mode=module.check_mode,
         backup=module.params['backup'],
-    ), path=postfix.config_dir or '/etc/postfix', scrub=scrub)
+        want_diff=module._diff,  # pylint: disable=protected-access
+    ), path=postfix.config_dir or '/etc/postfix', postfix=postfix)
 
 
 if __name__ == '__main__':

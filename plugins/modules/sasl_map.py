@@ -17,10 +17,17 @@ description:
   - The source file and the compiled map are owned by root, mode C(0600), and written
     atomically; the compiled map is built with C(postmap) in a private directory and
     renamed into place, so it is never readable by others, not even briefly.
-  - The compiled map is rebuilt when it is missing or older than the source, even if no entry
-    changed; that alone reports C(changed=true).
+  - The compiled map is rebuilt when it is missing or holds other entries than the source (read back
+    with C(postmap -s)), even if no entry changed; that alone reports C(changed=true). File times do
+    not count; a map older than its source but built from it is current.
+  - Runs on one host take turns (an exclusive lock on the map's directory), and what a killed run
+    left there (a temporary copy of the map, a postmap directory, an unfinished change of
+    M(smarthost.postfix.postfix_config)) is finished first, with a warning.
+  - Works before C(main.cf) exists (Debian's "No configuration" install); C(postmap) then runs with
+    Postfix's built-in defaults.
   - Passwords never appear in the module's output, diff, warnings or errors. The diff shows
-    C(key username:********).
+    C(key username:********). A line of the map that is not a SASL entry (for example a password
+    broken onto a line of its own) is shown by its line number only.
   - All entries are validated before anything is written.
   - Comments and entries not listed are kept (unless O(exclusive=true)); new entries are appended.
 notes:
@@ -57,13 +64,15 @@ options:
         required: true
       username:
         description:
-          - The SASL username. Must not be empty or contain C(:) or whitespace.
+          - The SASL username. Must not be empty or contain C(:), whitespace, control characters or NUL.
           - Required with O(state=present).
         type: str
       password:
         description:
-          - The SASL password. Must not be empty, contain a line break, or start or end with
-            whitespace.
+          - The SASL password. Must not be empty, contain a line break (also U+2028, U+2029, U+0085,
+            U+001C-U+001E, C(\v), C(\f), which some readers take for one), NUL or another control
+            character, or start or end with whitespace.
+          - Every password accepted reads back through C(postmap -q) exactly as given.
           - Required with O(state=present).
         type: str
   state:
@@ -191,7 +200,6 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.maps import mana
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import (
     module_runner,
     run_and_exit,
-    secret_scrubber,
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import SASL_MAP_TYPES
@@ -217,7 +225,6 @@ def main():
         supports_check_mode=True,
     )
     entries = module.params['entries'] or []
-    scrub = secret_scrubber(entry.get('password') for entry in entries)
 
     postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
 
@@ -233,9 +240,10 @@ def main():
             backup=module.params['backup'],
             merge=keep_password if module.params['update_password'] == 'on_create' else None,
             diff_masks=sasl_masks,
+            want_diff=module._diff,  # pylint: disable=protected-access
         )
 
-    run_and_exit(module, work, path=module.params['path'], scrub=scrub)
+    run_and_exit(module, work, path=module.params['path'], postfix=postfix)
 
 
 if __name__ == '__main__':

@@ -116,8 +116,17 @@ def map_types(postfix_dir):
 
 
 @pytest.fixture
-def run_module(capsys):
+def run_module(capsys, monkeypatch):
     """Run a module's main() in-process; return its JSON result (with `failed` on fail_json)."""
+    try:
+        from ansible.module_utils import _internal
+    except ImportError:  # ansible-core < 2.19
+        _internal = None
+    if getattr(_internal, 'is_controller', False):
+        # A test that imported controller code (the filter's) flips this for the whole process;
+        # a module would then hand its warnings to the controller's display instead of its result.
+        monkeypatch.setattr(_internal, 'is_controller', False)
+
     def run(name, args, check_mode=False, diff=False):
         module = importlib.import_module(MODULE_PACKAGE + name)
         module_args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)

@@ -11,6 +11,7 @@ same owner and mode), and print no password given to it.
 import concurrent.futures
 import json
 import os
+import re
 import time
 
 import harness
@@ -108,6 +109,23 @@ ROLE_CASES = [
                                                           dict(ROUTE, domain="b.example.test", username="other-user")]},
      "relay_domain_routes[1].username"),
     ("TLS connection reuse not a boolean", {"relay_tls_connection_reuse": "sometimes"}, "relay_tls_connection_reuse"),
+    # issue 18: the side doors
+    ("escape hatch: a TLS policy map saying none", {"relay_extra_parameters": {
+        "smtp_tls_policy_maps": "inline:{ [relay.example.test]:587=none }"}}, "relay_extra_parameters.smtp_tls_policy_maps"),
+    ("escape hatch: another next hop", {"relay_extra_parameters": {"default_transport": "smtp:[evil.example.test]:25"}},
+     "relay_extra_parameters.default_transport"),
+    ("escape hatch: tlsproxy's TLS level", {"relay_extra_parameters": {"tlsproxy_client_security_level": "none"}},
+     "relay_extra_parameters.tlsproxy_client_security_level"),
+    ("mynetworks: the Internet in two halves", {"relay_mynetworks": ["0.0.0.0/1", "128.0.0.0/1"]}, "relay_mynetworks"),
+    ("mynetworks: half of IPv6", {"relay_mynetworks": ["[8000::]/1"]}, "relay_mynetworks"),
+    ("send rate nan", {"relay_max_send_rate": "nan"}, "relay_max_send_rate"),
+    ("send rate 1e-300", {"relay_max_send_rate": 1e-300}, "relay_max_send_rate"),
+    ("sender routes differing only in case", {"relay_sender_routes": [dict(ROUTE, sender="@m.example.test"),
+                                                                      dict(ROUTE, sender="@M.example.test")]},
+     "relay_sender_routes[1].sender"),
+    ("port in Arabic-Indic digits", {"relay_port": "\u0665\u0668\u0667"}, "relay_port"),
+    ("relative config dir", {"relay_config_dir": "etc/postfix"}, "relay_config_dir"),
+    ("U+2028 in password", {"relay_password": CANARY + "-4\u2028TAIL"}, "relay_password"),
 ]
 
 MODULE_CASES = [
@@ -131,6 +149,18 @@ MODULE_CASES = [
         {"name": "relay2", "type": "unix", "command": "smtp -o smtp_tls_security_level=none"}]}, "relay2"),
     ("postconf: new service without command", {"module_under_test": "postconf", "services": [{"name": "relay3", "type": "unix"}]},
      "relay3"),
+    # issue 18: nothing written before everything is validated, no line folded into another
+    ("sasl_map: NUL in password", {"module_under_test": "sasl_map", "entries": [
+        {"key": "[other.example.test]:587", "username": "u", "password": CANARY + "-m4\u0000a"}]}, "[other.example.test]:587"),
+    ("sasl_map: U+2028 in password", {"module_under_test": "sasl_map", "entries": [
+        {"key": "[other.example.test]:587", "username": "u", "password": CANARY + "-m5\u2028TAIL"}]}, "[other.example.test]:587"),
+    ("postconf: a parameter and a bad service name", {"module_under_test": "postconf",
+                                                      "parameters": {"smtp_helo_name": "changed.example.test"},
+                                                      "services": [{"name": "my=svc", "command": "smtp"}]}, "my=svc"),
+    ("postconf: a line break in relayhost", {"module_under_test": "postconf", "parameters": {
+        "relayhost": "[relay.example.test]:587\nsmtp_tls_security_level = none"}}, "relayhost"),
+    ("postconf: unknown -o override name", {"module_under_test": "postconf", "services": [
+        {"name": "relay4", "command": "smtp", "options": {"smtp_tls_securty_level": "secure"}}]}, "smtp_tls_securty_level"),
 ]
 
 
@@ -160,6 +190,18 @@ def failure_message(output):
     return " ".join(" ".join(collected).split()).replace("''", "'")
 
 
+def strings_in(value):
+    """Every string inside a JSON-like value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
 def run_case(case, overrides, expected, playbook, checksum_before):
     host = rel.target()
     started = time.monotonic()
@@ -170,8 +212,9 @@ def run_case(case, overrides, expected, playbook, checksum_before):
     seconds = time.monotonic() - started
     recap = harness.play_recap(output).get(rel.RELAY, {})
     message = failure_message(output)
-    secrets = [value for value in json.dumps(overrides).split('"') if CANARY in value] + rel.provider_passwords()
-    secrets = [secret.split("\\n")[0].strip() for secret in secrets]
+    secrets = [value for value in strings_in(overrides) if CANARY in value] + rel.provider_passwords()
+    # Up to the first line break or NUL: the part that would show if the value leaked.
+    secrets = [re.split("[\n\u2028\x00]", secret)[0].strip() for secret in secrets]
     return {
         "case": case,
         "overrides": json.dumps(overrides, sort_keys=True),

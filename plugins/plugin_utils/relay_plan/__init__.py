@@ -59,7 +59,12 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.route
     ses_sandbox_section,
     transport_section,
 )
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import TLS_LEVELS, tls_section
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import (
+    TLS_LEVELS,
+    UNENCRYPTED_LEVELS,
+    UNENCRYPTED_LOGIN,
+    tls_section,
+)
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 __all__ = ["RelayPlanError", "SECTIONS", "relay_plan"]
@@ -144,9 +149,12 @@ def read_inputs(settings, presets, facts):
     facts = facts or {}
     settings = Settings(settings)
     mode = v.choice("relay_mode", settings["relay_mode"], MODES)
-    config_dir = v.text("relay_config_dir", settings["relay_config_dir"]).rstrip("/") or "/"
+    config_dir = v.absolute_path("relay_config_dir", settings["relay_config_dir"]).rstrip("/") or "/"
     database_type = _database_type(settings, facts)
-    tls_level = v.choice("relay_tls_security_level", settings["relay_tls_security_level"], TLS_LEVELS)
+    tls_level = settings["relay_tls_security_level"]
+    if tls_level in UNENCRYPTED_LEVELS:
+        raise RelayPlanError("relay_tls_security_level", UNENCRYPTED_LOGIN % tls_level)
+    tls_level = v.choice("relay_tls_security_level", tls_level, TLS_LEVELS)
     wrappermode = settings["relay_tls_wrappermode"]
     if wrappermode is not None:
         v.flag("relay_tls_wrappermode", wrappermode)

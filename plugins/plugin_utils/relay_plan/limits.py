@@ -27,6 +27,8 @@ LIMIT_PARAMETERS = (
     ("relay_destination_concurrency_limit", "smtp_destination_concurrency_limit", "destination_concurrency_limit"),
     ("relay_destination_recipient_limit", "smtp_destination_recipient_limit", "destination_recipient_limit"),
 )
+# One message a day: a slower rate is a typo (1e-300 gave a 301-digit rate delay).
+MIN_SEND_RATE = 1.0 / 86400
 TLSPROXY_SERVICE = {
     "name": "tlsproxy", "type": "unix", "private": "-", "unpriv": "-", "chroot": "n",
     "wakeup": "-", "maxproc": "0", "command": "tlsproxy", "state": "present",
@@ -65,9 +67,12 @@ def limits_section(inputs, plan):
         rate = limits.get("max_send_rate")
     if rate is not None:
         rate_number = v.number(rate)
-        if rate_number is None or rate_number < 0:
+        if rate_number is None or not math.isfinite(rate_number) or rate_number < 0:
             raise RelayPlanError("relay_max_send_rate",
                                  "must be a number of messages per second, 0 or more; got %r" % (rate,))
+        if 0 < rate_number < MIN_SEND_RATE:
+            raise RelayPlanError("relay_max_send_rate", "%r is slower than one message a day; use 0 for no pacing or "
+                                 "at least %.6f (1/86400)" % (rate, MIN_SEND_RATE))
         rate = rate_number or None
     size = settings["relay_message_size_limit"]
     if size is None:

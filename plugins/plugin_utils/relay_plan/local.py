@@ -42,7 +42,8 @@ def mode_section(inputs, plan):
             raise RelayPlanError("relay_mynetworks", "required with relay_mode relay_server: the networks allowed to "
                                  "relay through this host")
         main_cf["inet_interfaces"] = ", ".join(interfaces) if interfaces else "all"
-        main_cf["mynetworks"] = [v.network("relay_mynetworks[%d]" % index, value) for index, value in enumerate(networks)]
+        main_cf["mynetworks"] = v.public_bound("relay_mynetworks", [
+            v.network("relay_mynetworks[%d]" % index, value) for index, value in enumerate(networks)])
 
     protocols = settings["relay_inet_protocols"]
     if protocols is not None:

@@ -16,6 +16,7 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan impor
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import route_header_checks
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import RELAY_KEYS, route_relay
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import UNENCRYPTED_LEVELS, UNENCRYPTED_LOGIN
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 SENDER_ROUTE_KEYS = ("sender",) + RELAY_KEYS
@@ -119,9 +120,9 @@ def _route_service(inputs, prefix, item, relay):
     tls_level = item.get("tls_security_level")
     if tls_level is not None:
         v.choice(prefix + ".tls_security_level", tls_level, ROUTE_TLS_LEVELS)
-        if tls_level in ("may", "none") and relay.has_credentials:
-            raise RelayPlanError(prefix + ".tls_security_level", "%s would send the password without verified TLS" % tls_level)
-        if tls_level in ("may", "none") and relay.wrappermode:
+        if tls_level in UNENCRYPTED_LEVELS and relay.has_credentials:
+            raise RelayPlanError(prefix + ".tls_security_level", UNENCRYPTED_LOGIN % tls_level)
+        if tls_level in UNENCRYPTED_LEVELS and relay.wrappermode:
             raise RelayPlanError(prefix + ".tls_security_level",
                                  "port %d uses TLS wrapper mode, which needs encrypt or stronger" % relay.port)
 
@@ -177,6 +178,11 @@ def sender_routes_section(inputs, plan):
         if item.get("sender") is None:
             raise RelayPlanError(prefix + ".sender", "required")
         sender = v.address_pattern(prefix + ".sender", item["sender"])
+        # Postfix looks senders up case-insensitively: @A.example and @a.example are one key.
+        twin = next((entry["key"] for entry in entries if entry["key"].casefold() == sender.casefold()), None)
+        if twin is not None:
+            raise RelayPlanError(prefix + ".sender", "%s is routed twice (as %s; Postfix compares senders without case)"
+                                 % (sender, twin))
         relay = route_relay(inputs.presets, item, prefix, "a sender route")
         if relay.auth == "oauth2":
             name = oauth2.account_name(relay)

@@ -13,6 +13,12 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 TLS_LEVELS = ("secure", "encrypt", "fingerprint")
+# Levels where Postfix may talk to a relay without TLS at all. The primary relay never gets them;
+# a domain route only without credentials. One sentence for both, so the rule reads the same.
+UNENCRYPTED_LEVELS = ("may", "none")
+UNENCRYPTED_LOGIN = ("%s lets Postfix log in without TLS, sending the password in clear; a relay with credentials "
+                     "needs secure, or encrypt where its certificate cannot be verified (encrypt does not verify it, "
+                     "see docs/security.md)")
 TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 

@@ -18,10 +18,13 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
     is_hostname,
     is_ip,
     password_problem,
+    text_problem,
     username_problem,
 )
 
 TIME_VALUE = re.compile(r"^[0-9]+[smhdw]?$")
+# ASCII digits: str.isdigit() also takes "٥٨٧", which int() reads as 587.
+WHOLE_NUMBER = re.compile(r"^[0-9]+$")
 TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -55,7 +58,7 @@ def number(value):
 
 
 def integer(variable, value, minimum, maximum=None):
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and WHOLE_NUMBER.match(value.strip()):
         value = int(value.strip())
     if not is_int(value):
         raise RelayPlanError(variable, "must be a whole number, got %r" % (value,))
@@ -70,8 +73,15 @@ def text(variable, value, allow_empty=False):
         raise RelayPlanError(variable, "must be a string, got %s" % type(value).__name__)
     if not allow_empty and not value.strip():
         raise RelayPlanError(variable, "must not be empty")
-    if CONTROL_CHARACTERS.search(value):
+    if CONTROL_CHARACTERS.search(value) or text_problem(value):
         raise RelayPlanError(variable, "must not contain line breaks or control characters")
+    return value
+
+
+def absolute_path(variable, value):
+    value = text(variable, value)
+    if not value.startswith("/"):
+        raise RelayPlanError(variable, "must be an absolute path (it is %r)" % value)
     return value
 
 
@@ -172,6 +182,61 @@ def network(variable, value):
     if parsed.version == 6:
         return "[%s]/%d" % (parsed.network_address, parsed.prefixlen)
     return str(parsed) if "/" in bare else str(parsed.network_address)
+
+
+# Addresses no client on the Internet has: private, shared (CGNAT), loopback, link-local,
+# documentation, benchmarking, multicast and reserved ranges. The rest is public.
+NON_PUBLIC_NETWORKS = {
+    4: [ipaddress.ip_network(net) for net in (
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+        "224.0.0.0/4", "240.0.0.0/4")],
+    6: [ipaddress.ip_network(net) for net in (
+        "::/128", "::1/128", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8")],
+}
+# IPv4 clients may appear as IPv4-mapped IPv6 addresses: such networks count as IPv4.
+IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+# The most public address space relay_mynetworks may trust, in total: as much as a /8 of IPv4
+# and a /16 of IPv6 (more than any one organisation's clients; [0.0.0.0/1, 128.0.0.0/1] or ::/1
+# would be an open relay that a /0 check lets through).
+PUBLIC_LIMIT = {4: (2 ** 24, "/8"), 6: (2 ** 112, "/16")}
+
+
+def public_addresses(networks):
+    """{4: n, 6: n}: how many public addresses the networks cover together (overlaps counted once)."""
+    by_version = {4: [], 6: []}
+    for net in networks:
+        if net.version == 6 and net.subnet_of(IPV4_MAPPED):
+            mapped = int(net.network_address) & 0xFFFFFFFF
+            by_version[4].append(ipaddress.ip_network((mapped, net.prefixlen - 96)))
+            continue
+        if net.version == 6 and net.supernet_of(IPV4_MAPPED):
+            by_version[4].append(ipaddress.ip_network("0.0.0.0/0"))
+        by_version[net.version].append(net)
+    counts = {}
+    for version, nets in by_version.items():
+        total = 0
+        for net in ipaddress.collapse_addresses(nets):
+            total += net.num_addresses
+            for hidden in NON_PUBLIC_NETWORKS[version] + ([IPV4_MAPPED] if version == 6 else []):
+                if hidden.subnet_of(net):
+                    total -= hidden.num_addresses
+                elif net.subnet_of(hidden):
+                    total -= net.num_addresses
+        counts[version] = total
+    return counts
+
+
+def public_bound(variable, values):
+    """Refuse mynetworks that together trust more public address space than PUBLIC_LIMIT."""
+    networks = [ipaddress.ip_network(value.replace("[", "").replace("]", ""), strict=False) for value in values]
+    for version, count in sorted(public_addresses(networks).items()):
+        limit, size = PUBLIC_LIMIT[version]
+        if count > limit:
+            raise RelayPlanError(variable, "together these networks let %s public IPv%d addresses relay through this host "
+                                 "without a login, more than a %s (%s); list the networks your clients use "
+                                 "(docs/security.md)" % ("{:,}".format(count), version, size, "{:,}".format(limit)))
+    return values
 
 
 def is_loopback(value):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import time
 
 import pytest
@@ -15,18 +16,19 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.files import ato
 from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
     Entry,
     compile_table,
-    compiled_is_stale,
+    compiled_state,
     ensure_table,
     manage_table,
     parse_table,
     render_table,
     resolve_map_type,
+    source_entries,
     table_entries,
     validate_entries,
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, compiled_path
-from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep_password, sasl_masks
+from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep_password
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup
 
 
@@ -52,9 +54,28 @@ example.net smtp:[one.example]
 
 def test_parse_table_reads_like_postmap():
     items = parse_table(TABLE, 'hash')
-    assert entries_of(items) == [('example.org', 'smtp:[relay.example]:587'), ('example.net', 'smtp:[one.example] :2525')]
+    # A continuation line is appended as it is, its indent included (measured with postmap -s).
+    assert entries_of(items) == [('example.org', 'smtp:[relay.example]:587'),
+                                 ('example.net', 'smtp:[one.example]    :2525')]
     assert items[0] == '# transport routes'
     assert items[2] == ''
+
+
+# Lines Python's str.splitlines() breaks and Postfix does not; \v and \f are white space to
+# Postfix (key/value separators), U+001C and U+00A0 are not; a comment inside an entry is skipped.
+ODD_TABLE = ('k1 a\u2028TAIL\nk2 b\x85c\u2029d\nk3\x0bv3\nk4 x\x1cy\nk5 p\xa0q\nk6 first\n#note\n\tsecond\n'
+             'K1 duplicate\nk7\n')
+
+
+def test_parse_table_splits_lines_and_words_exactly_as_postmap(postfix_dir, tmp_path):
+    path = tmp_path / 'table'
+    path.write_bytes(ODD_TABLE.encode('utf-8'))
+    subprocess.run(['postmap', '-c', str(postfix_dir), 'hash:%s' % path], check=True, stderr=subprocess.DEVNULL)
+    dumped = Postfix(str(postfix_dir)).dump_map('hash:%s' % path)
+    items = parse_table(ODD_TABLE, 'hash')
+    assert source_entries(items, 'hash') == dumped
+    assert dumped['k1'] == 'a\u2028TAIL' and dumped['k6'] == 'first\tsecond' and dumped['k3'] == 'v3'
+    assert render_table(items) == ODD_TABLE  # written back byte for byte
 
 
 def test_render_of_unchanged_table_is_byte_identical():
@@ -167,16 +188,45 @@ def test_compile_builds_in_a_private_directory(postfix_dir, tmp_path, tool_log):
     assert not [name for name in os.listdir(str(tmp_path)) if name.startswith('.postmap-')]
 
 
-def test_stale_detection(postfix_dir, tmp_path):
+def test_staleness_is_judged_by_content_not_by_time(postfix_dir, tmp_path):
     path = str(tmp_path / 'transport')
+    postfix = Postfix(str(postfix_dir))
     atomic_write(path, b'a b\n', 0o644)
-    assert compiled_is_stale(path, 'hash')
-    compile_table(Postfix(str(postfix_dir)), path, 'hash', 0o644)
-    assert not compiled_is_stale(path, 'hash')
+    items = parse_table('a b\n', 'hash')
+    assert compiled_state(postfix, path, 'hash', items)[0]  # no compiled map yet
+    compile_table(postfix, path, 'hash', 0o644)
+    assert compiled_state(postfix, path, 'hash', items) == (False, {'a': 'b'})
+    # A source dated in the future, or a map older than its source, is not stale by itself...
     future = time.time() + 10
     os.utime(path, (future, future))
-    assert compiled_is_stale(path, 'hash')
-    assert not compiled_is_stale(path, 'regexp')
+    assert not compiled_state(postfix, path, 'hash', items)[0]
+    # ...but a map built from other content is, whatever the times say (two runs that raced).
+    atomic_write(path, b'a c\n', 0o644)
+    os.utime(path + '.db', (future + 10, future + 10))
+    assert compiled_state(postfix, path, 'hash', parse_table('a c\n', 'hash'))[0]
+    assert compiled_state(postfix, path, 'regexp', items) == (False, None)
+
+
+def test_the_compiled_map_and_every_copy_of_the_source_are_0600(postfix_dir, tmp_path, monkeypatch):
+    """postmap's private copy of a secret was made with shutil.copyfile (0644); check it at the
+    moment postmap runs, and the map postmap builds before its mode is set."""
+    path = str(tmp_path / 'sasl_passwd')
+    atomic_write(path, b'[a.example]:587 user:pw\n', 0o600)
+    postfix = Postfix(str(postfix_dir))
+    seen = {}
+    real_postmap = postfix.postmap
+
+    def postmap(*args):
+        source = args[-1].split(':', 1)[1]
+        seen['source'] = mode_of(source)
+        out = real_postmap(*args)
+        seen['built'] = mode_of(source + '.db')
+        return out
+    monkeypatch.setattr(postfix, 'postmap', postmap)
+    os.umask(0o022)
+    compile_table(postfix, path, 'hash', 0o600)
+    assert seen == {'source': 0o600, 'built': 0o600}
+    assert os.umask(0o022) == 0o022  # the umask is put back
 
 
 def test_resolve_map_type(postfix_dir):
@@ -215,5 +265,3 @@ def test_manage_table_fixes_modes_of_existing_files(postfix_dir, tmp_path):
 def test_manage_table_needs_an_existing_directory(postfix_dir, tmp_path):
     with pytest.raises(ValidationError, match='does not exist'):
         manage_table(Postfix(str(postfix_dir)), str(tmp_path / 'no' / 'table'), 'hash', [('a', 'b')])
-
-

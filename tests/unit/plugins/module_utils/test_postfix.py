@@ -34,6 +34,13 @@ def test_read_main_cf_follows_postfix_line_rules(tmp_path):
     assert read_main_cf(str(main_cf)) == {'first': 'again x', 'second': '2'}
 
 
+def test_parsers_split_lines_at_newline_only(tmp_path):
+    assert parse_settings('a = x\u2028y\x1cz\nb = 2\n') == {'a': 'x\u2028y\x1cz', 'b': '2'}
+    main_cf = tmp_path / 'main.cf'
+    main_cf.write_text('odd = Head\u2028TAIL = secret\nnbsp = a\xa0b\n', encoding='utf-8')
+    assert read_main_cf(str(main_cf)) == {'odd': 'Head\u2028TAIL = secret', 'nbsp': 'a\xa0b'}
+
+
 def test_referenced_names_covers_all_expansion_forms():
     value = '$myhostname ${mydomain} $(relay_x) ${maybe?yes} ${other:no} $$ plain'
     assert referenced_names(value) == {'myhostname', 'mydomain', 'relay_x', 'maybe', 'other'}
@@ -142,6 +149,3 @@ def test_missing_tool_is_a_clear_error(monkeypatch):
     monkeypatch.setattr('ansible_collections.smarthost.postfix.plugins.module_utils.postfix.find_binary', lambda name: None)
     with pytest.raises(PostfixError, match='postconf not found'):
         Postfix('/nonexistent').postconf('-n')
-
-
-

@@ -87,6 +87,38 @@ def test_one_parameter_name_rule(name, valid):
     assert rules.is_parameter_name(name) is valid
 
 
+# Every code point str.splitlines() breaks at, and NUL (Postfix reads a C string): in any secret or value.
+UNWRITABLE = ['\n', '\r', '\v', '\f', '\x1c', '\x1d', '\x1e', '\x85', '\u2028', '\u2029', '\x00']
+
+
+@pytest.mark.parametrize('char', UNWRITABLE)
+def test_every_line_break_a_reader_honours_is_refused_in_every_secret_and_value(char):
+    value = 'Head%sTAILSECRET' % char
+    assert ('x' + char + 'y').splitlines() != ['x' + char + 'y'] or char == '\x00'
+    for problem in (rules.text_problem(value), rules.password_problem(value), rules.username_problem(value)):
+        assert problem is not None and 'TAILSECRET' not in problem
+    with pytest.raises(rules.ValidationError) as caught:
+        sasl_entries([{'key': '[a.example]:587', 'username': 'u', 'password': value}])
+    assert 'TAILSECRET' not in str(caught.value)
+    with pytest.raises(rules.ValidationError):
+        sasl_entries([{'key': '[a.example]:587', 'username': 'u' + char, 'password': 'fine'}])
+
+
+def test_text_problem_names_the_code_point_and_accepts_what_postfix_reads():
+    assert 'U+2028' in rules.text_problem('a\u2028b')
+    assert 'NUL' in rules.text_problem('a\x00b')
+    assert 'surrogate' in rules.text_problem('a\udc80b')
+    for fine in ('tab\tinside', 'nbsp\xa0inside', 'unicode ü', 'hash # and \\ backslash'):
+        assert rules.text_problem(fine) is None
+
+
+def test_lines_split_at_newline_only_and_logical_lines_as_readlline():
+    assert rules.physical_lines('a\u2028b\x1cc\r\nd\n') == ['a\u2028b\x1cc\r', 'd']
+    assert rules.physical_lines('') == [] and rules.physical_lines('x') == ['x']
+    text = 'first = a\n  b\n# note\n\tc\n\nsecond = \x0bv\n'
+    assert rules.logical_lines(text) == [(1, 'first = a  b\tc'), (6, 'second = \x0bv')]
+
+
 def test_scrub_masks_the_longest_secret_first():
     # 'abc' inside 'abcdef': masking the short one first would leave 'def' visible.
     assert rules.scrub('token abcdef and abc', ['abc', 'abcdef', '']) == 'token ******** and ********'

@@ -10,7 +10,6 @@ import pytest
 from ansible_collections.smarthost.postfix.plugins.module_utils.maps import parse_table
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError
 from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import (
-    keep_password,
     sasl_entries,
     sasl_key_error,
     sasl_masks,
@@ -80,7 +79,7 @@ def test_sasl_entries_values_and_absent():
 
 def test_sasl_masks_hide_passwords_and_flag_changes():
     old = parse_table('[a]:587 user:old\n', 'hash')
-    before, after = sasl_masks(old)
+    before, after = sasl_masks(old).before, sasl_masks(old).after
     assert before('[a]:587', 'user:old') == 'user:********'
     assert after('[A]:587', 'user:new') == 'user:******** (password changed)'
     assert after('[a]:587', 'user:old') == 'user:********'
@@ -90,7 +89,15 @@ def test_sasl_masks_hide_passwords_and_flag_changes():
 def test_sasl_diff_masks_a_username_that_is_the_secret():
     # Postmark's server token is both the username and the password.
     token = '00000000-aaaa-4bbb-8ccc-token0000001'
-    before, after = sasl_masks([])
+    before, after = sasl_masks([]).before, sasl_masks([]).after
     assert token not in after('[smtp.postmarkapp.com]:587', '%s:%s' % (token, token))
     assert token not in before('[smtp.postmarkapp.com]:587', '%s:%s' % (token, token))
     assert after('[smtp.sendgrid.net]:587', 'apikey:SG.secret').startswith('apikey:')
+
+
+def test_keys_that_are_not_sasl_entries_are_shown_by_line_only():
+    # A password broken onto its own line by a hand edit reads as a key: never echo it.
+    items = parse_table('[a]:587 user:Head\nTAILSECRET\n@example.com tail:only-a-fragment-no-colon\n', 'hash')
+    shown = [sasl_masks(items).key(item) for item in items]
+    assert shown == ['[a]:587', '(line 2: not a SASL entry)', '@example.com']
+    assert sasl_masks(items).before('@example.com', 'nocolon') == '********:********'

@@ -146,8 +146,16 @@ def test_stale_map_is_rebuilt(table, postfix_dir):
     table('transport', entries=TRANSPORT)
     past = time.time() - 100
     os.utime(path + '.db', (past, past))
+    assert not table('transport', entries=TRANSPORT)['changed']  # an old map of the same content is current
+    # A map compiled from other content (an older copy of the source) is stale, whatever its time.
+    other = str(postfix_dir / 'other')
+    with open(other, 'w') as handle:
+        handle.write('example.org error:old route\n')
+    subprocess.run(['postmap', '-c', str(postfix_dir), 'hash:' + other], check=True)
+    os.rename(other + '.db', path + '.db')
     result = table('transport', entries=TRANSPORT)
     assert result['changed'] and result['compiled'] and not result['keys_updated']
+    assert lookup(postfix_dir, 'hash:' + path, 'example.org') == 'smtp:[smtp.sendgrid.net]:587'
     os.unlink(path + '.db')
     assert table('transport', entries=TRANSPORT)['compiled']
     assert os.path.exists(path + '.db')

@@ -288,3 +288,69 @@ def test_missing_main_cf_is_created(postconf_module, postfix_dir):
     applied = postconf_module(parameters={'relayhost': SES})
     assert applied['changed_parameters'] == ['relayhost']
     assert (postfix_dir / 'main.cf').read_text() == 'relayhost = %s\n' % SES
+
+
+# --------------------------------------------------------------------------- nothing half done
+
+@pytest.mark.parametrize('name', ['my=svc', '#svc', 'a' * 5000, 'a{b', 'x$y', 'a,b', 'ü', ''])
+def test_a_bad_service_name_fails_before_main_cf_changes(postconf_module, postfix_dir, name):
+    before = fingerprint(postfix_dir)
+    result = postconf_module(parameters={'relayhost': SES},
+                             services=[{'name': name, 'command': 'smtp'}])
+    assert result['failed'] and 'service name' in result['msg'] and not result['changed']
+    assert len(result['msg']) < 300
+    assert fingerprint(postfix_dir) == before
+
+
+@pytest.mark.parametrize('args, named', [
+    ({'parameters': {'relayhost': '[a]:587\nsmtp_tls_security_level = none'}}, 'relayhost'),
+    ({'parameters': {'mydestination': ['a.example', 'b\u2028c']}}, 'mydestination'),
+    ({'services': [{'name': 'r', 'command': 'smtp\n-o smtp_tls_security_level=none'}]}, 'r/unix'),
+    ({'services': [{'name': 'r', 'command': 'smtp', 'options': {'smtp_helo_name': 'a\x85b'}}]}, 'smtp_helo_name'),
+])
+def test_line_breaks_in_values_and_commands_are_refused(postconf_module, postfix_dir, args, named):
+    before = fingerprint(postfix_dir)
+    result = postconf_module(**args)
+    assert result['failed'] and named in result['msg'] and ('line break' in result['msg'])
+    assert fingerprint(postfix_dir) == before
+
+
+def test_a_trailing_newline_from_a_yaml_block_is_dropped_not_refused(postconf_module, postfix_dir):
+    assert postconf_module(parameters={'relayhost': SES + '\n'})['changed']
+    assert postconf(postfix_dir, '-h', 'relayhost').strip() == SES
+
+
+def test_override_names_are_checked_like_main_cf_names(postconf_module, postfix_dir):
+    before = fingerprint(postfix_dir)
+    result = postconf_module(services=[{'name': 'r', 'command': 'smtp', 'options': {'smtp_tls_securty_level': 'secure'}}])
+    assert result['failed'] and 'smtp_tls_securty_level' in result['msg'] and 'allow_unknown' in result['msg']
+    assert fingerprint(postfix_dir) == before
+    assert postconf_module(allow_unknown=True,
+                           services=[{'name': 'r', 'command': 'smtp', 'options': {'smtp_tls_securty_level': 'x'}}])['changed']
+
+
+def test_a_failure_after_main_cf_changed_reports_the_partial_change(postconf_module, postfix_dir, monkeypatch):
+    """Whatever validation misses and postconf refuses later: the result says what was applied."""
+    from ansible_collections.smarthost.postfix.plugins.module_utils import postfix as cli
+
+    real = cli.Postfix.postconf
+
+    def refuse_master_cf(self, *args):
+        if args and args[0] == '-M':
+            args = ('-M', 'bad=entry')
+        return real(self, *args)
+    monkeypatch.setattr(cli.Postfix, 'postconf', refuse_master_cf)
+    result = postconf_module(parameters={'relayhost': SES}, services=[{'name': 'newsvc', 'command': 'smtp'}])
+    assert result['failed'] and result['changed']
+    assert result['msg'].startswith('main.cf: set relayhost; then postconf -M failed')
+    assert 'partial' in result['msg']
+    assert postconf(postfix_dir, '-h', 'relayhost').strip() == SES
+
+
+def test_postconf_warnings_are_passed_on(postconf_module, postfix_dir, settle):
+    with open(str(postfix_dir / 'main.cf'), 'a') as handle:
+        handle.write('my_unused_setting = 1\n')
+    settle()
+    result = postconf_module(parameters={'relayhost': SES})
+    warnings = [w['event']['msg'] if isinstance(w, dict) else w for w in result.get('warnings', [])]
+    assert any('unused parameter: my_unused_setting=1' in warning for warning in warnings), warnings

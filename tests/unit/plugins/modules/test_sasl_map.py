@@ -118,12 +118,18 @@ def test_comments_survive_and_keys_fold_case(sasl):
     assert open(sasl.path).read().startswith('# managed by hand before\n')
 
 
-def test_rebuilds_a_stale_or_missing_compiled_map(sasl, postfix_dir):
+def test_rebuilds_a_stale_or_missing_compiled_map(sasl, postfix_dir, tmp_path):
     sasl(entries=[entry()])
-    past = time.time() - 100
-    os.utime(sasl.path + '.db', (past, past))  # the source is now newer than its map
+    # A compiled map of other content (a run that lost a race wrote it last): times do not matter.
+    other = tmp_path / 'other'
+    other.write_text('%s AKIAEXAMPLE:%s\n' % (SES_KEY, OTHER_PASSWORD))
+    subprocess.run(['postmap', '-c', str(postfix_dir), 'hash:%s' % other], check=True)
+    shutil.copyfile(str(other) + '.db', sasl.path + '.db')
+    future = time.time() + 100
+    os.utime(sasl.path + '.db', (future, future))
     touched = sasl(entries=[entry()])
     assert touched['changed'] and touched['compiled'] and touched['keys_updated'] == []
+    assert lookup(postfix_dir, 'hash:' + sasl.path, SES_KEY) == 'AKIAEXAMPLE:' + PASSWORD
     assert not sasl(entries=[entry()])['changed']
     os.unlink(sasl.path + '.db')
     rebuilt = sasl(entries=[entry()])
@@ -132,11 +138,12 @@ def test_rebuilds_a_stale_or_missing_compiled_map(sasl, postfix_dir):
     assert lookup(postfix_dir, 'hash:' + sasl.path, SES_KEY) == 'AKIAEXAMPLE:' + PASSWORD
 
 
-def test_source_dated_in_the_future_is_rebuilt_once(sasl):
+def test_times_alone_never_rebuild(sasl):
     sasl(entries=[entry()])
     future = time.time() + 30
     os.utime(sasl.path, (future, future))
-    assert sasl(entries=[entry()])['compiled']
+    past = time.time() - 100
+    os.utime(sasl.path + '.db', (past, past))
     assert not sasl(entries=[entry()])['changed']
 
 
@@ -273,3 +280,62 @@ def test_password_never_appears_in_ansible_output(postfix_dir, tmp_path):
         assert PASSWORD not in output, name
         assert OTHER_PASSWORD not in output, name
     assert lookup(postfix_dir, 'hash:%s' % (postfix_dir / 'ok_passwd'), SES_KEY) == 'AKIAEXAMPLE:' + PASSWORD
+
+
+# --------------------------------------------------------------------------- lines as Postfix splits them
+
+@pytest.mark.parametrize('char', ['\u2028', '\x85', '\u2029', '\x1c', '\x1d', '\x1e'])
+def test_a_map_with_odd_line_breaks_is_read_as_postfix_reads_it(sasl, postfix_dir, char):
+    """An older version (or another tool) wrote a password with a code point str.splitlines() breaks
+    at: it is one entry to Postfix, so it is one entry to us; its tail never shows, the file never grows."""
+    written = '%s AKIAEXAMPLE:Head%sTAILSECRET\n' % (SES_KEY, char)
+    with open(sasl.path, 'w', encoding='utf-8') as handle:
+        handle.write(written)
+    os.chmod(sasl.path, 0o600)
+    first = sasl(diff=True, update_password='on_create', entries=[entry()])
+    assert first['keys_added'] == [] and first['keys_removed'] == [] and first['compiled']
+    for _run in range(2):
+        again = sasl(diff=True, update_password='on_create', exclusive=True, entries=[entry()])
+        assert not again['changed'], again
+        assert 'TAILSECRET' not in json.dumps(again)
+    assert open(sasl.path, encoding='utf-8').read() == written
+    assert lookup(postfix_dir, 'hash:' + sasl.path, SES_KEY) == 'AKIAEXAMPLE:Head%sTAILSECRET' % char
+
+
+def test_a_password_fragment_on_its_own_line_is_never_echoed(sasl):
+    with open(sasl.path, 'w') as handle:
+        handle.write('%s AKIAEXAMPLE:Head\nTAILSECRET\n' % SES_KEY)
+    os.chmod(sasl.path, 0o600)
+    result = sasl(diff=True, exclusive=True, entries=[entry()])
+    assert result['keys_removed'] == ['(line 2: not a SASL entry)']
+    assert 'TAILSECRET' not in json.dumps(result) and 'Head' not in json.dumps(result)
+
+
+@pytest.mark.parametrize('field', ['username', 'password'])
+@pytest.mark.parametrize('char', ['\x00', '\u2028', '\x0b', '\x0c', '\x85'])
+def test_nul_and_line_breaks_are_refused_in_logins(sasl, field, char):
+    bad = entry(**{field: 'u1%sTAILSECRET' % char})
+    result = sasl(entries=[bad])
+    assert result['failed'] and SES_KEY in result['msg'] and field in result['msg']
+    assert 'TAILSECRET' not in result['msg']
+    if field == 'password':
+        assert 'TAILSECRET' not in json.dumps(result)
+    assert not os.path.exists(sasl.path)
+
+
+def test_a_password_that_is_a_common_word_does_not_mask_the_message(sasl):
+    result = sasl(entries=[entry(password='whitespace'), entry(key='[b.example]:587', password=' leading')])
+    assert result['failed']
+    assert result['msg'] == "entry '[b.example]:587': password must not start or end with whitespace (Postfix would drop it)"
+
+
+def test_without_main_cf_the_map_is_built_through_built_in_defaults(sasl, postfix_dir):
+    """Debian's "No configuration" leaves no main.cf: check mode and the real run agree, and work."""
+    os.unlink(str(postfix_dir / 'main.cf'))
+    checked = sasl(check_mode=True, entries=[entry()])
+    applied = sasl(entries=[entry()])
+    assert not checked.get('failed') and not applied.get('failed'), applied
+    assert checked['changed'] == applied['changed'] and applied['compiled']
+    assert not os.path.exists(str(postfix_dir / 'main.cf'))
+    assert mode_and_owner(sasl.path + '.db') == (0o600, 0, 0)
+    assert not sasl(entries=[entry()])['changed']

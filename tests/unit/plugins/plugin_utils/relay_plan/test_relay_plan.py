@@ -662,12 +662,12 @@ def test_queue_and_connection_tuning():
 def test_extra_parameters_pass_through():
     result = plan(relay_provider="sendgrid", relay_password=PASSWORD,
                   relay_extra_parameters={"header_size_limit": 204800, "smtputf8_enable": False,
-                                          "smtp_tls_mandatory_ciphers": "high", "smtp_tls_exclude_ciphers": ["aNULL", "MD5"]})
+                                          "smtp_helo_timeout": "60s", "smtpd_tls_exclude_ciphers": ["aNULL", "MD5"]})
     main_cf = result["main_cf"]
     assert main_cf["header_size_limit"] == 204800
     assert main_cf["smtputf8_enable"] is False
-    assert main_cf["smtp_tls_mandatory_ciphers"] == "high"
-    assert main_cf["smtp_tls_exclude_ciphers"] == ["aNULL", "MD5"]
+    assert main_cf["smtp_helo_timeout"] == "60s"
+    assert main_cf["smtpd_tls_exclude_ciphers"] == ["aNULL", "MD5"]
 
 
 def test_redhat_smoke_with_everything():
@@ -733,8 +733,8 @@ ERRORS = [
     (dict(relay_mynetworks=["10.0.0.0/8"]), "relay_mynetworks", "null_client accepts mail from this host only"),
     (dict(relay_inet_interfaces=["all"]), "relay_inet_interfaces", "loopback only"),
     (dict(relay_inet_protocols="ipv5"), "relay_inet_protocols", "not one of"),
-    (dict(relay_tls_security_level="may"), "relay_tls_security_level", "not one of"),
-    (dict(relay_tls_security_level="none"), "relay_tls_security_level", "not one of"),
+    (dict(relay_tls_security_level="may"), "relay_tls_security_level", "sending the password in clear"),
+    (dict(relay_tls_security_level="none"), "relay_tls_security_level", "sending the password in clear"),
     (dict(relay_tls_security_level="fingerprint"), "relay_tls_fingerprints", "required when"),
     (dict(relay_tls_fingerprints=[FINGERPRINT]), "relay_tls_fingerprints", "only used with"),
     (dict(relay_tls_security_level="fingerprint", relay_tls_fingerprints=["AB:CD"]), "relay_tls_fingerprints[0]",
@@ -806,7 +806,7 @@ ERRORS = [
      "relay_sender_routes[0].ses_region", "required for provider ses"),
     (dict(relay_sender_routes=[{"sender": "@a.example.com", "host": "smtp.x.example.com", "username": "a", "password": "1"},
                                {"sender": "@a.example.com", "host": "smtp.y.example.com", "username": "b", "password": "2"}]),
-     "relay_sender_routes[1].username", "already has other credentials"),
+     "relay_sender_routes[1].sender", "routed twice"),
     (dict(relay_domain_routes=[{"host": "smtp.x.example.com"}]), "relay_domain_routes[0].domain", "required"),
     (dict(relay_domain_routes=[{"domain": "x.example.com"}]), "relay_domain_routes[0].host", "required"),
     (dict(relay_domain_routes=[{"domain": "x.example.com", "action": "bounce"}]), "relay_domain_routes[0].action",
@@ -828,7 +828,7 @@ ERRORS = [
      "relay_domain_routes[1].transport", "different settings"),
     (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "username": "u", "password": "p",
                                 "tls_security_level": "may"}]),
-     "relay_domain_routes[0].tls_security_level", "without verified TLS"),
+     "relay_domain_routes[0].tls_security_level", "sending the password in clear"),
     (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "port": 465,
                                 "tls_security_level": "none"}]),
      "relay_domain_routes[0].tls_security_level", "wrapper mode"),
@@ -850,7 +850,84 @@ ERRORS = [
           relay_sender_routes=[{"sender": "@a.example.com", "host": "smtp.x.example.com"}]),
      "relay_fallback", "cannot be combined with relay_sender_routes"),
     (dict(relay_fallback="backup.example.com"), "relay_fallback", "dictionary"),
+    # issue 18: the side doors
+    (dict(relay_extra_parameters={"smtp_tls_policy_maps": "inline:{ [smtp.sendgrid.net]:587=none }"}),
+     "relay_extra_parameters.smtp_tls_policy_maps", "which the role owns"),
+    (dict(relay_extra_parameters={"smtp_tls_secure_cert_match": "nexthop"}),
+     "relay_extra_parameters.smtp_tls_secure_cert_match", "which the role owns"),
+    (dict(relay_extra_parameters={"smtp_tls_mandatory_ciphers": "null"}),
+     "relay_extra_parameters.smtp_tls_mandatory_ciphers", "which the role owns"),
+    (dict(relay_extra_parameters={"smtp_use_tls": False}), "relay_extra_parameters.smtp_use_tls", "which the role owns"),
+    (dict(relay_extra_parameters={"smtp_enforce_tls": False}), "relay_extra_parameters.smtp_enforce_tls",
+     "which the role owns"),
+    (dict(relay_extra_parameters={"lmtp_tls_security_level": "none"}), "relay_extra_parameters.lmtp_tls_security_level",
+     "which the role owns"),
+    (dict(relay_extra_parameters={"default_transport": "smtp:[evil.example]:25"}),
+     "relay_extra_parameters.default_transport", "set by the role itself"),
+    (dict(relay_extra_parameters={"sender_dependent_default_transport_maps": "inline:{ @x=smtp:[evil.example] }"}),
+     "relay_extra_parameters.sender_dependent_default_transport_maps", "set by the role itself"),
+    (dict(relay_extra_parameters={"smtp_sasl_mechanism_filter": "login"}),
+     "relay_extra_parameters.smtp_sasl_mechanism_filter", "SASL login"),
+    (dict(relay_extra_parameters={"tlsproxy_client_security_level": "none"}),
+     "relay_extra_parameters.tlsproxy_client_security_level", "reused connections"),
+    (dict(relay_extra_parameters={"tls_medium_cipherlist": "eNULL"}), "relay_extra_parameters.tls_medium_cipherlist",
+     "cipher grades"),
+    (dict(relay_extra_parameters={"smtpd_authorized_xclient_hosts": "0.0.0.0/0"}),
+     "relay_extra_parameters.smtpd_authorized_xclient_hosts", "who may relay"),
+    (dict(relay_tls_ca_file="/etc/ssl/$my_ca", relay_extra_parameters={"my_ca": "/tmp/attacker-ca.pem"}),
+     "relay_extra_parameters.my_ca", "refers to $my_ca"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["0.0.0.0/1", "128.0.0.0/1"]), "relay_mynetworks",
+     "more than a /8"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["::/1"]), "relay_mynetworks", "public IPv4 addresses"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["[8000::]/1"]), "relay_mynetworks", "public IPv6 addresses"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["[::ffff:0.0.0.0]/97"]), "relay_mynetworks",
+     "public IPv4 addresses"),
+    (dict(relay_mode="relay_server", relay_mynetworks=["8.0.0.0/8", "9.0.0.0/16"]), "relay_mynetworks", "more than a /8"),
+    (dict(relay_domain_routes=[{"domain": "x.example.com", "host": "smtp.x.example.com", "username": "u", "password": "p",
+                                "tls_security_level": "none"}]),
+     "relay_domain_routes[0].tls_security_level", "sending the password in clear"),
+    (dict(relay_max_send_rate="nan"), "relay_max_send_rate", "messages per second"),
+    (dict(relay_max_send_rate="inf"), "relay_max_send_rate", "messages per second"),
+    (dict(relay_max_send_rate=float("inf")), "relay_max_send_rate", "messages per second"),
+    (dict(relay_max_send_rate=1e-300), "relay_max_send_rate", "slower than one message a day"),
+    (dict(relay_sender_routes=[{"sender": "@a.example", "host": "smtp.x.example.com"},
+                               {"sender": "@A.example", "host": "smtp.y.example.com"}]),
+     "relay_sender_routes[1].sender", "routed twice"),
+    (dict(relay_port="\u0665\u0668\u0667"), "relay_port", "whole number"),
+    (dict(relay_config_dir="etc/postfix"), "relay_config_dir", "absolute path"),
+    (dict(relay_password="Head\u2028TAILSECRET"), "relay_password", "U+2028"),
+    (dict(relay_password="Head\x85TAILSECRET"), "relay_password", "U+0085"),
+    (dict(relay_extra_parameters={"smtpd_banner": "one\u2029two"}), "relay_extra_parameters.smtpd_banner",
+     "line breaks"),
 ]
+
+
+def test_large_private_and_bounded_public_networks_are_fine():
+    networks = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "[fe80::]/10",
+                "8.0.0.0/8", "2001:db8::/32", "[2a00::]/16"]
+    result = plan(**dict(VALID, relay_mode="relay_server", relay_mynetworks=networks))
+    assert len(result["main_cf"]["mynetworks"]) == len(networks)
+
+
+def test_the_public_count_merges_overlaps_and_subtracts_private_space():
+    import ipaddress
+    from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import public_addresses
+    nets = [ipaddress.ip_network(n) for n in ("8.0.0.0/8", "8.1.0.0/16", "10.0.0.0/8", "::ffff:9.0.0.0/120")]
+    assert public_addresses(nets) == {4: 2 ** 24 + 256, 6: 0}
+    assert public_addresses([ipaddress.ip_network("0.0.0.0/0")])[4] < 2 ** 32
+
+
+def test_the_role_owned_list_covers_what_the_role_sets_about_tls_and_relaying():
+    from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.extra import role_owned
+    main_cf = plan(**dict(VALID, relay_mode="relay_server", relay_mynetworks=["10.0.0.0/8"]))["main_cf"]
+    for name in main_cf:
+        # Logging and the session cache change no security property (relay_tls_loglevel, relay_tls_session_cache).
+        if name in ("smtp_tls_loglevel", "smtp_tls_session_cache_database"):
+            continue
+        if name.startswith(("smtp_tls_", "smtp_sasl_", "tls_")) or name in ("relayhost", "mynetworks", "transport_maps"):
+            assert role_owned(name), name
+    for harmless in ("smtp_tls_loglevel", "smtp_tls_session_cache_database", "smtpd_tls_cert_file", "message_size_limit"):
+        assert role_owned(harmless) is None, harmless
 
 
 @pytest.mark.parametrize("overrides, variable, phrase", [case for case in ERRORS if case[1] is not None])
