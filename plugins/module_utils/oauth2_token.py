@@ -631,6 +631,14 @@ def cached_token(cache, identity):
     return record
 
 
+def _owned_like_directory(fd, directory):
+    """Run by root (an operator trying it by hand), keep the file the delivery user's, or its deliveries fail."""
+    if os.geteuid() == 0:
+        info = os.stat(directory)
+        if info.st_uid != 0:
+            os.fchown(fd, info.st_uid, info.st_gid)
+
+
 def write_private(path, text):
     """Replace path atomically with text, mode 0600."""
     import tempfile
@@ -640,6 +648,7 @@ def write_private(path, text):
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as handle:
             os.fchmod(handle.fileno(), 0o600)
+            _owned_like_directory(handle.fileno(), directory)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -664,6 +673,7 @@ def cache_lock(path, timeout):
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        _owned_like_directory(fd, os.path.dirname(path))
     except OSError as error:
         raise TokenError('token_cache_error', '%s: %s' % (lock_path, error.strerror or error))
     try:
@@ -1154,4 +1164,4 @@ def main(argv=None, out=None, err=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

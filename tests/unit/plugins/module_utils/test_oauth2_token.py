@@ -539,7 +539,7 @@ def test_https_proxy_is_used_with_connect(tmp_path, endpoint, pki):
     listener.listen(4)
 
     def tunnel():
-        client, _ = listener.accept()
+        client = listener.accept()[0]
         request = b''
         while b'\r\n\r\n' not in request:
             request += client.recv(4096)
@@ -559,7 +559,9 @@ def test_https_proxy_is_used_with_connect(tmp_path, endpoint, pki):
     thread.start()
     config = microsoft(tmp_path, endpoint, pki, proxy='127.0.0.1:%d' % listener.getsockname()[1])
     assert oauth2.request_token(config)['access_token'] == 'tok-1'
-    assert targets == ['CONNECT 127.0.0.1:%d HTTP/1.0' % endpoint.port]
+    assert [target.rsplit(' ', 1)[0] for target in targets] == [
+        'CONNECT 127.0.0.1:%d' % endpoint.port
+    ]  # HTTP/1.0, 1.1 in 3.13
     listener.close()
 
 
@@ -722,11 +724,11 @@ def test_concurrent_token_commands_fetch_one_token(tmp_path, endpoint, pki):
         subprocess.Popen(
             [sys.executable, SCRIPT, 'token', '--config', path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        for _ in range(8)
+        for unused in range(8)
     ]
     outputs = [process.communicate(timeout=60) for process in processes]
     assert [process.returncode for process in processes] == [0] * 8, outputs
-    assert [out.decode() for out, _ in outputs] == ['shared\n'] * 8
+    assert [out.decode() for out, unused in outputs] == ['shared\n'] * 8
     assert len(endpoint.requests) == 1
 
 
@@ -784,9 +786,9 @@ def test_renew_command(tmp_path, endpoint, pki):
         tmp_path / 'office365.json',
         raw_microsoft(tmp_path, ca_file=pki['ca'], token_url=endpoint.url('/t/oauth2/v2.0/token')),
     )
-    code, out, _ = run_script('renew', '--config', path)
+    code, out, unused = run_script('renew', '--config', path)
     assert code == 0 and 'renewed' in out
-    code, out, _ = run_script('renew', '--config', path)
+    code, out, unused = run_script('renew', '--config', path)
     assert code == 0 and 'not due' in out and len(endpoint.requests) == 1
     endpoint.answer = lambda p, form: (503, b'down')
     code, out, err = run_script('renew', '--config', path, '--force')
@@ -798,7 +800,7 @@ def test_renew_command(tmp_path, endpoint, pki):
 
 def test_renew_with_a_broken_config_exits_ex_config(tmp_path):
     path = write_config(tmp_path / 'office365.json', raw_microsoft(tmp_path, client_secret=None))
-    code, _, err = run_script('renew', '--config', path)
+    code, unused, err = run_script('renew', '--config', path)
     assert code == 78 and 'client_secret: required' in err
 
 
@@ -1145,20 +1147,20 @@ def test_deliver_plumbing_argv_environment_stdin_and_token(replay):
 
 
 def test_deliver_maps_a_535_to_deferred_and_masks_the_token(replay):
-    path, answer, _ = replay
+    path, answer = replay[:2]
     answer(
         77,
         'msmtp: authentication failed (method XOAUTH2)\nmsmtp: server message: 535 5.7.3 Authentication '
         'unsuccessful '
         'TOKEN\nmsmtp: could not send mail (account smarthost_oauth2 from x)\n',
     )
-    code, out, _ = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
+    code, out, unused = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
     assert code == 75 and out.startswith('4.7.3 smarthost-oauth2 xoauth2_rejected:') and '535 5.7.3' in out
     assert 'tok-1' not in out and '********' in out
 
 
 def test_deliver_forgets_an_older_token_the_server_refused(replay, tmp_path):
-    path, answer, _ = replay
+    path, answer = replay[:2]
     config = oauth2.load_config(path)
     old = time.time() - 120
     oauth2.get_token(config, clock=lambda: old, fetch=Fetcher(record(old, 3600, 'revoked-early')))
@@ -1172,7 +1174,7 @@ def test_deliver_forgets_an_older_token_the_server_refused(replay, tmp_path):
 
 
 def test_deliver_bounces_a_permanent_refusal_with_the_provider_code(replay):
-    path, answer, _ = replay
+    path, answer = replay[:2]
     answer(
         65,
         'msmtp: recipient address refused@example.org not accepted by the server\nmsmtp: server message: 550 '
@@ -1180,7 +1182,7 @@ def test_deliver_bounces_a_permanent_refusal_with_the_provider_code(replay):
         'RESOLVER.RST.NotAuthorized; not authorized\nmsmtp: could not send mail (account smarthost_oauth2 from '
         'x)\n',
     )
-    code, out, _ = deliver_cli(path, 'relay@contoso.com', ['refused@example.org'])
+    code, out, unused = deliver_cli(path, 'relay@contoso.com', ['refused@example.org'])
     assert (
         code == 69
         and out.startswith('5.7.1 smarthost-oauth2 provider_refused:')
@@ -1189,7 +1191,7 @@ def test_deliver_bounces_a_permanent_refusal_with_the_provider_code(replay):
 
 
 def test_deliver_stops_a_hung_msmtp(replay, tmp_path):
-    path, answer, _ = replay
+    path, answer = replay[:2]
     raw = json.load(open(path))
     raw['delivery_timeout'] = 10
     hung = tmp_path / 'hung-msmtp'
@@ -1198,16 +1200,16 @@ def test_deliver_stops_a_hung_msmtp(replay, tmp_path):
     raw['msmtp'] = str(hung)
     write_config(tmp_path / 'office365.json', raw)
     started = time.monotonic()
-    code, out, _ = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
+    code, out, unused = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
     assert code == 75 and out.startswith('4.4.2 smarthost-oauth2 delivery_timeout:') and time.monotonic() - started < 30
 
 
 def test_deliver_without_msmtp_defers(replay, tmp_path):
-    path, _, _ = replay
+    path = replay[0]
     raw = json.load(open(path))
     raw['msmtp'] = str(tmp_path / 'not-installed')
     write_config(tmp_path / 'office365.json', raw)
-    code, out, _ = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
+    code, out, unused = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
     assert code == 75 and out.startswith('4.3.5 smarthost-oauth2 msmtp_config_error: cannot run')
 
 
@@ -1259,7 +1261,7 @@ def test_deliver_with_the_real_msmtp(tmp_path, endpoint, pki, accept):
                 smtp_port=port,
             ),
         )
-        code, out, _ = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
+        code, out, unused = deliver_cli(path, 'relay@contoso.com', ['a@example.org'])
     finally:
         controller.stop()
     if accept:
@@ -1267,3 +1269,17 @@ def test_deliver_with_the_real_msmtp(tmp_path, endpoint, pki, accept):
         assert len(handler.messages) == 1 and handler.messages[0].rcpt_tos == ['a@example.org']
     else:
         assert code == 75 and out.startswith('4.7.3 smarthost-oauth2 xoauth2_rejected:') and handler.messages == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to own files as another user')
+def test_root_running_it_by_hand_leaves_the_cache_to_the_delivery_user(tmp_path):
+    config = microsoft(tmp_path)
+    directory = os.path.dirname(config['cache_file'])
+    os.makedirs(directory, mode=0o700)
+    os.chown(directory, 4242, 4242)
+    oauth2.get_token(config, clock=lambda: 1000, fetch=Fetcher(record(1000, 3600)))
+    owners = set(
+        (os.stat(os.path.join(directory, name)).st_uid, os.stat(os.path.join(directory, name)).st_gid)
+        for name in os.listdir(directory)
+    )
+    assert owners == {(4242, 4242)}
