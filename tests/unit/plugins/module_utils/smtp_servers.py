@@ -31,7 +31,9 @@ def _openssl(*args, cwd):
 def _signed_by_ca(directory, name, subject, san):
     extensions = os.path.join(directory, name + '.ext')
     with open(extensions, 'w') as handle:
-        handle.write('subjectAltName = %s\nextendedKeyUsage = serverAuth\n' % san)
+        # keyUsage and authorityKeyIdentifier: Python 3.13 verifies strictly (VERIFY_X509_STRICT).
+        handle.write('subjectAltName = %s\nextendedKeyUsage = serverAuth\nkeyUsage = critical, digitalSignature, '
+                     'keyEncipherment\nauthorityKeyIdentifier = keyid, issuer\n' % san)
     _openssl('req', '-new', '-newkey', 'rsa:2048', '-nodes', '-subj', subject,
              '-keyout', name + '.key', '-out', name + '.csr', cwd=directory)
     _openssl('x509', '-req', '-in', name + '.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial',
@@ -45,6 +47,7 @@ def make_pki(directory):
     rogue_cert/rogue_key.
     """
     _openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '30', '-subj', '/CN=Smarthost Test CA',
+             '-addext', 'basicConstraints = critical, CA:TRUE', '-addext', 'keyUsage = critical, keyCertSign, cRLSign',
              '-keyout', 'ca.key', '-out', 'ca.crt', cwd=directory)
     _signed_by_ca(directory, 'server', '/O=Relay Test/CN=' + RELAY_NAME, 'DNS:%s, DNS:localhost, IP:127.0.0.1' % RELAY_NAME)
     _signed_by_ca(directory, 'wrong_name', '/CN=other.test', 'DNS:other.test')
