@@ -11,7 +11,7 @@ set -euo pipefail
 log() { printf '==> %s\n' "$*"; }
 
 need_pkgs=()
-for pkg in postfix libsasl2-modules docker.io debootstrap rsync git make ca-certificates openssl shellcheck; do
+for pkg in postfix libsasl2-modules msmtp docker.io debootstrap rsync git make ca-certificates openssl shellcheck; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 # A docker CLI on PATH with an engine that answers is good enough: do not

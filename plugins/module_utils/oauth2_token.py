@@ -109,6 +109,10 @@ NUMBER_OPTIONS = {  # name: (default, minimum, maximum)
     'delivery_timeout': (600, 10, 86400),
     'lock_timeout': (None, 1, 600),
     'failure_hold': (10, 0, 3600),
+    # Seconds between deliveries of this account at least: the provider's rate (Exchange Online:
+    # 30 messages a minute per mailbox). Postfix's rate delay cannot pace a transport that
+    # delivers one recipient at a time, so the tool does.
+    'send_interval': (None, 0, 86400),
 }
 OPTIONS = frozenset(STRING_OPTIONS) | frozenset(NUMBER_OPTIONS)
 TLS_MODES = ('starttls', 'implicit')
@@ -982,6 +986,34 @@ def classify_msmtp(returncode, stderr, log_line=''):
     return temporary('msmtp_failed', said or 'exit status %d without a message' % returncode, '4.3.0')
 
 
+def pace(config, clock=time.time, sleep=time.sleep):
+    """Hold this delivery until send_interval seconds after the account's previous one began.
+
+    The lock on <cache>.pace is held while waiting, so concurrent deliveries of the account leave one
+    after another at the provider's rate; the file holds when the last one left.
+    """
+    interval = config.get('send_interval')
+    if not interval:
+        return 0.0
+    path = config['cache_file'] + '.pace'
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            last = float(os.pread(fd, 64, 0).decode('ascii').strip() or 0)
+        except ValueError:
+            last = 0.0
+        wait = min(max(last + interval - clock(), 0.0), interval)
+        if wait:
+            sleep(wait)
+        stamp = ('%.3f' % clock()).encode('ascii')
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, stamp, 0)
+        return wait
+    finally:
+        os.close(fd)
+
+
 def deliver(config_path, sender, recipients, stdin=None, script=None):
     """Run msmtp for one message; returns the Outcome (never raises for expected failures)."""
     import subprocess
@@ -1006,6 +1038,10 @@ def deliver(config_path, sender, recipients, stdin=None, script=None):
     except TokenError as error:
         return temporary(error.cause, mask(error.detail, secrets), '4.7.0')
     secrets.append(record['access_token'])
+    try:
+        pace(config)
+    except OSError as error:
+        return temporary('token_cache_error', 'cannot pace the deliveries: %s' % (error.strerror or error), '4.3.0')
     try:
         msmtprc = ensure_msmtp_config(config, token_command(config_path, script))
     except OSError as error:

@@ -575,6 +575,28 @@ def _bearer_token(oauth2_token):
         raise ProbeFailure('oauth2_token_endpoint_unreachable', 'cannot reach the token endpoint: %s' % error)
 
 
+def oauth2_bearer(account):
+    """A token provider for probe(): fetches a new token for an OAuth 2.0 account configuration (as the
+    relay role writes it for the host's token tool), without touching the host's token cache.
+
+    A failure becomes a ProbeFailure with the diagnosis cause the tool's own cause stands for.
+    """
+    from ansible_collections.smarthost.postfix.plugins.module_utils import oauth2_token
+    from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import TOKEN_TOOL_CAUSES
+
+    def fetch():
+        try:
+            config = oauth2_token.validate_config(dict(account))
+            return oauth2_token.request_token(config)['access_token']
+        except oauth2_token.ConfigError as error:
+            raise ValueError('oauth2: %s' % error) from None
+        except oauth2_token.TokenError as error:
+            cause = TOKEN_TOOL_CAUSES.get(error.cause, 'oauth2_token_endpoint_unreachable')
+            secrets = oauth2_token.secret_values(account)
+            raise ProbeFailure(cause, _redact('%s: %s' % (error.cause, error.detail), secrets)) from None
+    return fetch
+
+
 def _redact(text, secrets):
     # Longest first (rules.scrub): the PLAIN token ends with the base64 of the password when the prefix aligns.
     return scrub(text, secrets)

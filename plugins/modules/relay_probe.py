@@ -43,6 +43,16 @@ options:
   password:
     description: SMTP password for O(username). Never returned or logged.
     type: str
+  oauth2:
+    description:
+      - Log in with SASL XOAUTH2 as O(username) instead of a password; the probe fetches a new access token
+        from the account's token endpoint first (without touching the host's token cache) and classifies a
+        refusal of the endpoint (C(oauth2_invalid_client), C(oauth2_app_not_found), C(oauth2_invalid_grant),
+        C(oauth2_token_endpoint_unreachable)) or of the relay (C(oauth2_mailbox_not_permitted)).
+      - The account configuration as the relay role writes it for the token tool, with the keys
+        C(provider) (V(microsoft) with C(tenant), or V(google) with C(refresh_token)), C(client_id),
+        C(client_secret) and C(username); secret as a whole.
+    type: dict
   ca_file:
     description:
       - PEM bundle of CA certificates to verify the relay's certificate against.
@@ -295,7 +305,7 @@ timings_ms:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import TLS_MODES, probe
+from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import TLS_MODES, oauth2_bearer, probe
 
 
 def main():
@@ -306,6 +316,7 @@ def main():
             tls=dict(type='str', choices=list(TLS_MODES), default='auto'),
             username=dict(type='str'),
             password=dict(type='str', no_log=True),
+            oauth2=dict(type='dict', no_log=True),
             ca_file=dict(type='path'),
             verify=dict(type='bool', default=True),
             server_name=dict(type='str'),
@@ -313,13 +324,15 @@ def main():
             helo_name=dict(type='str'),
             fail_on_error=dict(type='bool', default=True),
         ),
+        mutually_exclusive=[('password', 'oauth2')],
         supports_check_mode=True,
     )
     params = module.params
     try:
         result = probe(params['host'], port=params['port'], tls=params['tls'], username=params['username'],
                        password=params['password'], ca_file=params['ca_file'], verify=params['verify'],
-                       server_name=params['server_name'], timeout=params['timeout'], helo_name=params['helo_name'])
+                       server_name=params['server_name'], timeout=params['timeout'], helo_name=params['helo_name'],
+                       oauth2_token=oauth2_bearer(params['oauth2']) if params['oauth2'] else None)
     except ValueError as error:
         module.fail_json(msg=str(error))
     if not result['ok'] and params['fail_on_error']:

@@ -93,7 +93,10 @@ def _oauth2_user(spec, names):
     username = spec.get("username")
     if username in (None, ""):
         raise RelayPlanError(names["username"], "required with auth oauth2: the mailbox (or account) mail is sent as")
-    return v.username(names["username"], username)
+    username = v.username(names["username"], username)
+    if "@" not in username:
+        raise RelayPlanError(names["username"], "with auth oauth2 it is the mailbox's address, such as relay@contoso.com")
+    return username
 
 
 def _oauth2(preset, provider, spec, names):

@@ -1283,3 +1283,60 @@ def test_root_running_it_by_hand_leaves_the_cache_to_the_delivery_user(tmp_path)
         for name in os.listdir(directory)
     )
     assert owners == {(4242, 4242)}
+
+
+def test_pace_keeps_the_accounts_interval_between_deliveries(tmp_path):
+    clock = [1000.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        clock[0] += seconds
+
+    config = {'send_interval': 2.0, 'cache_file': str(tmp_path / 'relay.json')}
+    assert oauth2.pace(config, clock=lambda: clock[0], sleep=sleep) == 0.0
+    clock[0] += 0.5
+    assert oauth2.pace(config, clock=lambda: clock[0], sleep=sleep) == 1.5
+    clock[0] += 5
+    assert oauth2.pace(config, clock=lambda: clock[0], sleep=sleep) == 0.0
+    assert waits == [1.5]
+    assert oauth2.pace({'send_interval': None, 'cache_file': config['cache_file']}) == 0.0
+
+
+def test_send_interval_is_an_option():
+    assert 'send_interval' in oauth2.OPTIONS
+
+
+# --- relay_probe's token provider ------------------------------------------------------------------
+
+
+def probe_account(tmp_path, endpoint, pki):
+    raw = dict(microsoft(tmp_path, endpoint, pki))
+    return {key: raw[key] for key in ('provider', 'tenant', 'client_id', 'client_secret', 'username', 'token_url',
+                                      'ca_file', 'cache_file')}
+
+
+def test_the_probe_fetches_a_fresh_token_and_leaves_the_cache_alone(tmp_path, endpoint, pki):
+    from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import oauth2_bearer
+    account = probe_account(tmp_path, endpoint, pki)
+    assert oauth2_bearer(account)() == 'tok-1'
+    assert endpoint.requests[0]['form']['client_secret'] == SECRET
+    assert not os.path.exists(account['cache_file'])
+
+
+def test_the_probe_names_the_diagnosis_cause_of_a_refused_secret(tmp_path, endpoint, pki):
+    from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import ProbeFailure, oauth2_bearer
+    endpoint.answer = lambda path, form: MICROSOFT_ERRORS[0][:2]
+    with pytest.raises(ProbeFailure) as caught:
+        oauth2_bearer(probe_account(tmp_path, endpoint, pki))()
+    assert caught.value.cause == 'oauth2_invalid_client'
+    assert 'AADSTS7000215' in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_every_tool_cause_the_diagnosis_maps_is_one_the_tool_has():
+    from ansible_collections.smarthost.postfix.plugins.module_utils.provider_replies import REPLY_CAUSES, TOKEN_TOOL_CAUSES
+    from ansible_collections.smarthost.postfix.plugins.module_utils import maillog, smtp_probe
+    assert set(TOKEN_TOOL_CAUSES) <= set(oauth2.CAUSES)
+    known = set(REPLY_CAUSES) | set(maillog.REMEDIES) | set(smtp_probe.CAUSES)
+    assert set(TOKEN_TOOL_CAUSES.values()) <= known

@@ -1237,3 +1237,17 @@ def test_a_national_cloud_sets_its_scope_and_token_endpoint():
     with pytest.raises(RelayPlanError) as raised:
         office365_oauth2(relay_oauth2_scope="outlook scope")
     assert raised.value.variable == "relay_oauth2_scope"
+
+
+def test_every_planned_account_is_a_configuration_the_token_tool_accepts():
+    from ansible_collections.smarthost.postfix.plugins.module_utils import oauth2_token
+
+    gmail = plan(relay_provider="gmail", relay_auth="oauth2", relay_username="me@example.com",
+                 relay_oauth2_client_id="id", relay_oauth2_client_secret=CLIENT_SECRET, relay_oauth2_refresh_token=REFRESH_TOKEN)
+    for result in (office365_oauth2(), office365_oauth2(relay_oauth2_scope="https://outlook.office365.us/.default"), gmail):
+        for account in result["oauth2"]:
+            config = oauth2_token.validate_config(dict(account["config"]))
+            assert config["cache_file"] == account["config"]["cache_file"]
+    with pytest.raises(RelayPlanError) as raised:
+        office365_oauth2(relay_username="relay")
+    assert raised.value.variable == "relay_username"
