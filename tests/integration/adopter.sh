@@ -25,7 +25,8 @@ contents=$(tar -tzf "$tarball")
 for file in plugins/modules/postconf.py plugins/modules/postfix_config.py plugins/doc_fragments/postconf.py; do
     grep -qx "$file" <<<"$contents" || fail "tarball lacks $file"
 done
-unwanted='^(molecule|\.venv|\.ansible|\.build|images|tests/emulator|tests/integration|tests/unit/emulator)/|^\.|/\.[^/]+$'
+tooling='molecule|\.venv|\.ansible|\.build|images|tests/emulator|tests/integration|tests/unit/emulator'
+unwanted="^($tooling)/|^\\.|/\\.[^/]+\$"
 # The example inventory's vault password is documentation (its vault files are encrypted with it).
 shipped=$(grep -vx "docs/examples/inventory/.vault-pass-example" <<<"$contents")
 if grep -qE "$unwanted" <<<"$shipped"; then

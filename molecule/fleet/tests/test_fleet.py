@@ -33,6 +33,7 @@ PROVIDERS = harness.providers()
 CONTAINERS = ["fleet-canary", "fleet-override", "fleet-both", "fleet-billing", "fleet-alerts"]
 GONE = "fleet-gone"
 ROLLOUT_PLAY = "Roll out the relays, canary first"
+REFUSE = "Refuse a host whose inventory leaves its provider open or names an unknown one"
 SES_HOST = "email-smtp.us-east-1.amazonaws.com"
 # Where each host's mail must leave, by what its inventory says (not by what the role did).
 EXPECTED = {
@@ -127,7 +128,8 @@ def run(playbook, inventory, *args):
                           env=env, cwd=WORK)
     if os.environ.get("FLEET_TEST_LOGS"):  # keep every run's output for a look afterwards
         RUNS.setdefault("count", [0])[0] += 1
-        path = os.path.join(os.environ["FLEET_TEST_LOGS"], "%02d-%s.log" % (RUNS["count"][0], os.path.basename(playbook)))
+        name = "%02d-%s.log" % (RUNS["count"][0], os.path.basename(playbook))
+        path = os.path.join(os.environ["FLEET_TEST_LOGS"], name)
         with open(path, "w") as handle:
             handle.write("%s\nrc=%s\n%s" % (" ".join(command), proc.returncode, proc.stdout))
     for password in PASSWORDS:
@@ -240,7 +242,7 @@ def strict_rollout(preview):
 
 def test_a_host_in_two_provider_groups_is_refused_and_left_unchanged(before, strict_rollout):
     rc, output = strict_rollout
-    refusal = results(output, "fleet-both", "Refuse a host whose groups name two providers and that sets no relay_provider")
+    refusal = results(output, "fleet-both", REFUSE)
     assert refusal and refusal[0]["_status"] == "fatal", output[-3000:]
     assert "smarthost_ses" in refusal[0]["msg"] and "smarthost_sendgrid" in refusal[0]["msg"], refusal[0]["msg"]
     assert all("fleet-both" not in hosts_in(section) for section in play_sections(output, ROLLOUT_PLAY))
@@ -300,9 +302,13 @@ def test_provider_playbook_takes_only_the_hosts_its_provider_wins(tolerant_rollo
     rc, output = run("smarthost.postfix.ses", MIXED)
     rolled_out = set().union(*[hosts_in(section) for section in play_sections(output, ROLLOUT_PLAY)])
     assert rolled_out == {"fleet-canary"}, output[-3000:]
-    note = results(output, "fleet-override", "Say which hosts of the group another provider takes")
-    assert note and "relay_provider 'sendgrid' in its inventory wins" in note[0]["msg"], output[-3000:]
-    assert results(output, "fleet-both", "Refuse a host whose groups name two providers and that sets no relay_provider")
+    # The note runs once for the play, on its first host.
+    notes = [line for result in results(output, "fleet-canary", "Say which hosts of the group another provider takes")
+             for line in result["msg"]]
+    assert notes == ["fleet-override is in smarthost_ses, but relay_provider 'sendgrid' in its inventory wins: "
+                     "smarthost.postfix.sendgrid or smarthost.postfix.site configures it, "
+                     "this playbook leaves it alone."]
+    assert results(output, "fleet-both", REFUSE)[0]["_status"] == "fatal"
     assert harness.play_recap(output)["fleet-canary"]["changed"] == 0
     assert rc == 2
 
@@ -329,7 +335,8 @@ def test_verify_and_health_default_to_the_managed_hosts(tolerant_rollout):
     assert rc == 0, output[-3000:]
     assert set(harness.play_recap(output)) == {"fleet-canary"}, output[-3000:]
     rc, output = run("smarthost.postfix.verify", SINGLE, "-e", "relay_verify_sender=root@example.test",
-                     "-e", "relay_verify_recipient=ops@recipient.example.test", "-e", "relay_verify_timeout=60", "-e", "relay_verify_become=false")
+                     "-e", "relay_verify_recipient=ops@recipient.example.test", "-e", "relay_verify_timeout=60",
+                     "-e", "relay_verify_become=false")
     assert rc == 0, output[-3000:]
     assert set(harness.play_recap(output)) == {"fleet-canary"}, output[-3000:]
     assert "fleet-canary: sent via %s" % SES_HOST in output, output[-3000:]
