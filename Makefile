@@ -16,10 +16,14 @@ VENV        := $(CURDIR)/.venv
 BIN         := $(VENV)/bin
 BUILD       := $(CURDIR)/.build
 COLLECTIONS := $(BUILD)/collections
-SANITY_VENV := $(BUILD)/sanity-venv
 SANITY_ROOT := $(BUILD)/sanity/ansible_collections/smarthost/postfix
-ANSIBLE_TEST_REQS := $(VENV)/lib/python3*/site-packages/ansible_test/_data/requirements
-SCENARIOS   ?= default routes reliability
+SCENARIOS   ?= default routes reliability fleet
+# The ansible-core releases meta/runtime.yml claims: sanity and unit tests run
+# under each, from a small virtualenv per core in .build/cores/<core>/, created
+# once and reused (rm -rf it to start over). CORES=2.16 make sanity runs one.
+CORES       ?= 2.16 2.17 2.18 2.19
+CORE_VENVS  := $(BUILD)/cores
+SANITY_TESTS := pylint yamllint validate-modules ansible-doc import pep8 changelog runtime-metadata
 
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
@@ -63,36 +67,58 @@ test: setup lint sanity unit molecule adopter
 lint: setup
 	@echo "==> ansible-lint (production profile)"
 	@$(BIN)/ansible-lint --profile production -q
+	@$(BIN)/yamllint -s molecule/*/molecule.yml
 	@echo "==> changelog fragments"
 	@$(BIN)/antsibull-changelog lint
 	@echo "==> generated docs up to date, links and cause names consistent"
 	@$(BIN)/python scripts/gen-docs.py --check
 
-$(SANITY_VENV)/.installed: requirements-dev.txt
-	@echo "==> sanity virtualenv"
-	@python3 -m venv $(SANITY_VENV)
-	@$(SANITY_VENV)/bin/pip install -q "$$($(BIN)/pip freeze | grep -i '^ansible-core==')" \
-	    $(foreach t,pylint yamllint validate-modules ansible-doc import pep8 changelog runtime-metadata,-r $(wildcard $(ANSIBLE_TEST_REQS))/sanity.$(t).txt)
+# ansible-core of that release, the sanity requirements its own ansible-test
+# pins, and what the unit tests import besides the standard library.
+$(CORE_VENVS)/%/.installed:
+	@echo "==> ansible-core $* virtualenv"
+	@python3 -m venv $(@D)
+	@$(@D)/bin/pip install -q -U pip
+	@$(@D)/bin/pip install -q "ansible-core==$*.*"
+	@reqs=$$(echo $(@D)/lib/python3*/site-packages/ansible_test/_data/requirements); \
+	  $(@D)/bin/pip install -q pytest aiosmtpd $(foreach t,$(SANITY_TESTS),-r $$reqs/sanity.$(t).txt)
 	@touch $@
 
 # ansible-test wants the collection at ansible_collections/smarthost/postfix and
 # fetches get-pip.py from the internet for its own virtualenvs; it gets a copy
-# of the tracked tree and an offline stand-in for get-pip.
-sanity: setup $(SANITY_VENV)/.installed
-	@echo "==> ansible-test sanity"
+# of the tracked tree and an offline stand-in for get-pip. Each core reads its
+# own tests/sanity/ignore-<core>.txt.
+sanity: setup $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	@git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(SANITY_ROOT)
 	@# ansible-test lists files through git; inside this repo it would see .build/ as ignored.
 	@cd $(SANITY_ROOT) && git init -q && git add -A
-	@pip_version=$$(grep -oP "pip='\K[0-9.]+" $(wildcard $(VENV)/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py)); \
-	  mkdir -p ~/.ansible/test/cache; \
-	  cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_$${pip_version//./_}.py
-	@cd $(SANITY_ROOT) && $(SANITY_VENV)/bin/ansible-test sanity --python 3.11 --color no 2>&1 \
-	  | grep -v -E "^(Collecting|Downloading|Installing|Successfully|Requirement|WARNING: Location|  Downloading|     )" || exit 1
+	@mkdir -p ~/.ansible/test/cache
+	@for core in $(CORES); do \
+	  echo "==> ansible-test sanity, ansible-core $$core"; \
+	  venv=$(CORE_VENVS)/$$core; \
+	  pip_version=$$(grep -oP "pip='\K[0-9.]+" \
+	    $$venv/lib/python3*/site-packages/ansible_test/_internal/python_requirements.py | head -1); \
+	  cp scripts/ansible-test-get-pip.py ~/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
+	  rm -rf $(SANITY_ROOT)/tests/output; \
+	  (cd $(SANITY_ROOT) && $$venv/bin/ansible-test sanity --python 3.11 --color no 2>&1) \
+	    | grep -v -E "^(Collecting|Downloading|Installing|Successfully|Requirement|Processing|Looking in)" \
+	    | grep -v -E "^(Using cached pip|WARNING: Location|  Downloading|     )" \
+	    || exit 1; \
+	done
 
-unit: setup
-	@echo "==> unit tests (real postconf/postmap on throwaway config directories)"
-	@$(BIN)/pytest -q -p no:cacheprovider tests/unit
+# The whole suite under the core of .venv; under the other cores the plugins'
+# and the playbooks' tests (modules through main(), the filter, module_utils, the
+# site playbook's decisions), not the emulator's.
+unit: setup $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
+	@main=$$($(BIN)/python -c 'import ansible.release as r; print(".".join(r.__version__.split(".")[:2]))'); \
+	  echo "==> unit tests (real postconf/postmap on throwaway config directories), ansible-core $$main"; \
+	  $(BIN)/pytest -q -p no:cacheprovider tests/unit; \
+	  for core in $(CORES); do \
+	    [ "$$core" = "$$main" ] && continue; \
+	    echo "==> unit tests of the plugins, ansible-core $$core"; \
+	    $(CORE_VENVS)/$$core/bin/pytest -q -p no:cacheprovider tests/unit/plugins tests/unit/playbooks || exit 1; \
+	  done
 
 molecule: setup images
 	@echo "==> molecule scenarios: $(SCENARIOS)"

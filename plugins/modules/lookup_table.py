@@ -93,6 +93,17 @@ options:
       - Before changing the source file, keep a timestamped copy next to it with the same mode.
     type: bool
     default: false
+attributes:
+  check_mode:
+    description: Reports what would change and writes nothing.
+    support: full
+  diff_mode:
+    description: The table's lines before and after; the compiled map is not diffed.
+    support: full
+  platform:
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    support: N/A
+    platforms: posix
 seealso:
   - module: smarthost.postfix.sasl_map
   - module: smarthost.postfix.postconf

@@ -82,6 +82,10 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes.
+  platform:
+    support: N/A
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    platforms: posix
 seealso:
   - module: smarthost.postfix.relay_probe
   - module: smarthost.postfix.queue_info

@@ -69,6 +69,17 @@ options:
       - Before changing C(main.cf) or C(master.cf), keep a timestamped copy of it next to it.
     type: bool
     default: false
+attributes:
+  check_mode:
+    description: Reports what would change and runs no writing C(postconf).
+    support: full
+  diff_mode:
+    description: Before and after of exactly the parameters and services it changes.
+    support: full
+  platform:
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    support: N/A
+    platforms: posix
 seealso:
   - name: postconf(1)
     description: Postfix configuration utility.

@@ -140,6 +140,17 @@ options:
       - The rollback on failure does not depend on this.
     type: bool
     default: false
+attributes:
+  check_mode:
+    description: Plans every file and reports what would change; writes nothing and runs no C(postfix check).
+    support: full
+  diff_mode:
+    description: Every changed file; SASL passwords are masked.
+    support: full
+  platform:
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    support: N/A
+    platforms: posix
 seealso:
   - module: smarthost.postfix.postconf
   - module: smarthost.postfix.sasl_map

@@ -41,6 +41,17 @@ options:
     type: list
     elements: str
     default: []
+attributes:
+  check_mode:
+    description: Read-only; it runs the same in check mode.
+    support: full
+  diff_mode:
+    description: Nothing changes.
+    support: none
+  platform:
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    support: N/A
+    platforms: posix
 seealso:
   - module: smarthost.postfix.postconf
 """

@@ -62,6 +62,10 @@ attributes:
   diff_mode:
     support: none
     description: The metrics file is a measurement, not configuration; no diff is shown.
+  platform:
+    support: N/A
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    platforms: posix
 seealso:
   - module: smarthost.postfix.mail_trace
 '''

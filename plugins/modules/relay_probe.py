@@ -98,6 +98,10 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes, so there is no diff.
+  platform:
+    support: N/A
+    description: Any POSIX host with Python, Postfix or not; runs on the managed host.
+    platforms: posix
 seealso:
   - module: smarthost.postfix.mail_trace
   - name: RFC 3207 (SMTP STARTTLS)

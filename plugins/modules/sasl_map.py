@@ -111,6 +111,17 @@ options:
       - Before changing the source file, keep a timestamped copy next to it, mode C(0600).
     type: bool
     default: false
+attributes:
+  check_mode:
+    description: Reports what would change and writes nothing.
+    support: full
+  diff_mode:
+    description: Before and after with every password masked.
+    support: full
+  platform:
+    description: Linux hosts with Postfix (Debian and Red Hat families); runs on the managed host.
+    support: N/A
+    platforms: posix
 seealso:
   - module: smarthost.postfix.lookup_table
   - module: smarthost.postfix.postconf

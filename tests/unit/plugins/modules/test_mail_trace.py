@@ -136,7 +136,8 @@ def _playbook(instance, recipient, extra=()):
                ANSIBLE_STDOUT_CALLBACK='default', ANSIBLE_PYTHON_INTERPRETER=os.path.join(REPO, '.venv', 'bin', 'python'))
     variables = dict(relay_verify_sender='sender@example.net', relay_verify_recipient=recipient,
                      relay_verify_config_dir=instance.config_dir, relay_verify_log_path=instance.log_path,
-                     relay_verify_timeout=30, relay_verify_become=False)
+                     relay_verify_timeout=30, relay_verify_become=False,
+                     relay_verify_hosts='localhost')  # not a smarthost_* member
     cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
            os.path.join(REPO, 'playbooks', 'verify.yml'), '-e', json.dumps(variables)] + list(extra)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)

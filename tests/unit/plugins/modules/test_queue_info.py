@@ -104,7 +104,8 @@ def _health(instance, extra):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(REPO, '.build', 'collections'), ANSIBLE_NOCOLOR='1',
                ANSIBLE_PYTHON_INTERPRETER=os.path.join(REPO, '.venv', 'bin', 'python'))
     variables = dict(relay_health_config_dir=instance.config_dir, relay_health_log_path=instance.log_path,
-                     relay_health_become=False, **extra)
+                     relay_health_become=False,
+                     relay_health_hosts='localhost', **extra)  # not a smarthost_* member
     cmd = [os.path.join(REPO, '.venv', 'bin', 'ansible-playbook'), '-i', 'localhost,', '-c', 'local',
            os.path.join(REPO, 'playbooks', 'health.yml'), '-e', json.dumps(variables)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
