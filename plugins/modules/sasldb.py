@@ -23,7 +23,7 @@ description:
     given another password (or the database was edited behind the module's back), a new database is
     built in a private directory next to it and renamed into place, so C(smtpd) never sees a half
     written one. Otherwise nothing is written and the module reports C(changed=false).
-  - The database is owned by root and readable by O(group) only (mode C(0640)): C(smtpd) reads it as
+  - The database is owned by root and readable by O(group) only (mode C(0640)); C(smtpd) reads it as
     that group after dropping privileges.
   - Optionally writes the Cyrus application configuration (for example C(smtpd.conf) in the
     directory C(cyrus_sasl_config_path) names) that points C(libsasl2) at this database.
