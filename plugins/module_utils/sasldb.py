@@ -26,7 +26,11 @@ import re
 import shutil
 import tempfile
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.files import atomic_write, attributes_differ, set_attributes
+from ansible_collections.smarthost.postfix.plugins.module_utils.files import (
+    atomic_write,
+    attributes_differ,
+    set_attributes,
+)
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, password_problem
 
 # A user name saslpasswd2, the sasldb keys and Postfix's login maps all take as it is.
@@ -203,7 +207,8 @@ class SaslDb:
         if not present:
             return os.path.exists(self.digest_path)
         uid, gid = self._owner()
-        for path, mode, group in ((self.path, DB_MODE, gid), (self.digest_path, DIGEST_MODE, 0 if uid is not None else None)):
+        root_group = 0 if uid is not None else None
+        for path, mode, group in ((self.path, DB_MODE, gid), (self.digest_path, DIGEST_MODE, root_group)):
             if os.path.exists(path) and attributes_differ(path, mode, uid, group):
                 return True
         return not os.path.exists(self.digest_path)

@@ -163,6 +163,7 @@ import grp
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import run_and_exit, secret_scrubber
+from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError
 from ansible_collections.smarthost.postfix.plugins.module_utils.sasldb import SaslDb, manage_sasldb
 
 
@@ -186,7 +187,11 @@ def main():
     scrub = secret_scrubber(user.get('password') for user in params['users'])
 
     def run(cmd, data=None):
-        return module.run_command(cmd, data=data, binary_data=True, expand_user_and_vars=False)
+        # PATH first, then the sbin directories get_bin_path always adds.
+        binary = module.get_bin_path(cmd[0])
+        if binary is None:
+            raise ValidationError('%s not found: install sasl2-bin (Debian) or cyrus-sasl (RHEL)' % cmd[0])
+        return module.run_command([binary] + cmd[1:], data=data, binary_data=True, expand_user_and_vars=False)
 
     try:
         group_id = grp.getgrnam(params['group']).gr_gid
@@ -197,8 +202,11 @@ def main():
 
     db = SaslDb(params['path'], run, group_id=group_id, config_file=params['config_file'],
                 mechanisms=params['mechanisms'])
-    run_and_exit(module, lambda: manage_sasldb(db, params['users'], params['realm'], params['state'], module.check_mode),
-                 path=params['path'], scrub=scrub)
+
+    def work():
+        return manage_sasldb(db, params['users'], params['realm'], params['state'], module.check_mode)
+
+    run_and_exit(module, work, path=params['path'], scrub=scrub)
 
 
 if __name__ == '__main__':

@@ -86,8 +86,8 @@ def test_a_logged_in_app_relays_through_the_smarthost_over_verified_tls():
     assert record["provider"] == "ses" and record["username"] == harness.providers()["ses"]["username"]
     assert record["mail_from"] == "billing@example.test"
     assert record["tls_version"] in ("TLSv1.2", "TLSv1.3")
-    log = harness.host(RELAY).run(
-        "{ journalctl -q --no-pager; cat /var/log/mail.log; } 2>/dev/null | grep smarthost-submission | tail -n 50").stdout
+    log = harness.host(RELAY).run("{ journalctl -q --no-pager; cat /var/log/mail.log; } 2>/dev/null"
+                                  " | grep smarthost-submission | tail -n 50").stdout
     assert "sasl_method=PLAIN, sasl_username=billing-app@submission" in log, log
 
 

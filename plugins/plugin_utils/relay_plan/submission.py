@@ -73,7 +73,8 @@ def submission_section(inputs, plan):
     options = _options(files, cert, key, table, protocols)
     services = [_service(port, dict(options, syslog_name=SYSLOG_NAME))]
     if wrapper_port is not None:
-        services.append(_service(wrapper_port, dict(options, syslog_name=SYSLOG_NAME_WRAPPER, smtpd_tls_wrappermode="yes")))
+        wrapper_options = dict(options, syslog_name=SYSLOG_NAME_WRAPPER, smtpd_tls_wrappermode="yes")
+        services.append(_service(wrapper_port, wrapper_options))
     wanted = {service["name"] for service in services}
     ports = {port: "relay_submission_port"}
     if wrapper_port is not None:
@@ -191,7 +192,8 @@ def _host_path(variable, value):
 
 def _inet_services(facts):
     """The master.cf inet services postfix_info found: [{name, syslog_name}] (none before Postfix is installed)."""
-    return [service for service in (facts.get("inet_services") or []) if isinstance(service, dict) and service.get("name")]
+    found = facts.get("inet_services") or []
+    return [service for service in found if isinstance(service, dict) and service.get("name")]
 
 
 def _ours(service):

@@ -242,8 +242,8 @@ def test_logins_and_listing():
 
 def test_compare_finds_added_removed_and_updated():
     digests = {'a@r': sasldb.digest('one'), 'b@r': sasldb.digest('two')}
-    added, removed, updated = sasldb.compare([('a@r', 'one'), ('b@r', 'changed'), ('c@r', 'three')], {'a@r', 'b@r', 'x@r'},
-                                             digests)
+    desired = [('a@r', 'one'), ('b@r', 'changed'), ('c@r', 'three')]
+    added, removed, updated = sasldb.compare(desired, {'a@r', 'b@r', 'x@r'}, digests)
     assert (added, removed, updated) == (['c@r'], ['x@r'], ['b@r'])
 
 
@@ -253,3 +253,15 @@ def test_desired_users_refuses_what_saslpasswd2_or_postfix_would_misread():
     with pytest.raises(ValidationError) as error:
         sasldb.desired_users([{'name': 'app', 'password': ' ' + APP_PASSWORD}], 'submission')
     assert APP_PASSWORD not in str(error.value)
+
+
+def test_missing_cyrus_tools_are_named_with_their_package(users_db, monkeypatch, tmp_path):
+    users_db(users())
+    empty = tmp_path / 'empty-bin'
+    empty.mkdir()
+    monkeypatch.setenv('PATH', str(empty))
+    monkeypatch.setattr(os.path, 'exists', lambda path, _real=os.path.exists: (
+        False if path in ('/usr/sbin/sasldblistusers2', '/sbin/sasldblistusers2') else _real(path)))
+    result = users_db(users())
+    assert result.get('failed')
+    assert 'sasldblistusers2 not found: install sasl2-bin (Debian) or cyrus-sasl (RHEL)' in result['msg']

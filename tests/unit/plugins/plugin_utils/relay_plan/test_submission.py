@@ -102,7 +102,8 @@ def test_the_submission_service_takes_sasl_users_over_tls_only():
     result = plan(**SUBMISSION)
     service = services(result, "587")
     assert {key: service[key] for key in ("type", "private", "chroot", "command", "state", "exclusive_options")} == {
-        "type": "inet", "private": "n", "chroot": "n", "command": "smtpd", "state": "present", "exclusive_options": True}
+        "type": "inet", "private": "n", "chroot": "n", "command": "smtpd", "state": "present",
+        "exclusive_options": True}
     assert service["options"] == EXPECTED_OPTIONS
     # Nothing but a SASL login passes, and no option value has whitespace (postconf -P refuses it).
     for name in ("smtpd_client_restrictions", "smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
@@ -127,7 +128,8 @@ def test_the_users_and_files_the_sasldb_module_gets():
         "sasldb": "/etc/postfix/submission/sasldb2",
         "config_file": "/etc/postfix/submission/smtpd.conf",
         "realm": "submission",
-        "users": [{"name": "billing-app", "password": APP_PASSWORD}, {"name": "crm@example.org", "password": CRM_PASSWORD}],
+        "users": [{"name": "billing-app", "password": APP_PASSWORD},
+                  {"name": "crm@example.org", "password": CRM_PASSWORD}],
         "tls_cert": CERT,
         "tls_key": KEY,
     }
@@ -221,7 +223,8 @@ def _user(**overrides):
 
 ERRORS = [
     (dict(RELAY, relay_mode="null_client", relay_mynetworks=[], relay_submission_users=[_user()],
-          relay_tls_server_cert=CERT, relay_tls_server_key=KEY), "relay_submission_users", "needs relay_mode relay_server"),
+          relay_tls_server_cert=CERT, relay_tls_server_key=KEY),
+     "relay_submission_users", "needs relay_mode relay_server"),
     (dict(SUBMISSION, relay_tls_server_cert=None), "relay_tls_server_cert", "required with relay_submission_users"),
     (dict(SUBMISSION, relay_tls_server_key=None), "relay_tls_server_key", "required with relay_submission_users"),
     (dict(SUBMISSION, relay_tls_server_key="private/relay.key"), "relay_tls_server_key", "absolute path"),
@@ -283,9 +286,9 @@ def test_postfix_takes_the_service_and_the_map_as_planned(run_module, postfix_di
     listed = subprocess.run(["postconf", "-c", str(postfix_dir), "-P"], stdout=subprocess.PIPE, text=True,
                             check=True).stdout
     written = dict(line.split(" = ", 1) for line in listed.splitlines() if line.startswith("587/inet/"))
-    assert written == {"587/inet/%s" % name: value
-                       for name, value in dict(EXPECTED_OPTIONS, cyrus_sasl_config_path=str(postfix_dir) + "/submission",
-                                               smtpd_sender_login_maps="hash:%s/submission_senders" % postfix_dir).items()}
+    expected = dict(EXPECTED_OPTIONS, cyrus_sasl_config_path=str(postfix_dir) + "/submission",
+                    smtpd_sender_login_maps="hash:%s/submission_senders" % postfix_dir)
+    assert written == {"587/inet/%s" % name: value for name, value in expected.items()}
     entry = subprocess.run(["postconf", "-c", str(postfix_dir), "-M", "587/inet"], stdout=subprocess.PIPE, text=True,
                            check=True).stdout.split()
     assert entry[:7] == ["587", "inet", "n", "-", "n", "-", "-"] and entry[7] == "smtpd"
