@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine (as root) for the test suite:
 #  - Postfix binaries for the unit tests, installed WITHOUT configuring or
-#    starting a Postfix on this machine (debconf "No configuration"),
+#    starting a Postfix on this machine (debconf "No configuration"), and
+#    Cyrus SASL's saslpasswd2 (sasl2-bin; its saslauthd stays disabled) and
+#    db_dump (db-util) for the sasldb module's tests,
 #  - the Docker engine for the molecule scenarios (started only when no
 #    engine answers already),
 #  - debootstrap for building base images offline.
@@ -11,7 +13,7 @@ set -euo pipefail
 log() { printf '==> %s\n' "$*"; }
 
 need_pkgs=()
-for pkg in postfix libsasl2-modules msmtp docker.io debootstrap rsync git make ca-certificates openssl shellcheck; do
+for pkg in postfix libsasl2-modules msmtp sasl2-bin db-util docker.io debootstrap rsync git make ca-certificates openssl shellcheck; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$pkg")
 done
 # A docker CLI on PATH with an engine that answers is good enough: do not

@@ -362,6 +362,17 @@ class Postfix:
             return self.postconf('-h', 'relayhost').strip()
         return ''
 
+    def inet_services(self):
+        """master.cf's inet services as [{name, syslog_name}] (syslog_name: its -o override or None).
+
+        What listens where, and which services a tool marked as its own by their syslog_name;
+        empty without a main.cf or master.cf (nothing is configured yet).
+        """
+        if not (os.path.exists(self.main_cf_path()) and os.path.exists(self.master_cf_path())):
+            return []
+        return [{'name': entry.name, 'syslog_name': entry.options.get('syslog_name')}
+                for entry in self.master_entries().values() if entry.type == 'inet']
+
     def map_types(self):
         """Lookup table types this Postfix supports (`postconf -m`)."""
         # postconf -m insists on a main.cf; the dynamic map list does not live there.
@@ -446,6 +457,7 @@ def describe(postfix):
         'tls_min_version_syntax': None,
         'relayhost': None,
         'main_cf_exists': False,
+        'inet_services': [],
     }
     if not facts['installed']:
         return facts
@@ -456,4 +468,5 @@ def describe(postfix):
     facts['map_types'] = postfix.map_types()
     facts['relayhost'] = postfix.relayhost()
     facts['main_cf_exists'] = os.path.exists(postfix.main_cf_path())
+    facts['inet_services'] = postfix.inet_services()
     return facts

@@ -126,6 +126,18 @@ main_cf_exists:
   returned: always
   type: bool
   sample: true
+inet_services:
+  description:
+    - The C(master.cf) services of type C(inet) (what Postfix listens on), each with its C(syslog_name)
+      override or null; empty before C(main.cf) exists.
+    - The relay role tells the submission services it created by their C(syslog_name), and refuses a
+      submission port that another service already holds.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: smtp, syslog_name: null}
+    - {name: "587", syslog_name: postfix/smarthost-submission}
 os_family:
   description:
     - V(Debian) or V(RedHat) for the distributions of those families (from C(/etc/os-release) C(ID)

@@ -283,6 +283,11 @@ class Emulator:
         self.access_file = SettingsFile(self.state_dir, "access", self._settings_changed)
         self.test_ca_subjects = self._ca_subjects("ca.crt")
         self.tls_context = self._server_context("server")
+        # No session resumption: untrusted_cert swaps the certificate in the SNI callback, and OpenSSL
+        # would resume a session issued under the real certificate (its tickets belong to the first
+        # context) without presenting any certificate - something no real man in the middle can do.
+        self.tls_context.options |= ssl.OP_NO_TICKET
+        self.tls_context.num_tickets = 0
         self.rogue_context = self._server_context("rogue")
         self.tls_context.sni_callback = self._client_hello
         self.https_context = self._server_context("server", client_certificates=False)

@@ -161,6 +161,9 @@ def assert_check_mode_changes_nothing(hosts):
     assert not changed, "check mode predicts changes on a converged host: %s\n%s" % (changed, output[-3000:])
     for secret in secrets():
         assert secret not in output, "a secret was printed in check/diff mode"
+    for hostvars in hosts.values():
+        for user in hostvars.get("relay_submission_users") or []:
+            assert user["password"] not in output, "a submission password was printed in check/diff mode"
 
 
 SMTP_CLIENT = r"""

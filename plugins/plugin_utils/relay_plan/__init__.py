@@ -19,6 +19,8 @@ the relay role applies:
 ``database_type``       the indexed map type every table uses
 ``aliases``             ``{path, map, compiled}`` of the alias database local delivery needs, or None
 ``probe``               ``{host, port, tls, verify, ca_file, authenticate}`` for relay_probe before a switch
+``submission``          ``{directory, sasldb, config_file, realm, users: [{name, password}], tls_cert, tls_key}``
+                        (secret) for the sasldb module, or None without authenticated submission
 
 ``settings`` holds exactly the role's variables as the role passes them (roles/relay/vars/main.yml:
 the plan has no default of its own), ``presets`` is keyed by provider name
@@ -59,6 +61,7 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.route
     ses_sandbox_section,
     transport_section,
 )
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.submission import submission_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import (
     TLS_LEVELS,
     UNENCRYPTED_LEVELS,
@@ -86,6 +89,7 @@ SECTIONS = (
     ses_sandbox_section,
     transport_section,
     mode_section,
+    submission_section,
     aliases_section,
     rewriting_section,
     local_mail_section,
@@ -110,7 +114,8 @@ def relay_plan(settings, presets, facts):
         "relayhost": inputs.primary.nexthop,
         "database_type": inputs.database_type,
         "packages": packages(inputs.facts, inputs.database_type, bool(plan.oauth2_accounts),
-                             bool(selinux_smtp_ports(plan)) and inputs.facts.get("selinux") in ("enforcing", "permissive")),
+                             bool(selinux_smtp_ports(plan)) and inputs.facts.get("selinux") in ("enforcing", "permissive"),
+                             bool(plan.submission and plan.submission["users"])),
         "main_cf": plan.main_cf,
         "master_services": list(plan.master_services),
         "sasl_map": {"path": inputs.path("sasl_passwd"), "type": inputs.database_type,
@@ -121,6 +126,7 @@ def relay_plan(settings, presets, facts):
         "oauth2": list(plan.oauth2_accounts),
         "client_keys": sorted(set(plan.client_keys)),
         "selinux_smtp_ports": selinux_smtp_ports(plan),
+        "submission": plan.submission,
     }
 
 
@@ -169,15 +175,18 @@ def _database_type(settings, facts):
     return v.choice("relay_database_type", value, INDEXED_TYPES)
 
 
-def packages(facts, database_type, oauth2=False, selinux_labels=False):
+def packages(facts, database_type, oauth2=False, selinux_labels=False, submission=False):
     """The OS family's packages, the one that provides the map type where it is separate, msmtp
-    where an OAuth 2.0 relay needs it, and semanage where ports need an SELinux label."""
+    where an OAuth 2.0 relay needs it, semanage where ports need an SELinux label, and the Cyrus
+    SASL tools where submission users are kept."""
     names = list(facts.get("packages") or [])
     extras = [(facts.get("map_type_packages") or {}).get(database_type)]
     if oauth2:
         extras += list(facts.get("oauth2_packages") or [])
     if selinux_labels:
         extras += list(facts.get("selinux_packages") or [])
+    if submission:
+        extras += list(facts.get("submission_packages") or [])
     for extra in extras:
         if extra and extra not in names:
             names.append(extra)

@@ -145,6 +145,7 @@ class Plan:
     fallback Relay; oauth2_relays: (account name, Relay) of each OAuth 2.0 relay, which
     oauth2_accounts turns into what the role installs; send_rates: (transport, messages per
     second) paced outside Postfix; client_keys: TLS client keys on the host (kept root-only);
+    submission: the sasldb users and files of authenticated submission (secret), or None;
     aliases, probe: see the package docstring.
     """
 
@@ -161,13 +162,14 @@ class Plan:
     oauth2_accounts: tuple = ()
     send_rates: tuple = ()
     client_keys: tuple = ()
+    submission: typing.Optional[dict] = None
 
     def add(self, part, section):
         """This plan with part added; a section may not set what an earlier one set."""
         twice = sorted(set(self.main_cf) & set(part.main_cf))
         if twice:
             raise ValueError("plan section %s sets main.cf %s again" % (section, ", ".join(twice)))
-        for name in ("fallback", "aliases", "probe"):
+        for name in ("fallback", "aliases", "probe", "submission"):
             if getattr(self, name) is not None and getattr(part, name) is not None:
                 raise ValueError("plan section %s sets %s again" % (section, name))
         logins = self.logins
@@ -187,6 +189,7 @@ class Plan:
             oauth2_accounts=self.oauth2_accounts + tuple(part.oauth2_accounts),
             send_rates=self.send_rates + tuple(part.send_rates),
             client_keys=self.client_keys + tuple(part.client_keys),
+            submission=part.submission or self.submission,
         )
 
 

@@ -52,6 +52,8 @@ def outcome(case):
     result = copy.deepcopy(result)
     for entry in result["sasl_map"]["entries"]:
         entry["password"] = masked(entry["password"])
+    for user in (result.get("submission") or {}).get("users", []):
+        user["password"] = masked(user["password"])
     return {"result": result}
 
 
