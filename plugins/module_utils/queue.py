@@ -204,7 +204,8 @@ def render_metrics(stats, running, healthy, last_delivery_timestamp=None, delive
               [((('status', status),), deliveries['notifications'][status]) for status in STATUSES])
     if running is not None:
         gauge('up', 'Whether the Postfix master process runs.', [((), 1 if running else 0)])
-    gauge('healthy', 'Whether the host is within the configured thresholds and Postfix runs.', [((), 1 if healthy else 0)])
+    gauge('healthy', 'Whether the host is within the configured thresholds and Postfix runs.',
+          [((), 1 if healthy else 0)])
     if last_delivery_timestamp is not None:
         gauge('last_delivery_timestamp_seconds', 'Unix time of the last successful delivery found in the mail log.',
               [((), '%.3f' % last_delivery_timestamp)])

@@ -391,9 +391,8 @@ def main():
                   healthy=not problems, problems=problems, warnings_postqueue=warnings,
                   textfile_path=params['textfile_path'], changed=False)
     if params['textfile_path']:
-        content = render_metrics(stats, service['running'], not problems,
-                                 datetime.datetime.fromisoformat(delivery['time']).timestamp() if delivery and delivery['time'] else None,
-                                 deliveries)
+        sent_at = datetime.datetime.fromisoformat(delivery['time']).timestamp() if delivery and delivery['time'] else None
+        content = render_metrics(stats, service['running'], not problems, sent_at, deliveries)
         if module.check_mode:
             try:
                 with open(params['textfile_path']) as handle:

@@ -42,7 +42,8 @@ def test_the_captured_failures_are_counted_by_status_and_cause_in_every_format(n
     # two-recipients: one recipient bounced (the message's status), the other was sent.
     assert result['sent'] == len([1 for row in EXPECTED.values() if row[0] == 'sent']) + 1
     assert result['bounced'] == len([1 for row in EXPECTED.values() if row[0] == 'bounced'])
-    assert result['deferred'] == result['deferred_messages'] == len([1 for row in EXPECTED.values() if row[0] == 'deferred'])
+    deferred = len([1 for row in EXPECTED.values() if row[0] == 'deferred'])
+    assert result['deferred'] == result['deferred_messages'] == deferred
     assert result['bounced_by_cause'] == causes_of(EXPECTED, 'bounced')
     assert result['deferred_by_cause'] == causes_of(EXPECTED, 'deferred')
     assert result['expired'] == 0 and result['expired_by_cause'] == {}
@@ -84,7 +85,8 @@ def _message(when, queue_id, to, status, reason, sender='app@example.net', dsn=N
 THROTTLED = 'host relay.example.test[192.0.2.25] said: 454 4.7.0 Throttling failure: Maximum sending rate exceeded. ' \
             '(in reply to MAIL FROM command)'
 SANDBOX = ('host relay.example.test[192.0.2.25] said: 554 Message rejected: Email address is not verified. The '
-           'following identities failed the check in region US-EAST-1: nobody@example.org (in reply to end of DATA command)')
+           'following identities failed the check in region US-EAST-1: nobody@example.org '
+           '(in reply to end of DATA command)')
 
 
 def test_the_window_counts_from_since_and_learns_from_the_lines_before_it(tmp_path):
@@ -96,8 +98,9 @@ def test_the_window_counts_from_since_and_learns_from_the_lines_before_it(tmp_pa
     lines += _message(T0 + second, 'AAAA00002', 'late@example.com', 'deferred', THROTTLED, removed=False)
     # A notice whose queue manager line comes just before the window: still a notice.
     lines.append((since - second, 'postfix/qmgr[1113]: AAAA00003: from=<>, size=2000, nrcpt=1 (queue active)'))
-    lines.append((since, 'postfix/smtp[2001]: AAAA00003: to=<app@example.net>, relay=relay.example.test[192.0.2.25]:587, '
-                         'delay=0.1, delays=0/0/0.05/0.05, dsn=2.0.0, status=sent (250 Ok notice)'))
+    lines.append((since, 'postfix/smtp[2001]: AAAA00003: to=<app@example.net>, '
+                         'relay=relay.example.test[192.0.2.25]:587, delay=0.1, delays=0/0/0.05/0.05, dsn=2.0.0, '
+                         'status=sent (250 Ok notice)'))
     for number in range(3):
         lines += _message(since + (number + 1) * second, 'BBBB0000%d' % number, 'user%d@example.com' % number, 'sent',
                           '250 Ok %d' % number)
@@ -207,13 +210,14 @@ def _deliveries(sent, bounced, expired=0):
     (0, 0, 0, 0, False),  # nothing finished: no rate at all
 ])
 def test_the_bounce_rate_is_judged_from_the_minimum_on(sent, bounced, expired, minimum, problem):
-    problems = queue.health_problems(_stats(), True, deliveries=_deliveries(sent, bounced, expired), max_bounce_rate=0.05,
-                                     min_deliveries=minimum)
+    problems = queue.health_problems(_stats(), True, deliveries=_deliveries(sent, bounced, expired),
+                                     max_bounce_rate=0.05, min_deliveries=minimum)
     assert bool(problems) == problem
     if problem:
-        assert problems[0].startswith('bounce rate %s%% over 5%%: %d of %d deliveries in the last 3600s bounced or expired'
-                                      % (('%.1f' % (100.0 * (bounced + expired) / (sent + bounced + expired))).rstrip('0').rstrip('.'),
-                                         bounced + expired, sent + bounced + expired))
+        finished = sent + bounced + expired
+        percent = ('%.1f' % (100.0 * (bounced + expired) / finished)).rstrip('0').rstrip('.')
+        assert problems[0].startswith('bounce rate %s%% over 5%%: %d of %d deliveries in the last 3600s bounced or '
+                                      'expired' % (percent, bounced + expired, finished))
         assert 'ses_sandbox_554=%d' % bounced in problems[0]
 
 
@@ -260,7 +264,8 @@ def test_the_textfile_has_the_window_as_gauges_with_every_status():
     assert not [name for name in families if name.endswith('_total')]  # no counter that is not one
     assert families[prefix + 'deliveries_interval_seconds']['samples'] == {(): 3600}
     assert families[prefix + 'deliveries_last_interval']['samples'] == {
-        (('status', 'sent'),): 4, (('status', 'deferred'),): 10, (('status', 'bounced'),): 6, (('status', 'expired'),): 0}
+        (('status', 'sent'),): 4, (('status', 'deferred'),): 10, (('status', 'bounced'),): 6,
+        (('status', 'expired'),): 0}
     by_cause = families[prefix + 'deliveries_by_cause_last_interval']['samples']
     assert by_cause[(('status', 'bounced'), ('cause', 'ses_sandbox_554'))] == 1
     assert sum(count for (status, _cause), count in by_cause.items() if status == ('status', 'deferred')) == 10
@@ -272,3 +277,20 @@ def test_the_textfile_has_the_window_as_gauges_with_every_status():
 def test_without_a_log_the_textfile_has_no_delivery_figures():
     families = parse_exposition(queue.render_metrics(_stats(), None, True))
     assert not [name for name in families if 'deliveries' in name or 'notifications' in name]
+
+
+def test_the_agents_warnings_give_the_cause_the_result_line_does_not_name():
+    counter = DeliveryCounter()
+    stamp = T0.isoformat()
+    counter.feed_lines([
+        '%s relay-test postfix/smtp[2001]: warning: TLS library problem: error:0A000086:SSL routines::certificate '
+        'verify failed:../ssl/statem/statem_clnt.c:2092:' % stamp,
+        # Another agent's result in between takes nothing of it.
+        '%s relay-test postfix/smtp[2002]: AAAA00001: to=<a@example.com>, relay=relay.example.test[192.0.2.25]:587, '
+        'delay=0.2, delays=0/0/0.1/0.1, dsn=4.4.2, status=deferred (lost connection with relay.example.test'
+        '[192.0.2.25] while receiving the HELO reply)' % stamp,
+        '%s relay-test postfix/smtp[2001]: AAAA00002: to=<b@example.com>, relay=relay.example.test[192.0.2.25]:587, '
+        'delay=0.2, delays=0/0/0.1/0.1, dsn=4.7.5, status=deferred (lost connection with relay.example.test'
+        '[192.0.2.25] while performing the TLS handshake)' % stamp,
+    ])
+    assert counter.result(T0.timestamp())['deferred_by_cause'] == {'unknown': 1, 'certificate_verify_failed': 1}

@@ -37,7 +37,8 @@ def instance():
     ok, ok_port = servers.start_smtp(servers.RelayHandler(), 'starttls', context)
     throttled, throttled_port = servers.start_smtp(
         servers.RelayHandler(mail_reply='454 Throttling failure: Maximum sending rate exceeded.'), 'starttls', context)
-    bouncing, bouncing_port = servers.start_smtp(servers.RelayHandler(data_reply=SES_SANDBOX_REPLY), 'starttls', context)
+    bouncing, bouncing_port = servers.start_smtp(servers.RelayHandler(data_reply=SES_SANDBOX_REPLY), 'starttls',
+                                                 context)
     routes = {'ok.test': ok_port, 'throttled.test': throttled_port, 'refused.test': servers.free_port(),
               'bounced.test': bouncing_port}
     postfix = PostfixInstance(routes, pki['ca'], servers.USERNAME, servers.PASSWORD).start()
@@ -73,7 +74,8 @@ def test_queue_depth_causes_service_and_last_delivery(run_module, instance):
 
 
 def test_deliveries_of_the_interval_by_status_and_cause(run_module, instance):
-    result = run_module('queue_info', dict(config_dir=instance.config_dir, log_path=instance.log_path, interval='1h'))
+    result = run_module('queue_info', dict(config_dir=instance.config_dir, log_path=instance.log_path,
+                                           interval='1h'))
     deliveries = result['deliveries']
     assert deliveries['interval'] == 3600
     assert (deliveries['sent'], deliveries['deferred'], deliveries['bounced'], deliveries['expired']) == (1, 2, 1, 0)
@@ -98,7 +100,8 @@ def test_since_a_later_time_counts_nothing_and_still_finds_the_last_delivery(run
     since = time.time() + 1
     result = run_module('queue_info', dict(config_dir=instance.config_dir, log_path=instance.log_path, since=str(since)))
     deliveries = result['deliveries']
-    assert deliveries['sent'] == deliveries['deferred'] == deliveries['bounced'] == 0 and deliveries['bounce_rate'] is None
+    assert deliveries['sent'] == deliveries['deferred'] == deliveries['bounced'] == 0
+    assert deliveries['bounce_rate'] is None
     assert result['last_delivery']['relay'] == '127.0.0.1[127.0.0.1]:%d' % instance.routes['ok.test']
 
 
