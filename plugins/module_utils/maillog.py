@@ -93,9 +93,9 @@ CAUSES = dict(REPLY_CAUSES, **REMEDIES)
 
 FINAL_STATUSES = ('sent', 'bounced', 'expired')
 
-# How much of the end of the log a health check reads to find the last delivery.
-TAIL_BYTES = 16 * 1024 * 1024
-TAIL_ENTRIES = 50000
+# How much of the log before a window queue_info reads for the last delivery when the window has none.
+LOOKBACK_BYTES = 16 * 1024 * 1024
+LOOKBACK_ENTRIES = 50000
 
 # Short queue ids are hex; long ones (enable_long_queue_ids) are the time in base 52 (digits and
 # consonants, 'z' included: at least 10 characters), then 'z', then the inode in base 51 (no 'z').
@@ -539,6 +539,7 @@ class LogSource(object):
         self._handle = None
         self._partial = b''
         self._before = []  # (path, offset): the rotated file to read first when the window starts in it
+        self._window_begins = (path, 0)  # (path, offset) where start_at() put the window; iter_before() reads up to it
 
     def describe(self):
         return self.path if self.kind == 'file' else 'journal'
@@ -555,6 +556,7 @@ class LogSource(object):
         if self.offset == 0 and starts_after and os.path.isfile(rotated) and os.access(rotated, os.R_OK):
             with open(rotated, 'rb') as handle:
                 self._before = [(rotated, _window_start(handle, os.fstat(handle.fileno()).st_size, limit, now)[0])]
+        self._window_begins = self._before[0] if self._before else (self.path, self.offset)
 
     def read(self):
         return list(self.iter_lines())
@@ -562,16 +564,41 @@ class LogSource(object):
     def iter_lines(self):
         return self._iter_file() if self.kind == 'file' else self._iter_journal()
 
-    def read_tail(self, max_bytes=TAIL_BYTES, max_entries=TAIL_ENTRIES):
-        """Only the end of the log (a large mail log is not read whole for a health check)."""
+    def iter_before(self, max_bytes=LOOKBACK_BYTES, max_entries=LOOKBACK_ENTRIES):
+        """The lines logged before the window start_at() chose, oldest first: at most the max_bytes of a file
+        that precede it (a line cut there is skipped), or the journal's last max_entries before it.
+
+        Streamed, and independent of the window's own reading (the journal's cursor is not moved).
+        """
         if self.kind == 'journal':
-            return list(self._iter_journal(['--lines=%d' % max_entries]))
-        size = os.path.getsize(self.path)
-        self.offset = max(0, size - max_bytes)
-        lines = self.read()
-        return lines[1:] if size > max_bytes else lines  # the first line is probably cut
+            if self.since is None:
+                return iter(())
+            until = '--until=@%d' % int((self.since - SINCE_MARGIN).timestamp())
+            return self._iter_journal([until, '--lines=%d' % max_entries], window=False)
+        path, end = self._window_begins
+        return self._iter_range(path, max(0, end - max_bytes), end)
 
     # -- files
+
+    def _iter_range(self, path, start, end):
+        with open(path, 'rb') as handle:
+            handle.seek(start)
+            remaining, partial, cut = end - start, b'', start > 0
+            while remaining > 0:
+                data = handle.read(min(READ_BLOCK, remaining))
+                if not data:
+                    return
+                remaining -= len(data)
+                self.bytes_read += len(data)
+                data = partial + data
+                complete = data.rfind(b'\n') + 1
+                partial = data[complete:]
+                if not complete:
+                    continue
+                lines = data[:complete - 1].decode('utf-8', 'replace').split('\n')
+                if cut:
+                    lines, cut = lines[1:], False
+                yield from lines
 
     def _iter_file(self):
         while self._before:
@@ -616,11 +643,11 @@ class LogSource(object):
 
     # -- the journal
 
-    def _iter_journal(self, extra=()):
+    def _iter_journal(self, extra=(), window=True):
         cmd = [self.journalctl, '--no-pager', '-o', 'json', 'SYSLOG_FACILITY=2'] + list(extra)
-        if self.cursor:
+        if window and self.cursor:
             cmd.append('--after-cursor=' + self.cursor)
-        elif self.since is not None:
+        elif window and self.since is not None:
             cmd.append('--since=@%d' % int((self.since - SINCE_MARGIN).timestamp()))
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         last = None
@@ -636,7 +663,7 @@ class LogSource(object):
             returncode = proc.wait()
         if returncode != 0:
             raise OSError('journalctl failed (rc=%s): %s' % (returncode, error.decode('utf-8', 'replace').strip()))
-        if last is not None:
+        if last is not None and window:
             try:
                 self.cursor = json.loads(last.decode('utf-8', 'replace'))['__CURSOR']
             except (ValueError, KeyError, TypeError):

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Postfix queue facts from `postqueue -j` (Postfix 3.1 and later), health checks and textfile metrics."""
+"""Postfix queue facts from `postqueue -j` (Postfix 3.1 and later), health checks and textfile metrics
+(the queue's, and the delivery counts of delivery_stats)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import re
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.delivery_stats import FAILURES, STATUSES
 from ansible_collections.smarthost.postfix.plugins.module_utils.files import atomic_write, read_text, wanted_owner
 from ansible_collections.smarthost.postfix.plugins.module_utils.host import service_state
 from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import diagnose
@@ -128,8 +130,13 @@ def queue_stats(messages, now):
     }
 
 
-def health_problems(stats, running, max_queue_depth=None, max_oldest_age=None):
-    """Human-readable problems; an empty list means healthy. running None means the state is unknown."""
+def health_problems(stats, running, max_queue_depth=None, max_oldest_age=None, deliveries=None, max_bounce_rate=None,
+                    min_deliveries=0):
+    """Human-readable problems; an empty list means healthy. running None means the state is unknown.
+
+    deliveries are delivery_stats' figures for a window of the log (None when the log was not read); the
+    bounce rate counts once at least min_deliveries deliveries finished (sent, bounced or expired) in it.
+    """
     problems = []
     if running is False:
         problems.append('Postfix is not running')
@@ -137,15 +144,35 @@ def health_problems(stats, running, max_queue_depth=None, max_oldest_age=None):
         problems.append('queue depth %d exceeds %d' % (stats['queue_depth'], max_queue_depth))
     if max_oldest_age is not None and stats['oldest_age'] is not None and stats['oldest_age'] > max_oldest_age:
         problems.append('oldest message %s is %ds old, over %ds' % (stats['oldest_queue_id'], stats['oldest_age'], max_oldest_age))
+    rate = deliveries['bounce_rate'] if deliveries else None
+    if max_bounce_rate is not None and rate is not None and deliveries['finished'] >= max(1, min_deliveries) \
+            and rate > max_bounce_rate:
+        causes = dict(deliveries['bounced_by_cause'])
+        for cause, count in deliveries['expired_by_cause'].items():
+            causes['expired: %s' % cause] = count
+        problems.append('bounce rate %s over %s: %d of %d deliveries in the last %ds bounced or expired (%s)' % (
+            _percent(rate), _percent(max_bounce_rate), deliveries['bounced'] + deliveries['expired'],
+            deliveries['finished'], deliveries['interval'],
+            ', '.join('%s=%d' % item for item in sorted(causes.items(), key=lambda item: (-item[1], item[0])))))
     return problems
+
+
+def _percent(fraction):
+    return ('%.1f' % (fraction * 100)).rstrip('0').rstrip('.') + '%'
 
 
 def _label(value):
     return str(value).replace('\\', '\\\\').replace('"', '\\"').replace('\n', '\\n')
 
 
-def render_metrics(stats, running, healthy, last_delivery_timestamp=None):
-    """node_exporter textfile-collector metrics for one host, as text."""
+def render_metrics(stats, running, healthy, last_delivery_timestamp=None, deliveries=None):
+    """node_exporter textfile-collector metrics for one host, as text.
+
+    The delivery figures are gauges over the window they were counted in (its length is
+    smarthost_postfix_deliveries_interval_seconds), not counters: each run reads a window of the log
+    and keeps nothing between runs, so a sum across runs would neither be monotonic nor count each
+    line once.
+    """
     lines = []
 
     def gauge(name, help_text, samples):
@@ -161,9 +188,25 @@ def render_metrics(stats, running, healthy, last_delivery_timestamp=None):
           [((), stats['oldest_age'] or 0)])
     gauge('deferred_messages', 'Deferred messages by diagnosed cause.',
           [((('cause', cause),), count) for cause, count in sorted(stats['deferred_by_cause'].items())])
+    if deliveries is not None:
+        gauge('deliveries_interval_seconds', 'Length of the window of the mail log the deliveries were counted in.',
+              [((), deliveries['interval'])])
+        gauge('deliveries_last_interval', 'Deliveries in the last interval by status: one per recipient and attempt '
+              '(deferred counts each retry), expired one per message; without Postfix\'s own notices.',
+              [((('status', status),), deliveries[status]) for status in STATUSES])
+        gauge('deliveries_by_cause_last_interval', 'Deferred, bounced and expired deliveries in the last interval by '
+              'diagnosed cause.',
+              [((('status', status), ('cause', cause)), count) for status in FAILURES
+               for cause, count in sorted(deliveries['%s_by_cause' % status].items())])
+        gauge('deferred_messages_last_interval', 'Distinct messages deferred at least once in the last interval.',
+              [((), deliveries['deferred_messages'])])
+        gauge('notifications_last_interval', "Deliveries of Postfix's own notices (null sender: bounces, delay "
+              'warnings) in the last interval by status.',
+              [((('status', status),), deliveries['notifications'][status]) for status in STATUSES])
     if running is not None:
         gauge('up', 'Whether the Postfix master process runs.', [((), 1 if running else 0)])
-    gauge('healthy', 'Whether the host is within the configured queue thresholds and Postfix runs.', [((), 1 if healthy else 0)])
+    gauge('healthy', 'Whether the host is within the configured thresholds and Postfix runs.',
+          [((), 1 if healthy else 0)])
     if last_delivery_timestamp is not None:
         gauge('last_delivery_timestamp_seconds', 'Unix time of the last successful delivery found in the mail log.',
               [((), '%.3f' % last_delivery_timestamp)])

@@ -168,6 +168,15 @@ def postfix_running(host):
     return host.run("systemctl is-active postfix").stdout.strip() == "active" and host.run("postfix status").rc == 0
 
 
+def settle(host):
+    """Normal mode, empty queue, and no cached SMTP connection left from the previous test."""
+    harness.emulator_mode("normal")
+    assert wait_for_empty_queue(host, 90, flush_every=5), queue(host)
+    # Postfix keeps a delivered-to connection for smtp_connection_cache_time_limit (2s);
+    # a cached, already authenticated session would bypass the next test's failure mode.
+    time.sleep(3)
+
+
 def deliver_one(host, prefix, timeout=60):
     """Send one tagged message and wait for it: True when it arrived exactly once."""
     submit(host, prefix, 1)

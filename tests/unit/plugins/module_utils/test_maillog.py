@@ -377,10 +377,35 @@ def test_file_source_reads_only_new_complete_lines_and_survives_rotation(tmp_pat
     assert source.read() == ['new']
 
 
-def test_tail_skips_the_cut_first_line(tmp_path):
+def test_before_the_window_only_the_bounded_stretch_is_read_and_its_cut_first_line_skipped(tmp_path):
     path = tmp_path / 'mail.log'
-    path.write_text(''.join('line %03d\n' % number for number in range(100)))
-    assert maillog.LogSource('file', path=str(path)).read_tail(max_bytes=30) == ['line 097', 'line 098', 'line 099']
+    start = datetime.datetime(2026, 11, 22, 10, 0, tzinfo=datetime.timezone.utc)
+    write_lines(path, [(start + datetime.timedelta(seconds=n), 'postfix/qmgr[1]: ABCDEF%05d: removed' % n) for n in range(100)])
+    line_length = len(path.read_text().splitlines()[0]) + 1
+    source = maillog.LogSource('file', path=str(path))
+    source.start_at(start + datetime.timedelta(seconds=90) + maillog.SINCE_MARGIN)  # the window starts at line 90
+    window = source.read()
+    assert parse_line(window[0]).message == 'ABCDEF00090: removed' and len(window) == 10
+    before = list(source.iter_before(max_bytes=3 * line_length + 5))
+    assert [parse_line(line).message for line in before] == ['ABCDEF%05d: removed' % n for n in (87, 88, 89)]
+    assert list(source.iter_before(max_bytes=10 ** 6))[0].endswith('ABCDEF00000: removed')  # bounded by the file's start
+    assert source.read() == []  # reading before the window does not move the window's reader
+
+
+def test_before_the_window_from_the_journal_is_the_last_entries_until_its_start(tmp_path):
+    calls = tmp_path / 'calls'
+    fake = tmp_path / 'journalctl'
+    fake.write_text('#!/bin/sh\necho "$@" >> %s\nhead -n 3 %s\n' % (calls, fixture_path('journal.json')))
+    fake.chmod(0o755)
+    source = maillog.LogSource('journal', journalctl=str(fake))
+    since = datetime.datetime(2026, 11, 22, 3, 0, tzinfo=datetime.timezone.utc)
+    source.start_at(since)
+    assert len(list(source.iter_before(max_entries=7))) == 3
+    assert len(source.read()) == 3
+    before, window = calls.read_text().splitlines()
+    assert '--until=@%d' % int((since - maillog.SINCE_MARGIN).timestamp()) in before and '--lines=7' in before
+    assert '--since' not in before
+    assert '--since=@' in window and '--after-cursor' not in window  # the look back left no cursor behind
 
 
 def test_trace_follows_a_growing_log_until_the_message_is_sent(tmp_path):
