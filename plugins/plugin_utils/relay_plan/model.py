@@ -144,7 +144,7 @@ class Plan:
     transport: transport_maps entries; local_domains: domains delivered here; fallback: the
     fallback Relay; oauth2_relays: (account name, Relay) of each OAuth 2.0 relay, which
     oauth2_accounts turns into what the role installs; send_rates: (transport, messages per
-    second) paced outside Postfix; client_keys: TLS client keys on the host (kept root-only);
+    second) paced outside Postfix; pacing: the clones of the smtp transport that pace it; client_keys: TLS client keys on the host (kept root-only);
     submission: the sasldb users and files of authenticated submission (secret), or None;
     aliases, probe: see the package docstring.
     """
@@ -162,6 +162,7 @@ class Plan:
     oauth2_accounts: tuple = ()
     send_rates: tuple = ()
     client_keys: tuple = ()
+    pacing: tuple = ()
     submission: typing.Optional[dict] = None
 
     def add(self, part, section):
@@ -189,6 +190,7 @@ class Plan:
             oauth2_accounts=self.oauth2_accounts + tuple(part.oauth2_accounts),
             send_rates=self.send_rates + tuple(part.send_rates),
             client_keys=self.client_keys + tuple(part.client_keys),
+            pacing=self.pacing + tuple(part.pacing),
             submission=part.submission or self.submission,
         )
 

@@ -199,13 +199,15 @@ def sender_routes_section(inputs, plan):
         if relay.has_credentials:
             logins = add_login(logins, sender, relay, prefix + ".username")
         entries.append({"key": sender, "value": relay.nexthop, "transport": "smtp"})
-    main_cf = {"sender_dependent_relayhost_maps": None, "sender_dependent_default_transport_maps": None,
+    # The pacing clones take every message that no sender route names (last in the list).
+    pacing = ["randmap:{%s}" % ", ".join(plan.pacing)] if plan.pacing else []
+    main_cf = {"sender_dependent_relayhost_maps": None, "sender_dependent_default_transport_maps": ", ".join(pacing) or None,
                "smtp_sender_dependent_authentication": None}
     if not entries:
         return Plan(main_cf=main_cf)
     if oauth2_relays or inputs.primary.auth == "oauth2":
         path, table = inputs.indexed_map("sender_transport")
-        main_cf["sender_dependent_default_transport_maps"] = table
+        main_cf["sender_dependent_default_transport_maps"] = ", ".join([table] + pacing)
         rows = [{"key": entry["key"], "value": "%s:%s" % (entry["transport"], entry["value"])} for entry in entries]
     else:
         path, table = inputs.indexed_map("sender_relay")

@@ -114,3 +114,19 @@ def test_local_users_go_to_the_ops_address(postfix_dir):
     for address in ("root", "root@localhost", "postmaster", "abuse@localhost.localdomain"):
         assert lookup(postfix_dir, virtual, address) == "ops@example.com"
     assert lookup(postfix_dir, virtual, "www-data") == ""
+
+
+def test_postfix_takes_the_pacing_clones(postfix_dir):
+    """The clones, their per-transport limits and the randmap: postfix_config and postfix check accept them."""
+    from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
+    from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
+
+    result = plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password="p-Secret",
+                  relay_max_send_rate=3.5, relay_config_dir=str(postfix_dir), relay_tls_connection_reuse=False)
+    applied = apply_configuration(Postfix(str(postfix_dir)), parameters=result["main_cf"],
+                                  services=result["master_services"], sasl_maps=[result["sasl_map"]],
+                                  tables=result["tables"])
+    assert applied["checked"]
+    assert postconf(postfix_dir, "-h", "sender_dependent_default_transport_maps").strip().startswith("randmap:{smtp_pace1,")
+    assert postconf(postfix_dir, "-h", "smtp_pace7_destination_rate_delay").strip() == "2s"
+    assert postconf(postfix_dir, "-M", "smtp_pace7/unix").split()[:2] == ["smtp_pace7", "unix"]

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import RelayPlanError, relay_plan
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import rate_delay
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import pacing_design
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import tls_protocols
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", ".."))
@@ -611,27 +611,79 @@ def test_unused_features_are_removed_from_main_cf():
 
 # ---------------------------------------------------------------- limits and tuning
 
-@pytest.mark.parametrize("rate, expected", [
-    # postconf(5) lists no unit below seconds, and Postfix 3.7.11 stalls after one delivery
-    # with "72ms": rates above one per second are held to one per second, never above.
-    (14, "1s"),
-    (150, "1s"),
-    (3, "1s"),
-    (1, "1s"),
-    (0.5, "2s"),
-    (0.15, "7s"),
-    (0.09, "12s"),
-    (0.0058, "173s"),
+@pytest.mark.parametrize("rate, clones, delay", [
+    # Whole seconds only (Postfix 3.7.11 stalls after one delivery with "72ms"): K clones at D seconds
+    # pace at K/D, never above the rate and within 2% of it with as few clones as that takes.
+    (14, 14, 1),
+    (3.5, 7, 2),
+    (1, 1, 1),
+    (0.5, 1, 2),
+    (0.3, 3, 10),
+    (0.15, 3, 20),
+    (0.0058, 1, 173),
+    (0.023, 1, 44),
 ])
-def test_rate_delay(rate, expected):
-    assert rate_delay(rate) == expected
+def test_pacing_design(rate, clones, delay):
+    assert pacing_design(rate) == (clones, delay)
+    assert 0.9 * rate <= clones / float(delay) <= rate
 
 
-@pytest.mark.parametrize("version", ["3.5.9", "3.7.11", "3.10.4", None])
-def test_rate_delay_is_whole_seconds_on_every_postfix_version(version):
-    result = plan(facts=debian_facts(postfix_version=version), relay_provider="ses", relay_ses_region="us-east-1",
-                  relay_username="AKIA", relay_password=PASSWORD, relay_max_send_rate=14)
-    assert result["main_cf"]["smtp_destination_rate_delay"] == "1s"
+@pytest.mark.parametrize("rate", [0.7, 1.3, 2.2, 6.6, 9.9, 13.7, 14, 17.5, 33, 49.5])
+def test_pacing_design_never_exceeds_and_reaches_ninety_percent(rate):
+    clones, delay = pacing_design(rate)
+    assert clones / float(delay) <= rate + 1e-9
+    assert clones / float(delay) >= 0.9 * rate
+
+
+def ses(**overrides):
+    return plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password=PASSWORD,
+                **overrides)
+
+
+def test_a_production_ses_rate_is_paced_by_clones_of_the_smtp_transport():
+    result = ses(relay_max_send_rate=14)
+    main_cf = result["main_cf"]
+    clones = [item for item in result["master_services"] if item["name"].startswith("smtp_pace")]
+    assert [item["name"] for item in clones] == ["smtp_pace%d" % index for index in range(1, 15)]
+    assert all(item["command"] == "smtp" and not item["options"] for item in clones)
+    # randmap picks a clone per message; each clone keeps one message a second to the relay.
+    assert main_cf["sender_dependent_default_transport_maps"] == "randmap:{%s}" % ", ".join(
+        "smtp_pace%d" % index for index in range(1, 15))
+    assert all(main_cf["smtp_pace%d_destination_rate_delay" % index] == "1s" for index in range(1, 15))
+    assert main_cf["smtp_pace7_destination_recipient_limit"] == "50"
+    assert main_cf["smtp_destination_rate_delay"] is None
+
+
+def test_a_fractional_rate_and_the_sandbox_rate():
+    main_cf = ses(relay_max_send_rate=3.5)["main_cf"]
+    assert main_cf["sender_dependent_default_transport_maps"].count("smtp_pace") == 7
+    assert main_cf["smtp_pace1_destination_rate_delay"] == "2s"
+    sandbox = ses()["main_cf"]
+    assert sandbox["smtp_destination_rate_delay"] == "1s"
+    assert sandbox["sender_dependent_default_transport_maps"] is None
+
+
+def test_pacing_keeps_sender_routes_in_front_of_the_clones():
+    senders = [{"sender": "@contoso.com", "provider": "office365", "auth": "oauth2", "username": "relay@contoso.com",
+                "oauth2_tenant": "contoso.onmicrosoft.com", "oauth2_client_id": "id", "oauth2_client_secret": "s-Secret1"}]
+    main_cf = ses(relay_max_send_rate=3.5, relay_sender_routes=senders)["main_cf"]
+    assert main_cf["sender_dependent_default_transport_maps"].startswith("hash:/etc/postfix/sender_transport, randmap:{")
+
+
+@pytest.mark.parametrize("overrides, variable", [
+    (dict(relay_max_send_rate=14, relay_destination_recipient_limit=1), "relay_destination_recipient_limit"),
+    (dict(relay_max_send_rate=500), "relay_max_send_rate"),
+])
+def test_pacing_that_cannot_work_is_refused(overrides, variable):
+    with pytest.raises(RelayPlanError) as raised:
+        ses(**overrides)
+    assert raised.value.variable == variable
+
+
+def test_pacing_above_one_per_second_needs_randmap():
+    with pytest.raises(RelayPlanError) as raised:
+        ses(relay_max_send_rate=14, facts=debian_facts(postfix_version="2.11.3"))
+    assert "Postfix 3.0" in str(raised.value)
 
 
 def test_limits_can_be_overridden_and_switched_off():
@@ -640,9 +692,6 @@ def test_limits_can_be_overridden_and_switched_off():
     assert result["main_cf"]["smtp_destination_rate_delay"] is None
     assert result["main_cf"]["smtp_destination_concurrency_limit"] is None
     assert result["main_cf"]["smtp_destination_recipient_limit"] == "100"
-    result = plan(relay_provider="ses", relay_ses_region="us-east-1", relay_username="AKIA", relay_password=PASSWORD,
-                  relay_max_send_rate=14)
-    assert result["main_cf"]["smtp_destination_rate_delay"] == "1s"
 
 
 def test_queue_and_connection_tuning():
