@@ -243,7 +243,8 @@ FLOOR_PLAYBOOKS = {
 def floor_playbook(name):
     path = os.path.join(STATE, "%s.yml" % name)
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump([{"name": name, "hosts": GROUP, "gather_facts": False, "tasks": FLOOR_PLAYBOOKS[name]}], handle, indent=1)
+        play = {"name": name, "hosts": GROUP, "gather_facts": False, "tasks": FLOOR_PLAYBOOKS[name]}
+        json.dump([play], handle, indent=1)
     return path
 
 
@@ -339,7 +340,8 @@ def phase(results, name, function):
     results[name]["commit"] = source_revision()
     try:
         function(results)
-    except Exception as error:  # pylint: disable=broad-exception-caught  # a broken phase must not cost the others their figures
+    # A broken phase must not cost the others their figures.
+    except Exception as error:  # pylint: disable=broad-exception-caught
         results.setdefault(name, {})["error"] = "%s: %s" % (type(error).__name__, error)
         log("phase %s FAILED: %s" % (name, error))
         traceback.print_exc()
@@ -391,7 +393,8 @@ def phase_converge(results):
         entry["noop_changed"] = noop_counts["results"].get("changed", 0)
         entry["check_changed"] = check_counts["results"].get("changed", 0)
         floor.append(entry)
-        data.setdefault("noop_timelines", []).append({"marks": noop_counts.get("marks"), "timeline": noop_counts.get("timeline")})
+        data.setdefault("noop_timelines", []).append(
+            {"marks": noop_counts.get("marks"), "timeline": noop_counts.get("timeline")})
         data["counts_noop"] = {key: value for key, value in noop_counts.items() if key not in ("marks", "timeline")}
         data["counts_check"] = {key: value for key, value in check_counts.items() if key not in ("marks", "timeline")}
         log("no-op run %d: %s" % (index + 1, entry))
@@ -443,17 +446,20 @@ def prepare_relay_host(data):
     start_emulator(inventory)
     # Every Postfix log line must reach the journal: latency comes from its delay= fields.
     dexec(RELAY_HOST, "mkdir -p /etc/systemd/journald.conf.d && "
-          "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && "
+          "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' "
+          "> /etc/systemd/journald.conf.d/bench.conf && "
           "systemctl restart systemd-journald")
     data["cpusets"] = pin_cpus()
     for name, role_vars in ROLE_CONFIGS.items():
         playbook(inventory, extra_vars=role_vars)
-        dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s" % (CONFIGS, CONFIGS, name, CONFIGS, name))
+        dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s"
+              % (CONFIGS, CONFIGS, name, CONFIGS, name))
         data.setdefault("postconf_n", {})[name] = dexec(RELAY_HOST, "postconf -n").stdout.splitlines()
     # The plain guide configuration: Debian's template, the package's master.cf, five settings.
     settings = " ".join("'%s'" % line for line in PLAIN_GUIDE)
     dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/preset $d/plain; "
-          "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
+          "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; "
+          "cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
           "postconf -c $d/plain -e %s; postalias /etc/aliases; "
           # Local intake: the throughput configuration with every message discarded after the queue.
           "cp -a $d/preset $d/intake; postconf -c $d/intake -e default_transport=discard:intake" % (CONFIGS, settings))
@@ -482,7 +488,8 @@ def pin_cpus():
 
 
 def start_emulator(inventory):
-    """The harness's prepare.yml: the emulator on smarthost-bench under the providers' names, the test CA on the hosts."""
+    """The harness's prepare.yml: the emulator on smarthost-bench under the providers' names, the test CA on
+    the hosts."""
     run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
          os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
          "-e", "emulator_project_dir=%s" % REPO, "-e", "emulator_state_dir=%s" % EMULATOR_STATE,
@@ -491,7 +498,8 @@ def start_emulator(inventory):
 
 def switch_config(name):
     dexec(RELAY_HOST, "systemctl stop postfix@- postfix; rm -rf /etc/postfix; cp -a %s/%s /etc/postfix; "
-          "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; systemctl start postfix; "
+          "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; "
+          "systemctl start postfix; "
           "for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1" % (CONFIGS, name))
 
 
@@ -556,7 +564,8 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
              "submit_rate": round(messages / (submitted - start), 1)}
     if config == "intake":
         # Wait until the discard agent has taken everything out of the queue.
-        dexec(RELAY_HOST, "for i in $(seq 600); do [ -z \"$(postqueue -j)\" ] && exit 0; sleep 0.1; done; exit 1", check=False)
+        dexec(RELAY_HOST, "for i in $(seq 600); do [ -z \"$(postqueue -j)\" ] && exit 0; sleep 0.1; done; exit 1",
+              check=False)
         end = time.time()
         entry["delivered"] = messages
         entry["rate"] = round(messages / (submitted - start), 1)
@@ -577,7 +586,8 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
     for name, before in cpu_before.items():
         after = cpu_seconds(name)
         if before is not None and after is not None:
-            entry["cpu_%s" % {EMULATOR: "emulator", PROXY: "proxy"}.get(name, "target")] = round((after - before) / wall, 2)
+            role = {EMULATOR: "emulator", PROXY: "proxy"}.get(name, "target")
+            entry["cpu_%s" % role] = round((after - before) / wall, 2)
     entry["seconds"] = round(end - start, 3)
     pressure_after = cpu_pressure_seconds()
     if pressure_before is not None and pressure_after is not None:
@@ -641,8 +651,9 @@ def set_network_delay(rtt_ms, cpuset=None, trace=False):
             aliases += ["--network-alias", hostname]
         run(["docker", "run", "-d", "--name", PROXY, "--network", NETWORK] + aliases +
             (["--cpuset-cpus", cpuset] if cpuset else []) +
-            ["--label", LABEL, "--entrypoint", "python3", "-v", "%s:/netdelay.py:ro" % os.path.join(BENCH_DIR, "netdelay.py"),
-             IMAGE, "/netdelay.py", "--upstream", UPSTREAM_ALIAS, "--ports", ports, "--delay-ms", "%g" % (rtt_ms / 2.0)] +
+            ["--label", LABEL, "--entrypoint", "python3",
+             "-v", "%s:/netdelay.py:ro" % os.path.join(BENCH_DIR, "netdelay.py"), IMAGE, "/netdelay.py",
+             "--upstream", UPSTREAM_ALIAS, "--ports", ports, "--delay-ms", "%g" % (rtt_ms / 2.0)] +
             (["--trace"] if trace else []))
         deadline = time.monotonic() + 30
         while "listening" not in run(["docker", "logs", PROXY], check=False).stdout:
@@ -715,7 +726,8 @@ def measure_rtt(rounds=100):
 def phase_relay(results):
     data = results.setdefault("relay", {})
     data.setdefault("runs", [])
-    if os.environ.get("BENCH_REUSE_RELAY") == "1" and dexec(RELAY_HOST, "test -d %s/intake" % CONFIGS, check=False).returncode == 0:
+    reuse = os.environ.get("BENCH_REUSE_RELAY") == "1"
+    if reuse and dexec(RELAY_HOST, "test -d %s/intake" % CONFIGS, check=False).returncode == 0:
         data["postconf_n"] = load_results().get("relay", {}).get("postconf_n", {})
     else:
         prepare_relay_host(data)
@@ -735,7 +747,8 @@ def phase_relay(results):
                         entry["rtt_ms"] = rtt
                         data["runs"].append(entry)
                         log("relay run %d, %d ms, %s %d: %.0f msg/s p50 %s p99 %s" % (
-                            index + 1, rtt, config, messages, entry["rate"], entry["latency_p50"], entry["latency_p99"]))
+                            index + 1, rtt, config, messages, entry["rate"], entry["latency_p50"],
+                            entry["latency_p99"]))
                         save_results(results)
         # One traced run per simulated network: how many round trips a message takes, and who waits.
         for rtt in [value for value in COUNTS["relay_rtts"] if value]:
@@ -942,9 +955,10 @@ def pacing_run(version, scenario, rate, delays, messages, burst, distinct=True, 
         "submit_seconds": round(submitted - start, 2), "seconds": round(seconds, 2),
         "delivered": len(stamps), "replies_454": counters["replies"]["454"],
         "rate_achieved": round(len(stamps) / seconds, 3), "fraction": round(len(stamps) / seconds / rate, 3),
-        "ideal_seconds": round(messages / designed, 1), "busiest_clone_seconds": max(clone_seconds) if clone_seconds else None,
+        "ideal_seconds": round(messages / designed, 1),
+        "busiest_clone_seconds": max(clone_seconds) if clone_seconds else None,
         "per_clone": sorted(per_clone.values()), "clones_used": len(per_clone),
-        "max_in_1s": max_in_window(stamps), "first_seconds": [
+        "max_in_1s": max_in_window(stamps), "max_in_60s": max_in_window(stamps, 60.0), "first_seconds": [
             sum(1 for stamp in stamps if int(stamp - stamps[0]) == second) for second in range(6)] if stamps else [],
         "tls_sessions": counters["auth"]["succeeded"], "connections": counters["connections"],
         "latency_p50": percentile(delays_seen, 0.50), "latency_p99": percentile(delays_seen, 0.99),
@@ -985,8 +999,8 @@ def pacing_scenarios():
     return out
 
 
-def pacing_host(version, data, lock):
-    host, _network, _container, _records = PACING_HOSTS[version]
+def pacing_host(version, results, lock):
+    data = results["pacing"]
     for scenario, rate, delays, messages, burst, options in pacing_scenarios():
         try:
             entry = pacing_run(version, scenario, rate, delays, messages, burst, **options)
@@ -996,6 +1010,7 @@ def pacing_host(version, data, lock):
             log("pacing %s %s failed: %s" % (version, scenario, error))
         with lock:
             data["runs"].append(entry)
+            save_results(results)
 
 
 def route_check(data):
@@ -1072,14 +1087,15 @@ def phase_pacing(results):
               "RateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && systemctl restart systemd-journald")
         playbook(write_inventory("pace%s" % version, [host]), extra_vars={"relay_max_send_rate": 0})
         dexec(host, "rm -rf %s && cp -a /etc/postfix %s" % (PACING_BASE, PACING_BASE))
-        data["hosts"][version] = {"host": host, "postfix_version": dexec(host, "postconf -h mail_version").stdout.strip()}
+        version_text = dexec(host, "postconf -h mail_version").stdout.strip()
+        data["hosts"][version] = {"host": host, "postfix_version": version_text}
     data["configs"] = {}
     for rate in (14, 3.5, 0.5, 0.023):
         main_cf, master_cf = pacing.settings(pacing.design(rate), recipient_limit=50)
         data["configs"][str(rate)] = {"design": pacing.describe(pacing.design(rate)), "main_cf": main_cf,
                                       "master_cf": master_cf, "rate": pacing.rate_of(pacing.design(rate))}
     lock = threading.Lock()
-    threads = [threading.Thread(target=pacing_host, args=(version, data, lock)) for version in versions]
+    threads = [threading.Thread(target=pacing_host, args=(version, results, lock)) for version in versions]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -1109,7 +1125,8 @@ def environment():
         "cpu_model": cpu,
         "kernel": platform.release(),
         "docker": out(["docker", "version", "-f", "{{.Server.Version}}"]),
-        "ansible_core": out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0] if shutil.which(os.path.join(VENV_BIN, "ansible")) else None,
+        "ansible_core": (out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0]
+                         if shutil.which(os.path.join(VENV_BIN, "ansible")) else None),
         "commit": source_revision(),
     }
 

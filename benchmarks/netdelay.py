@@ -123,7 +123,8 @@ def main(argv=None):
     delay = args.delay_ms / 1000.0
     ports = [int(port) for port in args.ports.split(",") if port]
     listeners = [socket.create_server((args.listen, port), backlog=512) for port in ports]
-    threads = [start(accept, listener, port, args.upstream, delay, args.trace) for listener, port in zip(listeners, ports)]
+    threads = [start(accept, listener, port, args.upstream, delay, args.trace)
+               for listener, port in zip(listeners, ports)]
     print("netdelay: listening on %s, %.1f ms each way to %s" % (args.ports, args.delay_ms, args.upstream), flush=True)
     for thread in threads:
         thread.join()

@@ -512,8 +512,9 @@ def relay_section(add, rows, ratios, results):
         add("|---|---|---|---|---|")
         for rtt in sorted(probe, key=int):
             item = probe[rtt]
-            add("| %s ms | %s | %s | %s | %s |" % (rtt, fmt(item.get("greeting_ms"), 1), fmt(item.get("noop_p50_ms"), 2),
-                                                  fmt(item.get("noop_p99_ms"), 2), fmt(item.get("noop_min_ms"), 2)))
+            add("| %s ms | %s | %s | %s | %s |" % (
+                rtt, fmt(item.get("greeting_ms"), 1), fmt(item.get("noop_p50_ms"), 2),
+                fmt(item.get("noop_p99_ms"), 2), fmt(item.get("noop_min_ms"), 2)))
     add("")
     add("| RTT | messages | configuration | msg/s | submission msg/s | p50 latency s | p99 latency s "
         "| TLS sessions with AUTH | CPU target (cores) | CPU emulator (cores) | CPU proxy (cores) "
@@ -537,7 +538,7 @@ def relay_section(add, rows, ratios, results):
         names = []
         for item in profile:
             for name in item["ms_per_message"]:
-                if name not in names and len(names) < 12:
+                if name not in names and len(names) < 16:
                     names.append(name)
         add("### Where the target's CPU goes")
         add("")
@@ -618,17 +619,20 @@ def pacing_section(add, results):
         add("```")
         add("")
     add("| Postfix | scenario | N/s | bucket | messages | clones | delivered | 454 | msg/s | of N | busiest clone s "
-        "/ ideal s | messages per clone | most in 1 s | TLS sessions | p50 / p99 latency s |")
+        "/ ideal s | messages per clone | most in 1 s / 60 s | TLS sessions | p50 / p99 latency s |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for entry in sorted(runs, key=lambda e: (e["version"], list(SCENARIOS).index(e["scenario"]) if e["scenario"] in SCENARIOS else 99,
-                                            -e["rate"], e["messages"])):
+    def order(entry):
+        scenario = list(SCENARIOS).index(entry["scenario"]) if entry["scenario"] in SCENARIOS else 99
+        return (entry["version"], scenario, -entry["rate"], entry["messages"])
+    for entry in sorted(runs, key=order):
         per_clone = entry.get("per_clone") or []
-        add("| %s | %s | %g | %g | %d | %s | %d | %d | %s | %s | %s / %s | %s | %d | %d | %s / %s |" % (
+        add("| %s | %s | %g | %g | %d | %s | %d | %d | %s | %s | %s / %s | %s | %d / %s | %d | %s / %s |" % (
             versions.get(entry["version"], entry["version"]), SCENARIOS.get(entry["scenario"], entry["scenario"]),
             entry["rate"], entry["burst"], entry["messages"], entry["design"], entry["delivered"], entry["replies_454"],
             fmt(entry["rate_achieved"], 2), pct(entry["fraction"]), fmt(entry.get("busiest_clone_seconds"), 0),
             fmt(entry.get("ideal_seconds"), 0), "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "-",
-            entry.get("max_in_1s", 0), entry.get("tls_sessions", 0), fmt(entry.get("latency_p50"), 1),
+            entry.get("max_in_1s", 0), entry.get("max_in_60s", "-"), entry.get("tls_sessions", 0),
+            fmt(entry.get("latency_p50"), 1),
             fmt(entry.get("latency_p99"), 1)))
     add("")
     add("msg/s is delivered messages over the time from the first submission to the last delivery; a message refused")
