@@ -621,6 +621,7 @@ def pacing_section(add, results):
     add("| Postfix | scenario | N/s | bucket | messages | clones | delivered | 454 | msg/s | of N | busiest clone s "
         "/ ideal s | messages per clone | most in 1 s / 60 s | TLS sessions | p50 / p99 latency s |")
     add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
     def order(entry):
         scenario = list(SCENARIOS).index(entry["scenario"]) if entry["scenario"] in SCENARIOS else 99
         return (entry["version"], scenario, -entry["rate"], entry["messages"])
