@@ -685,8 +685,24 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
     ratio = single.get("noop_over_setup")
     counts = single_data.get("counts_noop") or {}
     if ratio is not None and ratio > NOOP_TARGET:
-        out.append("**No-op converge: %.2fx the floor instead of 2x.** The run made %s module invocations (%s tasks)."
-                   % (ratio, counts.get("module_invocations", "?"), counts.get("tasks", "?")))
+        text = ("**No-op converge: %.2fx the floor instead of %gx.** The run made %s module invocations (%s tasks)."
+                % (ratio, NOOP_TARGET, counts.get("module_invocations", "?"), counts.get("tasks", "?")))
+        costs, timeline = single.get("costs") or {}, single.get("timeline") or {}
+        one, two, skipped = (costs.get(name) or {} for name in (
+            "playbook_one_call", "playbook_two_calls", "playbook_one_call_12_skipped"))
+        if one.get("seconds") and two.get("seconds") and skipped.get("seconds") and single.get("setup"):
+            text += (" `ansible-playbook` with one module call takes %s s (fact gathering: %s s); each further module "
+                     "round trip adds %s s, each skipped task %s s. The no-op makes %s round trips (`postfix_info` %s s, "
+                     "`postfix_config` %s s), runs %s s of controller-only tasks and %s s of skipped ones. Within %gx it "
+                     "would have to take %s s less: about one skipped or controller-only task less, or one round trip "
+                     "less." % (
+                         fmt(one["seconds"], 2), fmt(single["setup"], 2), fmt(two["seconds"] - one["seconds"], 2),
+                         fmt((skipped["seconds"] - one["seconds"]) / 12.0, 3), fmt(costs.get("noop", {}).get("exec"), 0),
+                         fmt(timeline.get("per_module", {}).get("postfix_info"), 2),
+                         fmt(timeline.get("per_module", {}).get("postfix_config"), 2),
+                         fmt(timeline.get("controller-only tasks"), 2), fmt(timeline.get("skipped tasks"), 2),
+                         NOOP_TARGET, fmt(single["noop"] - NOOP_TARGET * single["setup"], 2)))
+        out.append(text)
 
     one = next((row for row in fleet_rows if row["hosts"] == 1), None)
     sixteen = next((row for row in fleet_rows if row["hosts"] == 16), None)
@@ -726,8 +742,8 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
                 % (rtt, messages, " and ".join(missed), fmt(preset["rate"], 0), fmt(plain["rate"], 0),
                    fmt(intake["rate"], 0), fmt(preset["cpu_target"], 2), fmt(intake["cpu_target"], 2)))
         if pressure is not None:
-            text += (", and during the preset's runs some task on this machine waited for a CPU %s of the time "
-                     "(Linux PSI)" % pct(pressure))
+            text += (", and during the preset's runs some runnable task waited for a CPU %s of the time (Linux PSI, "
+                     "the whole machine, the target's own processes queued on its one core included)" % pct(pressure))
         text += "."
         trace = (relay_data.get("traces") or {}).get(str(rtt))
         zero = next((row for row in relay_rows if row["rtt"] == 0 and row["messages"] == messages
@@ -738,10 +754,9 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
             text += (" A traced run (%d messages, %s msg/s) shows where a reused connection's time goes: %s round "
                      "trips per message (MAIL, RCPT and DATA pipelined; the message; the RSET Postfix sends before it "
                      "reuses a cached connection), the emulator answering in %s ms (median) and the target itself "
-                     "taking %s ms (median, p90 %s ms) from an answer's arrival to its next command: the queue "
-                     "manager handing the next message to an smtp process, which fetches the connection from scache. "
-                     "That is %.0f ms a message on one connection, so the %d connections it opened (the last %s s "
-                     "into the run: slow start) carry at most %.0f msg/s."
+                     "taking %s ms (median, p90 %s ms) from an answer's arrival to its next command. That is %.0f ms "
+                     "a message on one connection, so the %d connections it opened (the last %s s into the run: the "
+                     "queue manager's slow start) carry at most %.0f msg/s once all are open."
                      % (trace["messages"], fmt(trace.get("rate"), 0), fmt(trace["round_trips_per_message"], 1),
                         fmt(trace.get("server_ms_p50"), 1), fmt(trace.get("client_ms_p50"), 1),
                         fmt(trace.get("client_ms_p90"), 1), per_message * 1000, trace["connections"],
@@ -754,8 +769,20 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
                                                                          and row["config"] == "intake"), None), 2)))
         variant = rows.get("preset_c50")
         if variant:
-            text += (" With `smtp_destination_concurrency_limit = 50` instead of Postfix's 20 the preset made %s msg/s."
-                     % fmt(variant["rate"], 0))
+            text += (" With `smtp_destination_concurrency_limit = 50` instead of Postfix's 20 the preset made %s msg/s "
+                     "(%s the guide configuration, %s of the intake) on %s of its core at %s ms a message: bounded by "
+                     "the target's CPU now, not by round trips." % (
+                         fmt(variant["rate"], 0), fmt(variant["rate"] / plain["rate"], 2) + " x" if plain["rate"] else "n/a",
+                         pct(variant["rate"] / intake["rate"]) if intake["rate"] else "n/a",
+                         fmt(variant["cpu_target"], 2), fmt(variant["ms"], 2)))
+        profile = {item["config"]: item for item in results.get("profile", {}).get("runs") or []}
+        if intake.get("ms") and "preset" in profile:
+            delivery = sum(profile["preset"]["ms_per_message"].get(name, 0.0) for name in ("smtp", "tlsproxy", "scache"))
+            text += (" For 80 %% of the intake on one core the whole path may cost %s ms a message; the intake alone "
+                     "costs %s ms, which leaves %s ms for delivering it, where the smtp client, tlsproxy and scache "
+                     "alone take %s ms (table of processes): out of reach on one core whatever the concurrency."
+                     % (fmt(intake["ms"] / OVER_INTAKE_TARGET, 2), fmt(intake["ms"], 2),
+                        fmt(intake["ms"] / OVER_INTAKE_TARGET - intake["ms"], 2), fmt(delivery, 2)))
         out.append(text)
 
     paced = next((row for row in rate_rows if row["config"] == "paced"), None)
@@ -773,11 +800,8 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
                      "reply (%d delivered in the first pass, %d left deferred until a later queue run), so an "
                      "unpaced relay is not an answer either."
                      % (unpaced["replies_454"], unpaced["messages"], unpaced["delivered"], unpaced["queue_left"]))
-        text += (" Reaching 14/s without going over would need the mail spread evenly over 14 paced queues; Postfix "
-                 "can only spread it at random (`randmap`), so some queues run dry while others still hold mail, and "
-                 "because the address resolver caches each answer for 30 s, a burst to one recipient goes down a single "
-                 "queue. The collection does not ship that. A 14/s account is used fully by 14 relay hosts at 1/s "
-                 "each, or by relays that accept SES's 454 as back-pressure (`relay_max_send_rate: 0`) and retry.")
+        text += (" Clones of the smtp transport, each a paced queue of its own, are measured as a prototype below "
+                 "(\"Pacing at a provider's rate\").")
         out.append(text)
     out.extend(pacing_explanations(results))
     if not out:
