@@ -14,6 +14,7 @@ BENCH_* environment variables (see COUNTS).
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
@@ -23,7 +24,10 @@ import statistics
 import subprocess
 import sys
 import time
+import threading
 import traceback
+
+import pacing  # benchmarks/pacing.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(REPO, "benchmarks")
@@ -46,6 +50,8 @@ COUNTS = {
     "fleet_sizes": [int(n) for n in os.environ.get("BENCH_FLEET_SIZES", "1,4,8,16").split(",")],
     "relay_runs": int(os.environ.get("BENCH_RELAY_RUNS", "3")),
     "relay_messages": [int(n) for n in os.environ.get("BENCH_RELAY_MESSAGES", "1000,5000").split(",")],
+    # Simulated round-trip times between relay and smarthost (benchmarks/netdelay.py), milliseconds.
+    "relay_rtts": [int(n) for n in os.environ.get("BENCH_RELAY_RTTS", "0,20").split(",")],
     "rate_runs": int(os.environ.get("BENCH_RATE_RUNS", "1")),
     "rate_messages": int(os.environ.get("BENCH_RATE_MESSAGES", "1000")),
     "profile_messages": int(os.environ.get("BENCH_PROFILE_MESSAGES", "5000")),
@@ -119,12 +125,27 @@ def save_results(results):
     os.replace(tmp, RESULTS)
 
 
-def ansible_env(count_file=None, pipelining=True):
+SHIM_DIR = os.path.join(STATE, "docker-shim")
+
+
+def docker_shim():
+    """A `docker` first in PATH that logs each call and runs the real one: the connection plugin's
+    round trips to the hosts are its `docker exec` calls."""
+    real = shutil.which("docker", path=os.environ.get("PATH", "").replace(SHIM_DIR + os.pathsep, ""))
+    os.makedirs(SHIM_DIR, exist_ok=True)
+    path = os.path.join(SHIM_DIR, "docker")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write('#!/bin/sh\n[ -n "$BENCH_DOCKER_LOG" ] && echo "$1" >> "$BENCH_DOCKER_LOG"\nexec %s "$@"\n' % real)
+    os.chmod(path, 0o755)
+    return SHIM_DIR
+
+
+def ansible_env(count_file=None, pipelining=True, docker_log=None):
     """The same settings for every timed run, the floor included: docker exec with pipelining."""
     env = dict(os.environ)
     env.update({
         "ANSIBLE_PIPELINING": "1" if pipelining else "0",
-        "PATH": VENV_BIN + os.pathsep + env.get("PATH", ""),
+        "PATH": (docker_shim() + os.pathsep if docker_log else "") + VENV_BIN + os.pathsep + env.get("PATH", ""),
         "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".build", "collections"),
         "ANSIBLE_CALLBACK_PLUGINS": os.path.join(BENCH_DIR, "callback_plugins"),
         "ANSIBLE_CALLBACKS_ENABLED": "bench_count",
@@ -135,8 +156,11 @@ def ansible_env(count_file=None, pipelining=True):
         "ANSIBLE_DEPRECATION_WARNINGS": "0",
     })
     env.pop("BENCH_COUNT_FILE", None)
+    env.pop("BENCH_DOCKER_LOG", None)
     if count_file:
         env["BENCH_COUNT_FILE"] = count_file
+    if docker_log:
+        env["BENCH_DOCKER_LOG"] = docker_log
     return env
 
 
@@ -171,29 +195,63 @@ def write_inventory(name, hosts, role_vars=None):
     return path
 
 
-def playbook(inventory, extra_vars=None, check=False, count_file=None, pipelining=True):
+def playbook(inventory, extra_vars=None, check=False, count_file=None, pipelining=True, path=PLAYBOOK, docker_log=None):
     """Seconds one run of the shipped playbooks/ses.yml takes (wall clock, process start to exit)."""
-    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, PLAYBOOK]
+    cmd = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, path]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     if check:
         cmd.append("--check")
     start = time.monotonic()
-    run(cmd, env=ansible_env(count_file, pipelining))
+    run(cmd, env=ansible_env(count_file, pipelining, docker_log))
     return time.monotonic() - start
 
 
-def adhoc(inventory, module, pipelining=True):
+def adhoc(inventory, module, pipelining=True, docker_log=None):
     cmd = [os.path.join(VENV_BIN, "ansible"), "-i", inventory, GROUP, "-m", module]
     start = time.monotonic()
-    run(cmd, env=ansible_env(pipelining=pipelining))
+    run(cmd, env=ansible_env(pipelining=pipelining, docker_log=docker_log))
     return time.monotonic() - start
 
 
-def start_hosts(names, image):
+def costed(function, *args, **kwargs):
+    """{seconds, controller CPU seconds, docker exec calls} of one ansible run."""
+    log_path = os.path.join(STATE, "docker-calls.log")
+    with open(log_path, "w", encoding="utf-8"):
+        pass
+    before = controller_cpu_seconds()
+    seconds = function(*args, docker_log=log_path, **kwargs)
+    cpu = controller_cpu_seconds() - before
+    with open(log_path, encoding="utf-8") as handle:
+        calls = handle.read().split()
+    return {"seconds": round(seconds, 3), "controller_cpu": round(cpu, 3), "docker_exec": calls.count("exec"),
+            "docker_calls": len(calls)}
+
+
+# Playbooks that cost what the no-op cannot avoid: ansible-playbook itself and one or two module
+# round trips, and what twelve skipped tasks add (the role skips seven).
+FLOOR_PLAYBOOKS = {
+    "playbook_one_call": [{"name": "One module call", "ansible.builtin.ping": None}],
+    "playbook_two_calls": [{"name": "First module call", "ansible.builtin.ping": None},
+                           {"name": "Second module call", "ansible.builtin.ping": None}],
+    "playbook_one_call_12_skipped": [{"name": "One module call", "ansible.builtin.ping": None}] + [
+        {"name": "Skipped task %d" % number, "ansible.builtin.debug": {"msg": "never"}, "when": False}
+        for number in range(1, 13)],
+}
+
+
+def floor_playbook(name):
+    path = os.path.join(STATE, "%s.yml" % name)
+    with open(path, "w", encoding="utf-8") as handle:
+        play = {"name": name, "hosts": GROUP, "gather_facts": False, "tasks": FLOOR_PLAYBOOKS[name]}
+        json.dump([play], handle, indent=1)
+    return path
+
+
+def start_hosts(names, image, network=NETWORK):
     for name in names:
         run(["docker", "rm", "-f", "-v", name], check=False)
-        run(["docker", "run", "-d", "--name", name, "--hostname", name + ".example.test", "--network", NETWORK,
+        run(["docker", "run", "-d", "--name", name, "--hostname", name + ".example.test", "--network", network,
              "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
              "--label", LABEL, image])
     # systemd must be up before the role talks to it; on a loaded machine boot takes minutes.
@@ -245,6 +303,20 @@ def cpu_seconds(container):
     return None
 
 
+def cpu_pressure_seconds():
+    """Seconds in which some runnable task on this machine waited for a CPU (PSI, /proc/pressure/cpu), or None.
+
+    Its growth over a run, divided by the run's wall time, is the share of the run during which something
+    waited: on a machine shared with other work, that is what a latency-bound run pays for most.
+    """
+    try:
+        with open("/proc/pressure/cpu", encoding="ascii") as handle:
+            match = re.search(r"^some .*total=(\d+)", handle.read(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) / 1e6 if match else None
+
+
 def controller_cpu_seconds():
     """User and system CPU of every finished child of this process (ansible-playbook and its workers)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -268,7 +340,8 @@ def phase(results, name, function):
     results[name]["commit"] = source_revision()
     try:
         function(results)
-    except Exception as error:  # pylint: disable=broad-exception-caught  # a broken phase must not cost the others their figures
+    # A broken phase must not cost the others their figures.
+    except Exception as error:  # pylint: disable=broad-exception-caught
         results.setdefault(name, {})["error"] = "%s: %s" % (type(error).__name__, error)
         log("phase %s FAILED: %s" % (name, error))
         traceback.print_exc()
@@ -300,11 +373,16 @@ def phase_converge(results):
     for index in range(COUNTS["noop_runs"]):
         count_noop = os.path.join(STATE, "count-noop.json")
         count_check = os.path.join(STATE, "count-check.json")
-        entry = {"run": index + 1}
-        entry["ping"] = round(adhoc(inventory, "ping"), 2)
-        entry["setup"] = round(adhoc(inventory, "setup"), 2)
-        entry["noop"] = round(playbook(inventory, count_file=count_noop), 2)
-        entry["check"] = round(playbook(inventory, check=True, count_file=count_check), 2)
+        entry = {"run": index + 1, "costs": {}}
+        for name, function, args, kwargs in (
+                ("ping", adhoc, (inventory, "ping"), {}),
+                ("setup", adhoc, (inventory, "setup"), {}),
+                ("noop", playbook, (inventory,), {"count_file": count_noop}),
+                ("check", playbook, (inventory,), {"check": True, "count_file": count_check})):
+            entry["costs"][name] = costed(function, *args, **kwargs)
+            entry[name] = round(entry["costs"][name]["seconds"], 2)
+        for name in FLOOR_PLAYBOOKS:
+            entry["costs"][name] = costed(playbook, inventory, path=floor_playbook(name))
         with open(count_noop, encoding="utf-8") as handle:
             noop_counts = json.load(handle)
         with open(count_check, encoding="utf-8") as handle:
@@ -315,8 +393,10 @@ def phase_converge(results):
         entry["noop_changed"] = noop_counts["results"].get("changed", 0)
         entry["check_changed"] = check_counts["results"].get("changed", 0)
         floor.append(entry)
-        data["counts_noop"] = noop_counts
-        data["counts_check"] = check_counts
+        data.setdefault("noop_timelines", []).append(
+            {"marks": noop_counts.get("marks"), "timeline": noop_counts.get("timeline")})
+        data["counts_noop"] = {key: value for key, value in noop_counts.items() if key not in ("marks", "timeline")}
+        data["counts_check"] = {key: value for key, value in check_counts.items() if key not in ("marks", "timeline")}
         log("no-op run %d: %s" % (index + 1, entry))
         save_results(results)
     remove_hosts([host])
@@ -335,17 +415,19 @@ def phase_fleet(results):
             # All hosts in one batch: the playbook's canary batches are a rollout policy, not a cost of the collection.
             one_batch = {"relay_rollout_serial": ["100%"]}
             try:
-                hosts_before = sum(cpu_seconds(host) or 0.0 for host in hosts)
-                controller_before = controller_cpu_seconds()
-                fresh = playbook(inventory, extra_vars=one_batch)
-                # CPU the fresh converge cost: the controller's processes and every target container.
-                cpu = {"controller": round(controller_cpu_seconds() - controller_before, 1),
-                       "hosts": round(sum(cpu_seconds(host) or 0.0 for host in hosts) - hosts_before, 1)}
-                noop = playbook(inventory, extra_vars=one_batch)
+                def cpu_of(converge):
+                    """Seconds and the CPU a converge cost: the controller's processes and every target container."""
+                    hosts_before = sum(cpu_seconds(host) or 0.0 for host in hosts)
+                    controller_before = controller_cpu_seconds()
+                    seconds = converge()
+                    return seconds, {"controller": round(controller_cpu_seconds() - controller_before, 2),
+                                     "hosts": round(sum(cpu_seconds(host) or 0.0 for host in hosts) - hosts_before, 2)}
+                fresh, cpu = cpu_of(lambda: playbook(inventory, extra_vars=one_batch))
+                noop, noop_cpu = cpu_of(lambda: playbook(inventory, extra_vars=one_batch))
             finally:
                 remove_hosts(hosts)
             data["runs"].append({"run": index + 1, "hosts": size, "fresh": round(fresh, 2), "noop": round(noop, 2),
-                                 "fresh_cpu_seconds": cpu})
+                                 "fresh_cpu_seconds": cpu, "noop_cpu_seconds": noop_cpu})
             log("fleet run %d, %d hosts: fresh %.1fs, no-op %.1fs" % (index + 1, size, fresh, noop))
             save_results(results)
 
@@ -353,6 +435,8 @@ def phase_fleet(results):
 # ------------------------------------------------------------------ 5-6: relay
 RELAY_HOST = "bench-relay"
 CONFIGS = "/root/bench-configs"
+# The preset with one setting changed, measured at the simulated round-trip times only.
+RELAY_VARIANTS = {"preset_c50": ["smtp_destination_concurrency_limit = 50"]}
 
 
 def prepare_relay_host(data):
@@ -362,21 +446,28 @@ def prepare_relay_host(data):
     start_emulator(inventory)
     # Every Postfix log line must reach the journal: latency comes from its delay= fields.
     dexec(RELAY_HOST, "mkdir -p /etc/systemd/journald.conf.d && "
-          "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && "
+          "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' "
+          "> /etc/systemd/journald.conf.d/bench.conf && "
           "systemctl restart systemd-journald")
     data["cpusets"] = pin_cpus()
     for name, role_vars in ROLE_CONFIGS.items():
         playbook(inventory, extra_vars=role_vars)
-        dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s" % (CONFIGS, CONFIGS, name, CONFIGS, name))
+        dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s"
+              % (CONFIGS, CONFIGS, name, CONFIGS, name))
         data.setdefault("postconf_n", {})[name] = dexec(RELAY_HOST, "postconf -n").stdout.splitlines()
     # The plain guide configuration: Debian's template, the package's master.cf, five settings.
     settings = " ".join("'%s'" % line for line in PLAIN_GUIDE)
     dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/preset $d/plain; "
-          "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
+          "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; "
+          "cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
           "postconf -c $d/plain -e %s; postalias /etc/aliases; "
           # Local intake: the throughput configuration with every message discarded after the queue.
           "cp -a $d/preset $d/intake; postconf -c $d/intake -e default_transport=discard:intake" % (CONFIGS, settings))
-    for name in ("plain", "intake"):
+    # Variants of the preset measured over the simulated network: what a role default would change.
+    for name, settings in RELAY_VARIANTS.items():
+        dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/%s; cp -a $d/preset $d/%s; postconf -c $d/%s -e %s"
+              % (CONFIGS, name, name, name, " ".join("'%s'" % item for item in settings)))
+    for name in ("plain", "intake") + tuple(RELAY_VARIANTS):
         data.setdefault("postconf_n", {})[name] = dexec(
             RELAY_HOST, "postconf -c %s/%s -n | grep -v '^config_directory'" % (CONFIGS, name)).stdout.splitlines()
 
@@ -397,7 +488,8 @@ def pin_cpus():
 
 
 def start_emulator(inventory):
-    """The harness's prepare.yml: the emulator on smarthost-bench under the providers' names, the test CA on the hosts."""
+    """The harness's prepare.yml: the emulator on smarthost-bench under the providers' names, the test CA on
+    the hosts."""
     run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
          os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
          "-e", "emulator_project_dir=%s" % REPO, "-e", "emulator_state_dir=%s" % EMULATOR_STATE,
@@ -406,28 +498,29 @@ def start_emulator(inventory):
 
 def switch_config(name):
     dexec(RELAY_HOST, "systemctl stop postfix@- postfix; rm -rf /etc/postfix; cp -a %s/%s /etc/postfix; "
-          "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; systemctl start postfix; "
+          "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; "
+          "systemctl start postfix; "
           "for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1" % (CONFIGS, name))
 
 
-def emulator(command):
-    return run(["docker", "exec", EMULATOR, "sh", "-c", "emulatorctl " + command]).stdout
+def emulator(command, container=EMULATOR):
+    return run(["docker", "exec", container, "sh", "-c", "emulatorctl " + command]).stdout
 
 
-def read_records():
+def read_records(path=RECORDS):
     try:
-        with open(RECORDS, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.endswith("\n") and line.strip()]
     except FileNotFoundError:
         return []
 
 
-def wait_for_records(count, timeout, stall=30.0):
+def wait_for_records(count, timeout, stall=30.0, path=RECORDS):
     """The emulator's records once `count` arrived, the timeout passed, or nothing new came for `stall` seconds."""
     deadline = time.monotonic() + timeout
     seen, last_change = -1, time.monotonic()
     while True:
-        records = read_records()
+        records = read_records(path)
         now = time.monotonic()
         if len(records) != seen:
             seen, last_change = len(records), now
@@ -460,7 +553,9 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
         after_switch()
     emulator("reset")
     cursor = journal_cursor()
-    cpu_before = {name: cpu_seconds(name) for name in (RELAY_HOST, EMULATOR)}
+    measured = [RELAY_HOST, EMULATOR] + ([PROXY] if _network_state["rtt"] else [])
+    cpu_before = {name: cpu_seconds(name) for name in measured}
+    pressure_before = cpu_pressure_seconds()
     start = time.time()
     dexec(RELAY_HOST, "smtp-source -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
           % (COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]))
@@ -469,7 +564,8 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
              "submit_rate": round(messages / (submitted - start), 1)}
     if config == "intake":
         # Wait until the discard agent has taken everything out of the queue.
-        dexec(RELAY_HOST, "for i in $(seq 600); do [ -z \"$(postqueue -j)\" ] && exit 0; sleep 0.1; done; exit 1", check=False)
+        dexec(RELAY_HOST, "for i in $(seq 600); do [ -z \"$(postqueue -j)\" ] && exit 0; sleep 0.1; done; exit 1",
+              check=False)
         end = time.time()
         entry["delivered"] = messages
         entry["rate"] = round(messages / (submitted - start), 1)
@@ -490,8 +586,13 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
     for name, before in cpu_before.items():
         after = cpu_seconds(name)
         if before is not None and after is not None:
-            entry["cpu_%s" % ("emulator" if name == EMULATOR else "target")] = round((after - before) / wall, 2)
+            role = {EMULATOR: "emulator", PROXY: "proxy"}.get(name, "target")
+            entry["cpu_%s" % role] = round((after - before) / wall, 2)
     entry["seconds"] = round(end - start, 3)
+    pressure_after = cpu_pressure_seconds()
+    if pressure_before is not None and pressure_after is not None:
+        entry["cpu_pressure"] = round((pressure_after - pressure_before) / wall, 2)
+    entry["load_average"] = round(os.getloadavg()[0], 2)
     if entry.get("cpu_target") is not None and entry["delivered"]:
         # What one message costs the target, whatever limited the rate.
         entry["target_ms_per_message"] = round(entry["cpu_target"] * wall * 1000.0 / entry["delivered"], 2)
@@ -502,22 +603,165 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
     return entry
 
 
+# A simulated network between the relay and the emulator: bench-netdelay answers under the
+# providers' names and forwards to the emulator, which keeps only aliases nobody else uses.
+PROXY = "bench-netdelay"
+UPSTREAM_ALIAS = "bench-upstream"
+_network_state = {"rtt": 0}
+
+RTT_PROBE = r"""
+import socket, ssl, statistics, sys, time
+host, port, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+greetings, trips = [], []
+for _ in range(5):
+    start = time.monotonic()
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stream = sock.makefile("rb")
+    stream.readline()
+    greetings.append(time.monotonic() - start)
+    for _ in range(rounds):
+        start = time.monotonic()
+        sock.sendall(b"NOOP\r\n")
+        stream.readline()
+        trips.append(time.monotonic() - start)
+    sock.sendall(b"QUIT\r\n")
+    sock.close()
+trips.sort()
+print("%.3f %.3f %.3f %.3f" % (statistics.median(greetings) * 1e3, statistics.median(trips) * 1e3,
+                               trips[int(len(trips) * 0.99)] * 1e3, trips[0] * 1e3))
+"""
+
+
+def emulator_aliases():
+    return [hostname for item in providers().values() for hostname in item["hostnames"]]
+
+
+def set_network_delay(rtt_ms, cpuset=None, trace=False):
+    """0: the emulator answers under the providers' names itself (as before); otherwise the proxy does."""
+    if _network_state["rtt"] == rtt_ms and _network_state.get("trace", False) == trace:
+        return
+    run(["docker", "rm", "-f", "-v", PROXY], check=False)
+    run(["docker", "network", "disconnect", NETWORK, EMULATOR], check=False)
+    if rtt_ms:
+        run(["docker", "network", "connect", "--alias", "emulator", "--alias", UPSTREAM_ALIAS, NETWORK, EMULATOR])
+        ports = ",".join(str(port) for kind in ("starttls", "implicit") for port in listen_ports()[kind])
+        aliases = []
+        for hostname in emulator_aliases():
+            aliases += ["--network-alias", hostname]
+        run(["docker", "run", "-d", "--name", PROXY, "--network", NETWORK] + aliases +
+            (["--cpuset-cpus", cpuset] if cpuset else []) +
+            ["--label", LABEL, "--entrypoint", "python3",
+             "-v", "%s:/netdelay.py:ro" % os.path.join(BENCH_DIR, "netdelay.py"), IMAGE, "/netdelay.py",
+             "--upstream", UPSTREAM_ALIAS, "--ports", ports, "--delay-ms", "%g" % (rtt_ms / 2.0)] +
+            (["--trace"] if trace else []))
+        deadline = time.monotonic() + 30
+        while "listening" not in run(["docker", "logs", PROXY], check=False).stdout:
+            if time.monotonic() > deadline:
+                raise RuntimeError("%s did not start: %s" % (PROXY, run(["docker", "logs", PROXY], check=False).stderr))
+            time.sleep(0.2)
+    else:
+        command = ["docker", "network", "connect", "--alias", "emulator"]
+        for hostname in emulator_aliases():
+            command += ["--alias", hostname]
+        run(command + [NETWORK, EMULATOR])
+    _network_state["rtt"] = rtt_ms
+    _network_state["trace"] = trace
+
+
+def trace_analysis(text, delay):
+    """Round trips per message, and where a reused connection's time goes, from netdelay.py --trace.
+
+    A line is `time connection:port direction bytes`, read times at the proxy. A message is a
+    client chunk over 1,000 bytes (the 2,000-byte body); a round trip is a client chunk followed by
+    the server's answer. "Client" time is from an answer reaching the target (read time + delay)
+    to the target's next chunk; "server" time is from a chunk reaching the emulator to its answer.
+    """
+    connections = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "<>":
+            connections.setdefault(parts[1], []).append((float(parts[0]), parts[2], int(parts[3])))
+    if not connections:
+        return None
+    first = min(events[0][0] for events in connections.values())
+    client, server, trips, messages, ramp = [], [], 0, 0, []
+    for events in connections.values():
+        body = [index for index, event in enumerate(events) if event[1] == ">" and event[2] > 1000]
+        messages += len(body)
+        if body:
+            ramp.append(events[body[0]][0] - first)
+        # Steady state: from the connection's first message on.
+        steady = events[body[0]:] if body else []
+        for previous, event in zip(steady, steady[1:]):
+            if previous[1] == ">" and event[1] == "<":
+                trips += 1
+                server.append(event[0] - previous[0] - delay)
+            elif previous[1] == "<" and event[1] == ">":
+                client.append(event[0] - previous[0] - delay)
+    ramp.sort()
+    client.sort()
+    return {
+        "connections": len(connections), "messages": messages,
+        "round_trips_per_message": round(trips / messages, 2) if messages else None,
+        "client_ms_p50": round(1000 * statistics.median(client), 1) if client else None,
+        "client_ms_p90": round(1000 * client[int(len(client) * 0.9)], 1) if client else None,
+        "server_ms_p50": round(1000 * statistics.median(server), 1) if server else None,
+        "seconds_to_last_new_connection": round(ramp[-1], 2) if ramp else None,
+    }
+
+
+def listen_ports():
+    with open(os.path.join(REPO, "tests", "emulator", "providers.json"), encoding="utf-8") as handle:
+        return json.load(handle)["listen"]
+
+
+def measure_rtt(rounds=100):
+    """From the relay host to the SES name: connect-to-greeting and NOOP round trips (median, p99, min), ms."""
+    out = run(["docker", "exec", RELAY_HOST, "python3", "-c", RTT_PROBE, "email-smtp.us-east-1.amazonaws.com", "587",
+               str(rounds)]).stdout.split()
+    return dict(zip(("greeting_ms", "noop_p50_ms", "noop_p99_ms", "noop_min_ms"), (float(value) for value in out)))
+
+
 def phase_relay(results):
     data = results.setdefault("relay", {})
     data.setdefault("runs", [])
-    if os.environ.get("BENCH_REUSE_RELAY") == "1" and dexec(RELAY_HOST, "test -d %s/intake" % CONFIGS, check=False).returncode == 0:
+    reuse = os.environ.get("BENCH_REUSE_RELAY") == "1"
+    if reuse and dexec(RELAY_HOST, "test -d %s/intake" % CONFIGS, check=False).returncode == 0:
         data["postconf_n"] = load_results().get("relay", {}).get("postconf_n", {})
     else:
         prepare_relay_host(data)
-    for index in range(COUNTS["relay_runs"]):
-        for messages in COUNTS["relay_messages"]:
-            for config in ("intake", "plain", "preset"):
-                entry = relay_run(config, messages, wait_timeout=60 + messages / 20.0)
-                entry["run"] = index + 1
-                data["runs"].append(entry)
-                log("relay run %d %s %d: %.0f msg/s p50 %s p99 %s" % (
-                    index + 1, config, messages, entry["rate"], entry["latency_p50"], entry["latency_p99"]))
-                save_results(results)
+    cpusets = data.get("cpusets") or {}
+    data["rtt_probe"] = {}
+    try:
+        for index in range(COUNTS["relay_runs"]):
+            for rtt in COUNTS["relay_rtts"]:
+                set_network_delay(rtt, cpuset=cpusets.get("emulator"))
+                if str(rtt) not in data["rtt_probe"]:
+                    data["rtt_probe"][str(rtt)] = measure_rtt()
+                    log("network at %d ms: %s" % (rtt, data["rtt_probe"][str(rtt)]))
+                for messages in COUNTS["relay_messages"]:
+                    for config in ("intake", "plain", "preset") + (tuple(RELAY_VARIANTS) if rtt else ()):
+                        entry = relay_run(config, messages, wait_timeout=60 + messages / 20.0)
+                        entry["run"] = index + 1
+                        entry["rtt_ms"] = rtt
+                        data["runs"].append(entry)
+                        log("relay run %d, %d ms, %s %d: %.0f msg/s p50 %s p99 %s" % (
+                            index + 1, rtt, config, messages, entry["rate"], entry["latency_p50"],
+                            entry["latency_p99"]))
+                        save_results(results)
+        # One traced run per simulated network: how many round trips a message takes, and who waits.
+        for rtt in [value for value in COUNTS["relay_rtts"] if value]:
+            set_network_delay(rtt, cpuset=cpusets.get("emulator"), trace=True)
+            entry = relay_run("preset", min(COUNTS["relay_messages"]), wait_timeout=120)
+            analysis = trace_analysis(run(["docker", "logs", PROXY], check=False).stderr, rtt / 2000.0)
+            data.setdefault("traces", {})[str(rtt)] = dict(analysis or {}, rate=entry["rate"],
+                                                           cpu_target=entry.get("cpu_target"),
+                                                           cpu_pressure=entry.get("cpu_pressure"))
+            log("traced preset run at %d ms: %s" % (rtt, data["traces"][str(rtt)]))
+            save_results(results)
+    finally:
+        set_network_delay(0)
 
 
 PROC_TICKS = r"""for p in /proc/[0-9]*; do s=$(cat $p/stat 2>/dev/null) && echo "${p#/proc/} $s"; done"""
@@ -590,6 +834,278 @@ def phase_rate(results):
         emulator("mode normal")
 
 
+# ------------------------------------------------------------------ 8: pacing at a provider's rate
+# Debian 12 (Postfix 3.7) and Debian 13 (Postfix 3.10), each against an emulator of its own, so both
+# run at once: a paced run is long and costs little CPU. The second emulator sits on a network of
+# its own under the same provider names.
+PACING_HOSTS = {"12": ("bench-pace12", NETWORK, EMULATOR, RECORDS),
+                "13": ("bench-pace13", NETWORK + "-b", EMULATOR + "-b",
+                       os.path.join(EMULATOR_STATE, "records-b", "messages.jsonl"))}
+PACING_BASE = "/root/bench-base"
+# Office 365: 30 messages a minute per mailbox; Gmail: no per-second limit published (see report).
+PRESET_PACING = {"office365": {"rate": 0.5, "messages": 40}, "gmail": {"rate": 1.0, "messages": 20}}
+
+
+def cached_image(version):
+    return "smarthost-postfix/debian:%s-postfix-cached" % version
+
+
+def start_second_emulator(network, container, records_path):
+    """The emulator image once more, on its own network under every provider hostname (as prepare.yml does)."""
+    run(["docker", "rm", "-f", "-v", container], check=False)
+    run(["docker", "network", "create", network], check=False)
+    os.makedirs(os.path.dirname(records_path), exist_ok=True)
+    aliases = []
+    for item in providers().values():
+        for hostname in item["hostnames"]:
+            aliases += ["--network-alias", hostname]
+    run(["docker", "run", "-d", "--name", container, "--network", network] + aliases +
+        ["--label", LABEL, "-v", "%s:/etc/emulator/certs:ro" % os.path.join(EMULATOR_STATE, "certs"),
+         "-v", "%s:/var/lib/emulator" % os.path.dirname(records_path), "smarthost-postfix/emulator:latest"])
+    deadline = time.monotonic() + 60
+    while "listening" not in run(["docker", "logs", container], check=False).stdout + \
+            run(["docker", "logs", container], check=False).stderr:
+        if time.monotonic() > deadline:
+            raise RuntimeError("%s did not start listening" % container)
+        time.sleep(0.5)
+    emulator("reset", container)
+    emulator("mode normal", container)
+
+
+def postfix_journal(host, cursor):
+    dexec(host, "journalctl --sync", check=False)
+    after = "--after-cursor='%s'" % cursor if cursor else ""
+    return dexec(host, "journalctl %s -o short-unix --no-pager SYSLOG_FACILITY=2" % after).stdout.splitlines()
+
+
+def host_cursor(host):
+    match = re.search(r"cursor: (\S+)", dexec(host, "journalctl -n 0 --show-cursor --no-pager").stdout)
+    return match.group(1) if match else None
+
+
+def apply_pacing(host, delays, recipient_limit, extra=None):
+    """The converged configuration back in place, then the clones and their randmap on top."""
+    # Clones run like the smtp service they copy (chrooted on Debian).
+    chroot = dexec(host, "postconf -c %s -M smtp/unix" % PACING_BASE).stdout.split()[4]
+    main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot)
+    main_cf.update(extra or {})
+    assignments = " ".join("'%s=%s'" % item for item in sorted(main_cf.items()))
+    dexec(host, "set -e; systemctl stop postfix; rm -rf /etc/postfix; cp -a %s /etc/postfix; "
+          "printf '%%s\\n' %s >> /etc/postfix/master.cf; postconf -e %s; "
+          "postsuper -d ALL >/dev/null 2>&1 || true; systemctl reset-failed postfix@- postfix 2>/dev/null || true; "
+          "systemctl start postfix; for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1"
+          % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), assignments))
+    return main_cf, master_cf
+
+
+def max_in_window(stamps, width=1.0):
+    stamps = sorted(stamps)
+    best, first = 0, 0
+    for index, stamp in enumerate(stamps):
+        while stamp - stamps[first] >= width:
+            first += 1
+        best = max(best, index - first + 1)
+    return best
+
+
+def pacing_run(version, scenario, rate, delays, messages, burst, distinct=True, recipient_limit=50, limit=True):
+    """One burst of `messages` into a host paced by `delays`, against an emulator enforcing `rate`.
+
+    The run ends when every message was delivered or refused with a 454 (a refused message waits
+    for Postfix's next retry, minutes later), or at the deadline.
+    """
+    host, _network, container, records_path = PACING_HOSTS[version]
+    apply_pacing(host, delays, recipient_limit)
+    emulator("reset", container)
+    emulator("mode rate_limit --rate %g --burst %g" % (rate, burst) if limit else "mode normal", container)
+    cursor = host_cursor(host)
+    start = time.time()
+    try:
+        dexec(host, "smtp-source %s -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
+              % ("-N" if distinct else "", COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]))
+        submitted = time.time()
+        deadline = time.monotonic() + messages / pacing.rate_of(delays) * 1.6 + 120
+        while True:
+            counters = json.loads(emulator("counters", container))
+            if counters["messages"] + counters["replies"]["454"] >= messages or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        # The last deliveries' log lines and records land a moment after the counters.
+        time.sleep(1.0)
+        counters = json.loads(emulator("counters", container))
+    finally:
+        emulator("mode normal", container)
+    stamps = sorted(record["ts"] for record in read_records(records_path))
+    per_clone, delays_seen = {}, []
+    for line in postfix_journal(host, cursor):
+        match = re.search(r"postfix/(smtp\d+)/smtp\[\d+\]: .*delay=([0-9.]+),.*status=sent", line)
+        if match:
+            per_clone[match.group(1)] = per_clone.get(match.group(1), 0) + 1
+            delays_seen.append(float(match.group(2)))
+    end = stamps[-1] if stamps else time.time()
+    seconds = max(end - start, 1e-6)
+    designed = pacing.rate_of(delays)
+    # How long the busiest clone needed: the burst ends when it does.
+    clone_seconds = [count * delay for count, delay in
+                     ((per_clone.get("smtp%d" % (index + 1), 0), delay) for index, delay in enumerate(delays))]
+    entry = {
+        "version": version, "scenario": scenario, "rate": rate, "burst": burst, "messages": messages,
+        "design": pacing.describe(delays), "clones": len(delays), "designed_rate": round(designed, 4),
+        "distinct_recipients": distinct, "recipient_limit": recipient_limit,
+        "submit_seconds": round(submitted - start, 2), "seconds": round(seconds, 2),
+        "delivered": len(stamps), "replies_454": counters["replies"]["454"],
+        "rate_achieved": round(len(stamps) / seconds, 3), "fraction": round(len(stamps) / seconds / rate, 3),
+        "ideal_seconds": round(messages / designed, 1),
+        "busiest_clone_seconds": max(clone_seconds) if clone_seconds else None,
+        "per_clone": sorted(per_clone.values()), "clones_used": len(per_clone),
+        "max_in_1s": max_in_window(stamps), "max_in_60s": max_in_window(stamps, 60.0), "first_seconds": [
+            sum(1 for stamp in stamps if int(stamp - stamps[0]) == second) for second in range(6)] if stamps else [],
+        "tls_sessions": counters["auth"]["succeeded"], "connections": counters["connections"],
+        "latency_p50": percentile(delays_seen, 0.50), "latency_p99": percentile(delays_seen, 0.99),
+        "latency_max": max(delays_seen) if delays_seen else None,
+    }
+    log("pacing %s %s %g/s burst %g, %d messages (%s): %d delivered, %d x 454, %.2f msg/s = %.0f %%, clones %s" % (
+        version, scenario, rate, burst, messages, entry["design"], entry["delivered"], entry["replies_454"],
+        entry["rate_achieved"], entry["fraction"] * 100, entry["per_clone"]))
+    return entry
+
+
+def pacing_scenarios():
+    """(scenario, rate, delays, messages, burst, options) in the order run on each host."""
+    out = []
+    rates = [float(value) for value in os.environ.get("BENCH_PACING_RATES", "14,3.5").split(",") if value]
+    sizes = [int(value) for value in os.environ.get("BENCH_PACING_MESSAGES", "1000,5000").split(",") if value]
+    for rate in rates:
+        # A provider enforcing N/s must let ceil(N) messages through in some second (3.5/s is 7 in two).
+        burst = math.ceil(rate)
+        delays = pacing.design(rate)
+        for messages in sizes:
+            out.append(("design", rate, delays, messages, burst, {}))
+        # SES: "You can exceed this quota for short bursts": the same with two seconds' worth.
+        out.append(("design_burst2s", rate, delays, sizes[0], 2 * rate, {}))
+        uniform = pacing.uniform_design(rate)
+        if uniform != delays:
+            out.append(("uniform", rate, uniform, sizes[0], burst, {}))
+    if rates:
+        first = rates[0]
+        # One recipient for the whole burst: the queue manager's resolver cache (30 s) picks one clone.
+        out.append(("same_recipient", first, pacing.design(first), 100, math.ceil(first), {"distinct": False}))
+        # A recipient limit of 1 makes "a destination a recipient": no pacing at all (postconf(5)).
+        out.append(("recipient_limit_1", first, pacing.design(first), 300, math.ceil(first), {"recipient_limit": 1}))
+    for name in [value for value in os.environ.get("BENCH_PACING_PRESETS", "office365,gmail").split(",") if value]:
+        item = PRESET_PACING[name]
+        out.append((name, item["rate"], pacing.design(item["rate"]), item["messages"], math.ceil(item["rate"]),
+                    {"limit": name != "gmail"}))
+    return out
+
+
+def pacing_host(version, results, lock):
+    data = results["pacing"]
+    for scenario, rate, delays, messages, burst, options in pacing_scenarios():
+        try:
+            entry = pacing_run(version, scenario, rate, delays, messages, burst, **options)
+        except Exception as error:  # pylint: disable=broad-exception-caught  # keep the other runs
+            entry = {"version": version, "scenario": scenario, "rate": rate, "messages": messages,
+                     "error": "%s: %s" % (type(error).__name__, error)}
+            log("pacing %s %s failed: %s" % (version, scenario, error))
+        with lock:
+            data["runs"].append(entry)
+            save_results(results)
+
+
+def route_check(data):
+    """Clones with sender and domain routes, then with a fallback relay: where each message went.
+
+    The role converges the routes (unpaced), the clones for 14/s go on top, and one message per case
+    is sent with sendmail. The emulator's record names the provider whose credentials logged in;
+    Postfix's log names the transport (clones log as postfix/smtpN/smtp).
+    """
+    host, _network, container, records_path = PACING_HOSTS["12"]
+    found = providers()
+    cases = [
+        ("routes", {"relay_sender_routes": [{"sender": "@marketing.example.test", "provider": "sendgrid",
+                                             "password": found["sendgrid"]["password"]}],
+                    "relay_domain_routes": [{"domain": "partner.example.test", "provider": "mailgun",
+                                             "username": found["mailgun"]["username"],
+                                             "password": found["mailgun"]["password"]}]},
+         None,
+         [("bench@example.test", "primary@example.test", "ses", r"smtp\d+"),
+          ("news@marketing.example.test", "sender-route@example.test", "sendgrid", r"smtp\d+"),
+          # A route's own transport carries no syslog_name: it logs as postfix/smtp, not as a clone.
+          ("bench@example.test", "someone@partner.example.test", "mailgun", r"smtp")]),
+        # The fallback takes over when the primary cannot be reached: nothing listens on port 2599.
+        ("fallback", {"relay_fallback": {"provider": "custom", "host": found["fallback"]["hostnames"][0],
+                                         "username": found["fallback"]["username"],
+                                         "password": found["fallback"]["password"]}},
+         {"relayhost": "[%s]:2599" % found["ses"]["hostnames"][0]},
+         [("bench@example.test", "fallback@example.test", "fallback", r"smtp\d+")]),
+    ]
+    inventory = write_inventory("pace12-routes", [host])
+    checks = []
+    for case, role_vars, extra, messages in cases:
+        playbook(inventory, extra_vars=dict(role_vars, relay_max_send_rate=0))
+        dexec(host, "rm -rf %s && cp -a /etc/postfix %s" % (PACING_BASE, PACING_BASE))
+        apply_pacing(host, pacing.design(14), 50, extra=extra)
+        emulator("reset", container)
+        cursor = host_cursor(host)
+        for sender, recipient, _provider, _transport in messages:
+            dexec(host, "printf 'Subject: route check\\n\\nbody\\n' | sendmail -f %s %s" % (sender, recipient))
+        wait_for_records(len(messages), 90, stall=60, path=records_path)
+        time.sleep(1.0)
+        records = read_records(records_path)
+        lines = postfix_journal(host, cursor)
+        for sender, recipient, provider, transport in messages:
+            record = next((r for r in records if recipient in r.get("rcpt_to", [])), None)
+            line = next((text for text in lines if "to=<%s>" % recipient in text and "status=sent" in text), "")
+            seen = re.search(r"postfix/(?:([\w-]+)/)?smtp\[", line)
+            relay = re.search(r"relay=([^,]+)", line)
+            checks.append({
+                "case": case, "sender": sender, "recipient": recipient, "expected_provider": provider,
+                "provider": record.get("provider") if record else None,
+                "tls": "%s %s" % (record.get("tls"), record.get("tls_version")) if record else None,
+                "transport": (seen.group(1) or "smtp") if seen else None, "relay": relay.group(1) if relay else None,
+                "ok": bool(record and record.get("provider") == provider and seen
+                           and re.fullmatch(transport, seen.group(1) or "smtp")),
+            })
+            log("route check %s" % checks[-1])
+    data["route_checks"] = checks
+
+
+def phase_pacing(results):
+    data = results.setdefault("pacing", {})
+    data["runs"] = []
+    versions = [value for value in os.environ.get("BENCH_PACING_VERSIONS", "12,13").split(",") if value]
+    if "13" in versions:
+        start_second_emulator(*PACING_HOSTS["13"][1:])
+    data["hosts"] = {}
+    for version in versions:
+        host, network, _container, _records = PACING_HOSTS[version]
+        start_hosts([host], cached_image(version), network=network)
+        trust_test_ca([host])
+        # Every log line must reach the journal: per-clone counts and latency come from it.
+        dexec(host, "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nRateLimitIntervalSec=0\\n"
+              "RateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && systemctl restart systemd-journald")
+        playbook(write_inventory("pace%s" % version, [host]), extra_vars={"relay_max_send_rate": 0})
+        dexec(host, "rm -rf %s && cp -a /etc/postfix %s" % (PACING_BASE, PACING_BASE))
+        version_text = dexec(host, "postconf -h mail_version").stdout.strip()
+        data["hosts"][version] = {"host": host, "postfix_version": version_text}
+    data["configs"] = {}
+    for rate in (14, 3.5, 0.5, 0.023):
+        main_cf, master_cf = pacing.settings(pacing.design(rate), recipient_limit=50)
+        data["configs"][str(rate)] = {"design": pacing.describe(pacing.design(rate)), "main_cf": main_cf,
+                                      "master_cf": master_cf, "rate": pacing.rate_of(pacing.design(rate))}
+    lock = threading.Lock()
+    threads = [threading.Thread(target=pacing_host, args=(version, results, lock)) for version in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    save_results(results)
+    if "12" in versions:
+        route_check(data)
+    remove_hosts([PACING_HOSTS[version][0] for version in versions])
+
+
 # ------------------------------------------------------------------ environment
 def environment():
     def out(cmd):
@@ -609,7 +1125,8 @@ def environment():
         "cpu_model": cpu,
         "kernel": platform.release(),
         "docker": out(["docker", "version", "-f", "{{.Server.Version}}"]),
-        "ansible_core": out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0] if shutil.which(os.path.join(VENV_BIN, "ansible")) else None,
+        "ansible_core": (out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0]
+                         if shutil.which(os.path.join(VENV_BIN, "ansible")) else None),
         "commit": source_revision(),
     }
 
@@ -625,7 +1142,7 @@ def measure():
     # The role probes the smarthost before its first switch, so the emulator runs from the start.
     start_emulator(write_inventory("emulator", []))
     for name, function in (("single_host", phase_converge), ("fleet", phase_fleet), ("relay", phase_relay),
-                           ("profile", phase_profile), ("rate", phase_rate)):
+                           ("profile", phase_profile), ("rate", phase_rate), ("pacing", phase_pacing)):
         if not only or name in only:
             results.pop(name, None)
             phase(results, name, function)

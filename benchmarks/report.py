@@ -10,10 +10,14 @@ advance of a measurement.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 
 SES_RATE = 14.0
-NOOP_TARGET, FLEET_TARGET, OVER_PLAIN_TARGET, OVER_INTAKE_TARGET, RATE_TARGET = 2.0, 3.0, 2.5, 0.8, 0.9
+# Issue 15: the no-op at most 1.5x fact gathering (issue 7 asked for 2x).
+NOOP_TARGET, FLEET_TARGET, OVER_PLAIN_TARGET, OVER_INTAKE_TARGET, RATE_TARGET = 1.5, 3.0, 2.5, 0.8, 0.9
+# The relay targets hold at this simulated round-trip time (benchmarks/netdelay.py).
+TARGET_RTT = 20
 
 
 def med(values):
@@ -62,7 +66,62 @@ def single_host(data):
         "noop_no_pipelining_over_setup": within("noop_no_pipelining", "setup_no_pipelining"),
         "noop_changed": max([r["noop_changed"] for r in floor]) if floor else None,
         "check_changed": max([r["check_changed"] for r in floor]) if floor else None,
+        "costs": costs_summary(floor),
+        "timeline": timeline_summary(data.get("noop_timelines") or []),
     }
+
+
+COST_ROWS = (
+    ("ping", "`ansible -m ping`"),
+    ("setup", "`ansible -m setup` (fact gathering, the floor)"),
+    ("playbook_one_call", "`ansible-playbook`, one task: `ping`"),
+    ("playbook_two_calls", "`ansible-playbook`, two `ping` tasks"),
+    ("playbook_one_call_12_skipped", "`ansible-playbook`, `ping` and 12 skipped tasks"),
+    ("noop", "no-op converge (`playbooks/ses.yml`)"),
+    ("check", "the same in check mode"),
+)
+
+
+def costs_summary(floor):
+    """Median seconds, controller CPU seconds and docker exec calls per kind of run."""
+    out = {}
+    for name, _label in COST_ROWS:
+        items = [r["costs"][name] for r in floor if name in (r.get("costs") or {})]
+        if items:
+            out[name] = {"seconds": med([i["seconds"] for i in items]), "cpu": med([i["controller_cpu"] for i in items]),
+                         "exec": med([i["docker_exec"] for i in items]), "runs": len(items)}
+    return out
+
+
+def timeline_summary(timelines):
+    """Where a no-op run's time goes, from the callback's timeline (median over the runs)."""
+    groups = {"module calls": [], "controller-only tasks": [], "skipped tasks": [], "before the first task": [],
+              "callback loaded to stats": [], "cpu_self": [], "cpu_self_at_start": [], "cpu_workers": []}
+    per_task = {}
+    for item in timelines:
+        marks, timeline = item.get("marks") or {}, item.get("timeline") or []
+        if not timeline:
+            continue
+        sums = {"module calls": 0.0, "controller-only tasks": 0.0, "skipped tasks": 0.0}
+        for name, action, start, end, status in timeline:
+            spent = (end or start) - start
+            if status == "skipped":
+                sums["skipped tasks"] += spent
+            elif action in ("set_fact", "debug", "assert", "fail", "include_vars", "validate_argument_spec", "meta"):
+                sums["controller-only tasks"] += spent
+            else:
+                sums["module calls"] += spent
+                per_task.setdefault(action, []).append(spent)
+        for key, value in sums.items():
+            groups[key].append(value)
+        groups["before the first task"].append(timeline[0][2])
+        groups["callback loaded to stats"].append(marks.get("stats"))
+        groups["cpu_self"].append(marks.get("cpu_self"))
+        groups["cpu_self_at_start"].append(marks.get("cpu_self_at_playbook_start"))
+        groups["cpu_workers"].append(marks.get("cpu_workers"))
+    out = {key: med(values) for key, values in groups.items()}
+    out["per_module"] = {action: med(values) for action, values in sorted(per_task.items())}
+    return out
 
 
 def fleet(data):
@@ -72,6 +131,7 @@ def fleet(data):
     for size in sorted({r["hosts"] for r in runs}):
         mine = [r for r in runs if r["hosts"] == size]
         cpu = [r.get("fresh_cpu_seconds") or {} for r in mine]
+        noop_cpu = [r.get("noop_cpu_seconds") or {} for r in mine]
         rows.append({
             "hosts": size, "runs": len(mine),
             "fresh": med([r["fresh"] for r in mine]),
@@ -82,22 +142,27 @@ def fleet(data):
                                if r["run"] in one and r.get("noop") and one[r["run"]].get("noop")]),
             "cpu_controller": med([c.get("controller") for c in cpu]),
             "cpu_hosts": med([c.get("hosts") for c in cpu]),
+            "noop_cpu_controller": med([c.get("controller") for c in noop_cpu]),
+            "noop_cpu_hosts": med([c.get("hosts") for c in noop_cpu]),
         })
     return rows
 
 
-CONFIGS = ("intake", "plain", "preset")
+CONFIGS = ("intake", "plain", "preset", "preset_c50")
 
 
 def relay(data):
+    """Rows per (round-trip time, messages, configuration), and the preset's ratios within each round."""
     runs = data.get("runs", [])
     rows, ratios = [], {}
-    for messages in sorted({r["messages"] for r in runs}):
+    keys = sorted({(r.get("rtt_ms", 0), r["messages"]) for r in runs})
+    for rtt, messages in keys:
+        here = [r for r in runs if r.get("rtt_ms", 0) == rtt and r["messages"] == messages]
         for config in CONFIGS:
-            mine = [r for r in runs if r["messages"] == messages and r["config"] == config]
+            mine = [r for r in here if r["config"] == config]
             if mine:
                 rows.append({
-                    "messages": messages, "config": config, "runs": len(mine),
+                    "rtt": rtt, "messages": messages, "config": config, "runs": len(mine),
                     "rate": med([r["rate"] for r in mine]),
                     "submit_rate": med([r["submit_rate"] for r in mine]),
                     "p50": med([r["latency_p50"] for r in mine]),
@@ -106,16 +171,16 @@ def relay(data):
                     "connections": med([r.get("emulator_auth") for r in mine]),
                     "cpu_target": med([r.get("cpu_target") for r in mine]),
                     "cpu_emulator": med([r.get("cpu_emulator") for r in mine]),
+                    "cpu_proxy": med([r.get("cpu_proxy") for r in mine]),
                     "ms": med([r.get("target_ms_per_message") for r in mine]),
                 })
         by_run = {}
-        for r in runs:
-            if r["messages"] == messages:
-                by_run.setdefault(r["run"], {})[r["config"]] = r["rate"]
+        for r in here:
+            by_run.setdefault(r["run"], {})[r["config"]] = r["rate"]
         over_plain = [v["preset"] / v["plain"] for v in by_run.values() if v.get("plain") and "preset" in v]
         over_intake = [v["preset"] / v["intake"] for v in by_run.values() if v.get("intake") and "preset" in v]
-        ratios[messages] = {"over_plain": med(over_plain), "over_intake": med(over_intake),
-                            "over_plain_runs": over_plain, "over_intake_runs": over_intake}
+        ratios[(rtt, messages)] = {"over_plain": med(over_plain), "over_intake": med(over_intake),
+                                   "over_plain_runs": over_plain, "over_intake_runs": over_intake}
     return rows, ratios
 
 
@@ -136,6 +201,36 @@ def rate(data):
                 "p99": med([r["latency_p99"] for r in mine]),
             })
     return rows
+
+
+SCENARIOS = {
+    "design": "recommended clones",
+    "design_burst2s": "recommended clones, provider allows 2 s of burst",
+    "uniform": "K equal clones (issue's first idea)",
+    "same_recipient": "one recipient for the whole burst",
+    "recipient_limit_1": "recipient limit 1 on the clones",
+    "office365": "Office 365 preset proposal (0.5/s)",
+    "gmail": "Gmail preset proposal (1/s, no limit enforced)",
+}
+
+
+def natural(text):
+    """smtp2 before smtp10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def pacing_met(entry):
+    return (entry.get("replies_454") == 0 and entry.get("delivered") == entry.get("messages")
+            and (entry.get("fraction") or 0) >= RATE_TARGET)
+
+
+def pacing_targets(data):
+    """(rate, messages) -> {version: entry} for the recommended design against a ceil(N) bucket."""
+    out = {}
+    for entry in data.get("runs", []):
+        if entry.get("scenario") == "design" and "error" not in entry:
+            out.setdefault((entry["rate"], entry["messages"]), {})[entry["version"]] = entry
+    return out
 
 
 def rate_delay_of(results, config):
@@ -162,7 +257,7 @@ def write(results, path):
     fleet_rows = fleet(results.get("fleet", {}))
     relay_rows, relay_ratios = relay(results.get("relay", {}))
     rate_rows = rate(results.get("rate", {}))
-    phases = ("single_host", "fleet", "relay", "profile", "rate")
+    phases = ("single_host", "fleet", "relay", "profile", "rate", "pacing")
     errors = {name: results[name]["error"] for name in phases
               if isinstance(results.get(name), dict) and results[name].get("error")}
 
@@ -205,7 +300,7 @@ def write(results, path):
             add("* `%s`: %s" % (name, error.splitlines()[0][:400]))
         add("")
 
-    targets = target_rows(single, fleet_rows, relay_ratios, rate_rows)
+    targets = target_rows(single, fleet_rows, relay_ratios, rate_rows, results)
     add("## Targets")
     add("")
     add("| target | measured | result |")
@@ -218,6 +313,7 @@ def write(results, path):
     fleet_section(add, fleet_rows, counts, env)
     relay_section(add, relay_rows, relay_ratios, results)
     rate_section(add, rate_rows, results)
+    pacing_section(add, results)
 
     add("## Where a target is missed, and why")
     add("")
@@ -234,22 +330,33 @@ def write(results, path):
         handle.write("\n".join(lines) + "\n")
 
 
-def target_rows(single, fleet_rows, relay_ratios, rate_rows):
+def target_rows(single, fleet_rows, relay_ratios, rate_rows, results_holder):
     targets = []
     ratio = single.get("noop_over_setup")
-    targets.append(("No-op converge within 2x the floor (fact gathering on the same host)", "%s x" % fmt(ratio, 2),
+    targets.append(("No-op converge within 1.5x the floor (fact gathering on the same host)", "%s x" % fmt(ratio, 2),
                     ratio <= NOOP_TARGET if ratio is not None else None))
     sixteen = next((row for row in fleet_rows if row["hosts"] == 16), None)
     fresh16 = sixteen["fresh_ratio"] if sixteen else None
     targets.append(("Fleet: converge of 16 hosts within 3x one host", "%s x (fresh converge)" % fmt(fresh16, 2),
                     fresh16 <= FLEET_TARGET if fresh16 is not None else None))
-    for messages, item in sorted(relay_ratios.items()):
-        targets.append(("Relay, %d messages: preset at least 2.5x the plain guide configuration" % messages,
+    for (rtt, messages), item in sorted(relay_ratios.items()):
+        if rtt != TARGET_RTT:
+            continue
+        targets.append(("Relay at %d ms RTT, %d messages: preset at least 2.5x the guide configuration" % (rtt, messages),
                         "%s x" % fmt(item["over_plain"], 2),
                         item["over_plain"] >= OVER_PLAIN_TARGET if item["over_plain"] is not None else None))
-        targets.append(("Relay, %d messages: preset at least 80%% of the host's own intake" % messages,
+        targets.append(("Relay at %d ms RTT, %d messages: preset at least 80%% of the host's own intake" % (rtt, messages),
                         pct(item["over_intake"]),
                         item["over_intake"] >= OVER_INTAKE_TARGET if item["over_intake"] is not None else None))
+    pacing_data = results_holder.get("pacing", {})
+    versions = {key: value.get("postfix_version") for key, value in (pacing_data.get("hosts") or {}).items()}
+    for (rate_value, messages), by_version in sorted(pacing_targets(pacing_data).items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        measured = "; ".join("Postfix %s: %d x 454, %s msg/s = %s" % (
+            versions.get(version, version), entry["replies_454"], fmt(entry["rate_achieved"], 2), pct(entry["fraction"]))
+            for version, entry in sorted(by_version.items()))
+        targets.append(("Pacing prototype (clones, `benchmarks/pacing.py`) at %g/s, %d messages, emulator enforcing %g/s: "
+                        "zero 454 and at least 90%%" % (rate_value, messages, rate_value), measured,
+                        all(pacing_met(entry) for entry in by_version.values())))
     paced = next((row for row in rate_rows if row["config"] == "paced"), None)
     if paced:
         met = paced["replies_454"] == 0 and paced["fraction"] >= RATE_TARGET and paced["delivered"] >= paced["messages"]
@@ -286,6 +393,7 @@ def single_section(add, single, data):
     add("")
     counts_noop, counts_check = data.get("counts_noop") or {}, data.get("counts_check") or {}
     if counts_noop:
+        costs_section(add, single)
         add("### Tasks and module invocations in a no-op run")
         add("")
         add("Counted by `benchmarks/callback_plugins/bench_count.py`: a task is every task the play starts (the role's")
@@ -306,6 +414,36 @@ def single_section(add, single, data):
         add("")
 
 
+def costs_section(add, single):
+    costs, timeline = single.get("costs") or {}, single.get("timeline") or {}
+    if not costs:
+        return
+    add("### What a run costs the controller")
+    add("")
+    add("Wall seconds, the controller's CPU seconds (`ansible-playbook` or `ansible`, its workers and their `docker")
+    add("exec` clients: `getrusage(RUSAGE_CHILDREN)` around the run) and round trips to the host (`docker exec` calls")
+    add("counted by a `docker` wrapper first in PATH; with pipelining one per module call). Medians per kind of run:")
+    add("")
+    add("| run | seconds | controller CPU s | round trips |")
+    add("|---|---|---|---|")
+    for name, label in COST_ROWS:
+        item = costs.get(name)
+        if item:
+            add("| %s | %s | %s | %s |" % (label, fmt(item["seconds"], 2), fmt(item["cpu"], 2), fmt(item["exec"], 0)))
+    add("")
+    if timeline.get("callback loaded to stats") is not None:
+        add("Inside the no-op run (the timing callback, loaded as `ansible-playbook` starts): %s s before the first "
+            "task, module calls %s s (%s), controller-only tasks %s s, skipped tasks %s s, %s s from start to the "
+            "end of the play. CPU: %s s in the controller process (%s s of it before the playbook started), %s s "
+            "in its workers." % (
+                fmt(timeline["before the first task"], 2), fmt(timeline["module calls"], 2),
+                ", ".join("`%s` %s s" % (name, fmt(value, 2)) for name, value in timeline["per_module"].items()),
+                fmt(timeline["controller-only tasks"], 2), fmt(timeline["skipped tasks"], 2),
+                fmt(timeline["callback loaded to stats"], 2), fmt(timeline["cpu_self"], 2),
+                fmt(timeline["cpu_self_at_start"], 2), fmt(timeline["cpu_workers"], 2)))
+        add("")
+
+
 def fleet_section(add, rows, counts, env):
     if not rows:
         return
@@ -314,16 +452,25 @@ def fleet_section(add, rows, counts, env):
     add("N new hosts (the cached-packages image, so the mirror is not what is measured) converged in one")
     add("`ansible-playbook` run with forks %s and all hosts in one batch (`relay_rollout_serial: ['100%%']`; the"
         % counts.get("forks"))
-    add("playbook's canary batches are a rollout policy), then converged again (no-op). CPU is what the fresh converge")
+    add("playbook's canary batches are a rollout policy), then converged again (no-op). CPU is what each converge")
     add("cost: the controller's processes (ansible-playbook, its workers and their `docker exec` clients) and the")
-    add("target containers; dockerd's own share is not counted. The machine has %s CPU(s)." % env.get("cpus"))
+    add("target containers; dockerd's own share is not counted. Per host is the total over the number of hosts: on a")
+    add("real fleet every target brings its own CPU and only the controller's share is shared. The machine has %s"
+        % env.get("cpus"))
+    add("CPU(s), so wall time beyond a few hosts measures this machine, not the collection.")
     add("")
-    add("| hosts | fresh converge s | per host s | ratio to 1 host | CPU s controller | CPU s hosts | no-op s | no-op ratio to 1 host |")
-    add("|---|---|---|---|---|---|---|---|")
+    add("| hosts | fresh s | ratio to 1 host | fresh CPU s controller (per host) | fresh CPU s hosts (per host) "
+        "| no-op s | no-op ratio to 1 host | no-op CPU s controller (per host) | no-op CPU s hosts (per host) |")
+    add("|---|---|---|---|---|---|---|---|---|")
+
+    def per_host(value, hosts):
+        return "%s (%s)" % (fmt(value, 1), fmt(value / hosts if value is not None else None, 2))
     for row in rows:
-        add("| %d | %s | %s | %s | %s | %s | %s | %s |" % (
-            row["hosts"], fmt(row["fresh"], 1), fmt(row["fresh_per_host"], 1), fmt(row["fresh_ratio"], 2),
-            fmt(row["cpu_controller"], 1), fmt(row["cpu_hosts"], 1), fmt(row["noop"], 1), fmt(row["noop_ratio"], 2)))
+        add("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            row["hosts"], fmt(row["fresh"], 1), fmt(row["fresh_ratio"], 2),
+            per_host(row["cpu_controller"], row["hosts"]), per_host(row["cpu_hosts"], row["hosts"]),
+            fmt(row["noop"], 1), fmt(row["noop_ratio"], 2),
+            per_host(row["noop_cpu_controller"], row["hosts"]), per_host(row["noop_cpu_hosts"], row["hosts"])))
     add("")
 
 
@@ -333,7 +480,8 @@ def relay_section(add, rows, ratios, results):
     cpusets = results.get("relay", {}).get("cpusets")
     add("## Relay throughput")
     add("")
-    add("On one target (`bench-relay`, Debian 12), `smtp-source` submits the messages to Postfix on 127.0.0.1:25;")
+    add("On one target (`bench-relay`, Debian 12), `smtp-source` submits the messages to Postfix on 127.0.0.1:25")
+    add("(one sender, one recipient: the guide configuration and the preset alike);")
     add("Postfix relays them over STARTTLS with AUTH to the emulator answering as `email-smtp.us-east-1.amazonaws.com:587`.")
     add("Throughput is delivered messages over the time from the first submission to the emulator's record of")
     add("the last message; latency is Postfix's own `delay=` (queue arrival to delivery) from the log.")
@@ -351,19 +499,38 @@ def relay_section(add, rows, ratios, results):
     add("* **intake**: the preset's configuration with `default_transport = discard`: what Postfix on this host")
     add("  takes in through smtpd, cleanup and the queue when delivery costs nothing.")
     add("")
-    add("| messages | configuration | msg/s | submission msg/s | p50 latency s | p99 latency s "
-        "| TLS sessions with AUTH | CPU target (cores) | CPU emulator (cores) | target CPU per message, ms |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
+    probe = results.get("relay", {}).get("rtt_probe") or {}
+    if probe:
+        add("")
+        add("The network between target and emulator: at 0 ms the emulator answers under the providers' names itself;")
+        add("otherwise `benchmarks/netdelay.py` does, in a container of its own on the emulator's CPU, and forwards every")
+        add("chunk half the round-trip time later in each direction (in order, no bandwidth limit; a new connection")
+        add("reaches the emulator 1.5 round trips after the connect, so the greeting arrives two round trips after it,")
+        add("as over a real network). Measured from the target (SMTP NOOP round trips, 5 connections x 100):")
+        add("")
+        add("| simulated RTT | connect to greeting ms | NOOP round trip p50 ms | p99 ms | min ms |")
+        add("|---|---|---|---|---|")
+        for rtt in sorted(probe, key=int):
+            item = probe[rtt]
+            add("| %s ms | %s | %s | %s | %s |" % (
+                rtt, fmt(item.get("greeting_ms"), 1), fmt(item.get("noop_p50_ms"), 2),
+                fmt(item.get("noop_p99_ms"), 2), fmt(item.get("noop_min_ms"), 2)))
+    add("")
+    add("| RTT | messages | configuration | msg/s | submission msg/s | p50 latency s | p99 latency s "
+        "| TLS sessions with AUTH | CPU target (cores) | CPU emulator (cores) | CPU proxy (cores) "
+        "| target CPU per message, ms |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         relayed = row["config"] != "intake"
-        add("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            row["messages"], row["config"], fmt(row["rate"], 0), fmt(row["submit_rate"], 0), fmt(row["p50"], 2),
-            fmt(row["p99"], 2), fmt(row["connections"], 0) if relayed else "-", fmt(row["cpu_target"], 2),
-            fmt(row["cpu_emulator"], 2) if relayed else "-", fmt(row["ms"], 2)))
+        add("| %d ms | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            row["rtt"], row["messages"], row["config"], fmt(row["rate"], 0), fmt(row["submit_rate"], 0),
+            fmt(row["p50"], 2), fmt(row["p99"], 2), fmt(row["connections"], 0) if relayed else "-",
+            fmt(row["cpu_target"], 2), fmt(row["cpu_emulator"], 2) if relayed else "-",
+            fmt(row["cpu_proxy"], 2) if relayed and row["rtt"] else "-", fmt(row["ms"], 2)))
     add("")
-    for messages, item in sorted(ratios.items()):
-        add("* %d messages: preset / plain = %s x (per round: %s), preset / intake = %s (per round: %s)." % (
-            messages, fmt(item["over_plain"], 2), ", ".join("%.2f" % v for v in item["over_plain_runs"]),
+    for (rtt, messages), item in sorted(ratios.items()):
+        add("* %d ms, %d messages: preset / plain = %s x (per round: %s), preset / intake = %s (per round: %s)." % (
+            rtt, messages, fmt(item["over_plain"], 2), ", ".join("%.2f" % v for v in item["over_plain_runs"]),
             pct(item["over_intake"]), ", ".join("%.0f %%" % (v * 100) for v in item["over_intake_runs"])))
     add("")
     profile = results.get("profile", {}).get("runs") or []
@@ -371,7 +538,7 @@ def relay_section(add, rows, ratios, results):
         names = []
         for item in profile:
             for name in item["ms_per_message"]:
-                if name not in names and len(names) < 12:
+                if name not in names and len(names) < 16:
                     names.append(name)
         add("### Where the target's CPU goes")
         add("")
@@ -414,14 +581,128 @@ def rate_section(add, rows, results):
     add("")
 
 
+def pacing_section(add, results):
+    data = results.get("pacing") or {}
+    runs = [entry for entry in data.get("runs", []) if "error" not in entry]
+    if not runs:
+        return
+    versions = {key: value.get("postfix_version") for key, value in (data.get("hosts") or {}).items()}
+    add("## Pacing at a provider's rate: a prototype (issue 15)")
+    add("")
+    add("Not what the role ships yet: on hosts the role converged unpaced (SES preset, `relay_max_send_rate: 0`),")
+    add("the benchmark adds clones of the smtp transport (`benchmarks/pacing.py`). Postfix paces one (transport,")
+    add("next hop) queue with a whole-second `_destination_rate_delay`, one delivery at a time, and the queue")
+    add("manager's timers are whole seconds: a paced queue resumes at the next whole-second tick, all due queues at")
+    add("the same tick. So a rate N gets floor(N) clones at 1 s and the fraction left from clones at longer delays")
+    add("(each at ceil(1/left) s) until the clones reach 90 % of N, never above N. Each message picks a clone at")
+    add("random, weighted by speed, with `randmap:` in `sender_dependent_default_transport_maps`, which keeps the")
+    add("next hop from `relayhost` or `sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.")
+    add("The emulator enforces N with a token bucket of ceil(N) messages (at 3.5/s a provider must take 4 in some")
+    add("second: 7 in every 2); one run per rate also with two seconds' worth, as SES allows short bursts. smtp-source")
+    add("sends every message to a recipient of its own (`-N`) unless the scenario says otherwise. Postfix %s."
+        % " and ".join("%s (Debian %s)" % (value, key) for key, value in sorted(versions.items())))
+    add("")
+    for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):
+        item = data["configs"][rate_value]
+        add("%s/s: %s = %.4f/s. main.cf:" % (rate_value, item["design"], item["rate"]))
+        add("")
+        add("```")
+        for name, value in sorted(item["main_cf"].items(), key=lambda kv: natural(kv[0])):
+            add("%s = %s" % (name, value))
+        add("```")
+        add("")
+        add("master.cf:")
+        add("")
+        add("```")
+        for line in item["master_cf"]:
+            add(line)
+        add("```")
+        add("")
+    add("| Postfix | scenario | N/s | bucket | messages | clones | delivered | 454 | msg/s | of N | busiest clone s "
+        "/ ideal s | messages per clone | most in 1 s / 60 s | TLS sessions | p50 / p99 latency s |")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def order(entry):
+        scenario = list(SCENARIOS).index(entry["scenario"]) if entry["scenario"] in SCENARIOS else 99
+        return (entry["version"], scenario, -entry["rate"], entry["messages"])
+    for entry in sorted(runs, key=order):
+        per_clone = entry.get("per_clone") or []
+        add("| %s | %s | %g | %g | %d | %s | %d | %d | %s | %s | %s / %s | %s | %d / %s | %d | %s / %s |" % (
+            versions.get(entry["version"], entry["version"]), SCENARIOS.get(entry["scenario"], entry["scenario"]),
+            entry["rate"], entry["burst"], entry["messages"], entry["design"], entry["delivered"], entry["replies_454"],
+            fmt(entry["rate_achieved"], 2), pct(entry["fraction"]), fmt(entry.get("busiest_clone_seconds"), 0),
+            fmt(entry.get("ideal_seconds"), 0), "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "-",
+            entry.get("max_in_1s", 0), entry.get("max_in_60s", "-"), entry.get("tls_sessions", 0),
+            fmt(entry.get("latency_p50"), 1),
+            fmt(entry.get("latency_p99"), 1)))
+    add("")
+    add("msg/s is delivered messages over the time from the first submission to the last delivery; a message refused")
+    add("with 454 waits for Postfix's next retry (minutes), so the run ends when every message was delivered or refused.")
+    add("\"Busiest clone\" is its messages times its delay: the burst cannot end before it does.")
+    add("")
+    checks = data.get("route_checks") or []
+    if checks:
+        add("Routes with the clones in place (Debian 12, one message each; provider from the emulator's record of the")
+        add("login, transport from Postfix's log):")
+        add("")
+        add("| case | sender | recipient | expected | provider | transport | relay | TLS | ok |")
+        add("|---|---|---|---|---|---|---|---|---|")
+        for check in checks:
+            add("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                check["case"], check["sender"], check["recipient"], check["expected_provider"], check["provider"],
+                check["transport"], check["relay"], check["tls"], "yes" if check["ok"] else "**no**"))
+        add("")
+
+
+def pacing_explanations(results):
+    data = results.get("pacing") or {}
+    versions = {key: value.get("postfix_version") for key, value in (data.get("hosts") or {}).items()}
+    out = []
+    for (rate_value, messages), by_version in sorted(pacing_targets(data).items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        for version, entry in sorted(by_version.items()):
+            if pacing_met(entry):
+                continue
+            reasons = []
+            if entry["replies_454"]:
+                reasons.append("%d messages got a 454: the emulator saw up to %d deliveries within one second "
+                               "against a bucket of %g (the clones' first deliveries go out as the burst arrives, the "
+                               "next ones at the following whole-second tick, so the first second can carry up to "
+                               "twice the clones)" % (entry["replies_454"], entry["max_in_1s"], entry["burst"]))
+            if entry["fraction"] < RATE_TARGET:
+                per_clone = entry.get("per_clone") or []
+                reasons.append("%s of N: the random choice gave the clones %s messages each, so the busiest needed %s s "
+                               "where an even split needs %s s; the others ran dry before it" % (
+                                   pct(entry["fraction"]), "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "?",
+                                   fmt(entry.get("busiest_clone_seconds"), 0), fmt(entry.get("ideal_seconds"), 0)))
+            out.append("**Pacing %g/s, %d messages, Postfix %s: %s.**" % (
+                rate_value, messages, versions.get(version, version), "; ".join(reasons) or "see the table"))
+    return out
+
+
 def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate_rows, results):
     out = []
     cpus = results.get("environment", {}).get("cpus") or 1
     ratio = single.get("noop_over_setup")
     counts = single_data.get("counts_noop") or {}
     if ratio is not None and ratio > NOOP_TARGET:
-        out.append("**No-op converge: %.2fx the floor instead of 2x.** The run made %s module invocations (%s tasks)."
-                   % (ratio, counts.get("module_invocations", "?"), counts.get("tasks", "?")))
+        text = ("**No-op converge: %.2fx the floor instead of %gx.** The run made %s module invocations (%s tasks)."
+                % (ratio, NOOP_TARGET, counts.get("module_invocations", "?"), counts.get("tasks", "?")))
+        costs, timeline = single.get("costs") or {}, single.get("timeline") or {}
+        one, two, skipped = (costs.get(name) or {} for name in (
+            "playbook_one_call", "playbook_two_calls", "playbook_one_call_12_skipped"))
+        if one.get("seconds") and two.get("seconds") and skipped.get("seconds") and single.get("setup"):
+            text += (" `ansible-playbook` with one module call takes %s s (fact gathering: %s s); each further module "
+                     "round trip adds %s s, each skipped task %s s. The no-op makes %s round trips (`postfix_info` %s s, "
+                     "`postfix_config` %s s), runs %s s of controller-only tasks and %s s of skipped ones. Within %gx it "
+                     "would have to take %s s less: about one skipped or controller-only task less, or one round trip "
+                     "less." % (
+                         fmt(one["seconds"], 2), fmt(single["setup"], 2), fmt(two["seconds"] - one["seconds"], 2),
+                         fmt((skipped["seconds"] - one["seconds"]) / 12.0, 3), fmt(costs.get("noop", {}).get("exec"), 0),
+                         fmt(timeline.get("per_module", {}).get("postfix_info"), 2),
+                         fmt(timeline.get("per_module", {}).get("postfix_config"), 2),
+                         fmt(timeline.get("controller-only tasks"), 2), fmt(timeline.get("skipped tasks"), 2),
+                         NOOP_TARGET, fmt(single["noop"] - NOOP_TARGET * single["setup"], 2)))
+        out.append(text)
 
     one = next((row for row in fleet_rows if row["hosts"] == 1), None)
     sixteen = next((row for row in fleet_rows if row["hosts"] == 16), None)
@@ -439,43 +720,70 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
             % (sixteen["fresh_ratio"], per_host, bound, cpus, bound / one["fresh"] if one["fresh"] else 0.0,
                one["fresh"] or 0.0, alone, (sixteen["cpu_controller"] or 0) / 16.0, fmt(sixteen["noop_ratio"], 2)))
 
-    for messages, item in sorted(relay_ratios.items()):
-        rows = {row["config"]: row for row in relay_rows if row["messages"] == messages}
+    relay_data = results.get("relay", {})
+    for (rtt, messages), item in sorted(relay_ratios.items()):
+        if rtt != TARGET_RTT:
+            continue
+        rows = {row["config"]: row for row in relay_rows if row["messages"] == messages and row["rtt"] == rtt}
         preset, plain, intake = rows.get("preset"), rows.get("plain"), rows.get("intake")
         if not (preset and plain and intake):
             continue
         missed = []
         if item["over_plain"] is not None and item["over_plain"] < OVER_PLAIN_TARGET:
-            missed.append("%.2fx the plain configuration instead of 2.5x" % item["over_plain"])
+            missed.append("%.2fx the guide configuration instead of 2.5x" % item["over_plain"])
         if item["over_intake"] is not None and item["over_intake"] < OVER_INTAKE_TARGET:
             missed.append("%s of the intake instead of 80 %%" % pct(item["over_intake"]))
-        if not missed or None in (preset["ms"], plain["ms"], intake["ms"]):
+        if not missed:
             continue
-        cpusets = results.get("relay", {}).get("cpusets")
-        target_cores = 1 if cpusets else cpus
-        if any((row["cpu_target"] or 0) < 0.85 * target_cores for row in (intake, plain, preset)):
-            out.append(
-                "**Relay, %d messages: the preset reaches %s.** The target's CPU was not saturated in every "
-                "configuration (%s, %s and %s of %d core(s) for intake, plain and preset), so this run does not "
-                "show what limited the rate; see the raw results."
-                % (messages, " and ".join(missed), fmt(intake["cpu_target"], 2), fmt(plain["cpu_target"], 2),
-                   fmt(preset["cpu_target"], 2), target_cores))
-            continue
-        out.append(
-            "**Relay, %d messages: the preset reaches %s.** The target's core is busy in all three configurations "
-            "(%s, %s and %s of a core for intake, plain and preset), so each rate is what one message costs the target: "
-            "intake %s ms, plain %s ms, preset %s ms of CPU per message. For 2.5x the plain rate the preset would have to "
-            "cost %s ms (%s of what accepting a message and throwing it away costs), and for 80 %% of the intake %s ms "
-            "(%s ms more than that), while relaying adds the smtp client, tlsproxy and the connection cache on top of "
-            "everything intake does (see the table of processes). Connection reuse already took the TLS handshake and the login out of all "
-            "but %s of %d deliveries. What reuse saves over a real network (one round trip per command instead of a "
-            "new connection, handshake and login per message) does not show on loopback, where a round trip costs "
-            "nothing."
-            % (messages, " and ".join(missed), fmt(intake["cpu_target"], 2), fmt(plain["cpu_target"], 2),
-               fmt(preset["cpu_target"], 2), fmt(intake["ms"], 2), fmt(plain["ms"], 2), fmt(preset["ms"], 2),
-               fmt(plain["ms"] / OVER_PLAIN_TARGET, 2), pct(plain["ms"] / OVER_PLAIN_TARGET / intake["ms"]),
-               fmt(intake["ms"] / OVER_INTAKE_TARGET, 2), fmt(intake["ms"] / OVER_INTAKE_TARGET - intake["ms"], 2),
-               fmt(preset["connections"], 0), messages))
+        runs = [r for r in relay_data.get("runs", []) if r.get("rtt_ms", 0) == rtt and r["messages"] == messages]
+        pressure = med([r.get("cpu_pressure") for r in runs if r["config"] == "preset"])
+        text = ("**Relay at %d ms, %d messages: the preset reaches %s** (%s msg/s; guide configuration %s, intake %s). "
+                "The target used %s of its core for the preset (intake: %s)"
+                % (rtt, messages, " and ".join(missed), fmt(preset["rate"], 0), fmt(plain["rate"], 0),
+                   fmt(intake["rate"], 0), fmt(preset["cpu_target"], 2), fmt(intake["cpu_target"], 2)))
+        if pressure is not None:
+            text += (", and during the preset's runs some runnable task waited for a CPU %s of the time (Linux PSI, "
+                     "the whole machine, the target's own processes queued on its one core included)" % pct(pressure))
+        text += "."
+        trace = (relay_data.get("traces") or {}).get(str(rtt))
+        zero = next((row for row in relay_rows if row["rtt"] == 0 and row["messages"] == messages
+                     and row["config"] == "preset"), None)
+        if trace and trace.get("round_trips_per_message"):
+            per_message = trace["round_trips_per_message"] * (
+                rtt + (trace.get("client_ms_p50") or 0) + (trace.get("server_ms_p50") or 0)) / 1000.0
+            text += (" A traced run (%d messages, %s msg/s) shows where a reused connection's time goes: %s round "
+                     "trips per message (MAIL, RCPT and DATA pipelined; the message; the RSET Postfix sends before it "
+                     "reuses a cached connection), the emulator answering in %s ms (median) and the target itself "
+                     "taking %s ms (median, p90 %s ms) from an answer's arrival to its next command. That is %.0f ms "
+                     "a message on one connection, so the %d connections it opened (the last %s s into the run: the "
+                     "queue manager's slow start) carry at most %.0f msg/s once all are open."
+                     % (trace["messages"], fmt(trace.get("rate"), 0), fmt(trace["round_trips_per_message"], 1),
+                        fmt(trace.get("server_ms_p50"), 1), fmt(trace.get("client_ms_p50"), 1),
+                        fmt(trace.get("client_ms_p90"), 1), per_message * 1000, trace["connections"],
+                        fmt(trace.get("seconds_to_last_new_connection"), 1), trace["connections"] / per_message))
+        if zero and zero.get("ms"):
+            text += (" Without network delay the preset costs %s ms of target CPU per message, a bound of %.0f msg/s "
+                     "on one core; the intake costs %s ms." % (fmt(zero["ms"], 2), 1000.0 / zero["ms"],
+                                                               fmt(next((row["ms"] for row in relay_rows if row["rtt"] == 0
+                                                                         and row["messages"] == messages
+                                                                         and row["config"] == "intake"), None), 2)))
+        variant = rows.get("preset_c50")
+        if variant:
+            text += (" With `smtp_destination_concurrency_limit = 50` instead of Postfix's 20 the preset made %s msg/s "
+                     "(%s the guide configuration, %s of the intake) on %s of its core at %s ms a message: bounded by "
+                     "the target's CPU now, not by round trips." % (
+                         fmt(variant["rate"], 0), fmt(variant["rate"] / plain["rate"], 2) + " x" if plain["rate"] else "n/a",
+                         pct(variant["rate"] / intake["rate"]) if intake["rate"] else "n/a",
+                         fmt(variant["cpu_target"], 2), fmt(variant["ms"], 2)))
+        profile = {item["config"]: item for item in results.get("profile", {}).get("runs") or []}
+        if intake.get("ms") and "preset" in profile:
+            delivery = sum(profile["preset"]["ms_per_message"].get(name, 0.0) for name in ("smtp", "tlsproxy", "scache"))
+            text += (" For 80 %% of the intake on one core the whole path may cost %s ms a message; the intake alone "
+                     "costs %s ms, which leaves %s ms for delivering it, where the smtp client, tlsproxy and scache "
+                     "alone take %s ms (table of processes): out of reach on one core whatever the concurrency."
+                     % (fmt(intake["ms"] / OVER_INTAKE_TARGET, 2), fmt(intake["ms"], 2),
+                        fmt(intake["ms"] / OVER_INTAKE_TARGET - intake["ms"], 2), fmt(delivery, 2)))
+        out.append(text)
 
     paced = next((row for row in rate_rows if row["config"] == "paced"), None)
     unpaced = next((row for row in rate_rows if row["config"] == "unpaced"), None)
@@ -492,12 +800,10 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
                      "reply (%d delivered in the first pass, %d left deferred until a later queue run), so an "
                      "unpaced relay is not an answer either."
                      % (unpaced["replies_454"], unpaced["messages"], unpaced["delivered"], unpaced["queue_left"]))
-        text += (" Reaching 14/s without going over would need the mail spread evenly over 14 paced queues; Postfix "
-                 "can only spread it at random (`randmap`), so some queues run dry while others still hold mail, and "
-                 "because the address resolver caches each answer for 30 s, a burst to one recipient goes down a single "
-                 "queue. The collection does not ship that. A 14/s account is used fully by 14 relay hosts at 1/s "
-                 "each, or by relays that accept SES's 454 as back-pressure (`relay_max_send_rate: 0`) and retry.")
+        text += (" Clones of the smtp transport, each a paced queue of its own, are measured as a prototype below "
+                 "(\"Pacing at a provider's rate\").")
         out.append(text)
+    out.extend(pacing_explanations(results))
     if not out:
         out.append("Every target was met in this run.")
     return out

@@ -12,26 +12,29 @@ python=$repo/.venv/bin/python3
 
 cleanup() {
     docker ps -aq --filter label=smarthost-bench=1 | xargs -r docker rm -f -v >/dev/null 2>&1 || true
-    docker rm -f -v smarthost-emulator-bench >/dev/null 2>&1 || true
-    docker network rm "$network" >/dev/null 2>&1 || true
+    docker rm -f -v smarthost-emulator-bench smarthost-emulator-bench-b >/dev/null 2>&1 || true
+    docker network rm "$network" "$network-b" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "==> images: base, emulator, and the cached-packages variant"
+echo "==> images: base (Debian 12 and 13), emulator, and the cached-packages variants"
 bash images/build.sh 12
+bash images/build.sh 13
 bash tests/emulator/build.sh
 # Rebuilt when the base image changed or the apt lists are older than half a
 # day: the role refreshes lists older than a day, which would add a download.
-cached=smarthost-postfix/debian:12-postfix-cached
-base_id=$(docker image inspect -f '{{.Id}}' smarthost-postfix/debian:12)
-built_from=$(docker image inspect -f '{{ index .Config.Labels "smarthost.bench.base" }}' "$cached" 2>/dev/null || true)
-created=$(docker image inspect -f '{{.Created}}' "$cached" 2>/dev/null || echo 1970-01-01T00:00:00Z)
-if [[ $built_from != "$base_id" ]] || (( $(date +%s) - $(date -d "$created" +%s) > 43200 )); then
-    echo "==> $cached: building (packages downloaded, not installed)"
-    docker build -q --no-cache --label "smarthost.bench.base=$base_id" -t "$cached" - \
-        < benchmarks/Dockerfile.postfix-cached >/dev/null
-fi
+for release in 12 13; do
+    cached=smarthost-postfix/debian:$release-postfix-cached
+    base_id=$(docker image inspect -f '{{.Id}}' "smarthost-postfix/debian:$release")
+    built_from=$(docker image inspect -f '{{ index .Config.Labels "smarthost.bench.base" }}' "$cached" 2>/dev/null || true)
+    created=$(docker image inspect -f '{{.Created}}' "$cached" 2>/dev/null || echo 1970-01-01T00:00:00Z)
+    if [[ $built_from != "$base_id" ]] || (( $(date +%s) - $(date -d "$created" +%s) > 43200 )); then
+        echo "==> $cached: building (packages downloaded, not installed)"
+        docker build -q --no-cache --label "smarthost.bench.base=$base_id" --build-arg "RELEASE=$release" \
+            -t "$cached" - < benchmarks/Dockerfile.postfix-cached >/dev/null
+    fi
+done
 
 cleanup
 mkdir -p "$state"
