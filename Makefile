@@ -65,6 +65,9 @@ images: host
 test: setup lint sanity unit molecule adopter
 
 lint: setup
+	@echo "==> ruff: the house style (ruff.toml)"
+	@$(BIN)/ruff format --check --quiet .
+	@$(BIN)/ruff check --quiet .
 	@echo "==> ansible-lint (production profile)"
 	@$(BIN)/ansible-lint --profile production -q
 	@$(BIN)/yamllint -s molecule/*/molecule.yml

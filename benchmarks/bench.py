@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmarks of smarthost.postfix (issue 7), driven by benchmarks/run.sh.
 
     bench.py measure   run every phase on containers, write benchmarks/results/results.json
@@ -23,8 +23,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 import threading
+import time
 import traceback
 
 import pacing  # benchmarks/pacing.py
@@ -143,18 +143,20 @@ def docker_shim():
 def ansible_env(count_file=None, pipelining=True, docker_log=None):
     """The same settings for every timed run, the floor included: docker exec with pipelining."""
     env = dict(os.environ)
-    env.update({
-        "ANSIBLE_PIPELINING": "1" if pipelining else "0",
-        "PATH": (docker_shim() + os.pathsep if docker_log else "") + VENV_BIN + os.pathsep + env.get("PATH", ""),
-        "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".build", "collections"),
-        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(BENCH_DIR, "callback_plugins"),
-        "ANSIBLE_CALLBACKS_ENABLED": "bench_count",
-        "ANSIBLE_FORKS": str(COUNTS["forks"]),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-        "ANSIBLE_DEPRECATION_WARNINGS": "0",
-    })
+    env.update(
+        {
+            "ANSIBLE_PIPELINING": "1" if pipelining else "0",
+            "PATH": (docker_shim() + os.pathsep if docker_log else "") + VENV_BIN + os.pathsep + env.get("PATH", ""),
+            "ANSIBLE_COLLECTIONS_PATH": os.path.join(REPO, ".build", "collections"),
+            "ANSIBLE_CALLBACK_PLUGINS": os.path.join(BENCH_DIR, "callback_plugins"),
+            "ANSIBLE_CALLBACKS_ENABLED": "bench_count",
+            "ANSIBLE_FORKS": str(COUNTS["forks"]),
+            "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_DEPRECATION_WARNINGS": "0",
+        }
+    )
     env.pop("BENCH_COUNT_FILE", None)
     env.pop("BENCH_DOCKER_LOG", None)
     if count_file:
@@ -185,10 +187,12 @@ def write_inventory(name, hosts, role_vars=None):
         "relay_sender_domain": "example.test",
     }
     group_vars.update(role_vars or {})
-    inventory = {"all": {
-        "vars": {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"},
-        "children": {GROUP: {"hosts": {host: None for host in hosts}, "vars": group_vars}},
-    }}
+    inventory = {
+        "all": {
+            "vars": {"ansible_connection": "community.docker.docker", "ansible_python_interpreter": "/usr/bin/python3"},
+            "children": {GROUP: {"hosts": {host: None for host in hosts}, "vars": group_vars}},
+        }
+    }
     path = os.path.join(STATE, "inventory-%s.yml" % name)
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(inventory, handle, indent=1)
@@ -224,19 +228,27 @@ def costed(function, *args, **kwargs):
     cpu = controller_cpu_seconds() - before
     with open(log_path, encoding="utf-8") as handle:
         calls = handle.read().split()
-    return {"seconds": round(seconds, 3), "controller_cpu": round(cpu, 3), "docker_exec": calls.count("exec"),
-            "docker_calls": len(calls)}
+    return {
+        "seconds": round(seconds, 3),
+        "controller_cpu": round(cpu, 3),
+        "docker_exec": calls.count("exec"),
+        "docker_calls": len(calls),
+    }
 
 
 # Playbooks that cost what the no-op cannot avoid: ansible-playbook itself and one or two module
 # round trips, and what twelve skipped tasks add (the role skips seven).
 FLOOR_PLAYBOOKS = {
     "playbook_one_call": [{"name": "One module call", "ansible.builtin.ping": None}],
-    "playbook_two_calls": [{"name": "First module call", "ansible.builtin.ping": None},
-                           {"name": "Second module call", "ansible.builtin.ping": None}],
-    "playbook_one_call_12_skipped": [{"name": "One module call", "ansible.builtin.ping": None}] + [
+    "playbook_two_calls": [
+        {"name": "First module call", "ansible.builtin.ping": None},
+        {"name": "Second module call", "ansible.builtin.ping": None},
+    ],
+    "playbook_one_call_12_skipped": [{"name": "One module call", "ansible.builtin.ping": None}]
+    + [
         {"name": "Skipped task %d" % number, "ansible.builtin.debug": {"msg": "never"}, "when": False}
-        for number in range(1, 13)],
+        for number in range(1, 13)
+    ],
 }
 
 
@@ -251,9 +263,30 @@ def floor_playbook(name):
 def start_hosts(names, image, network=NETWORK):
     for name in names:
         run(["docker", "rm", "-f", "-v", name], check=False)
-        run(["docker", "run", "-d", "--name", name, "--hostname", name + ".example.test", "--network", network,
-             "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-             "--label", LABEL, image])
+        run(
+            [
+                "docker",
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--hostname",
+                name + ".example.test",
+                "--network",
+                network,
+                "--cgroupns",
+                "host",
+                "-v",
+                "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+                "--tmpfs",
+                "/run",
+                "--tmpfs",
+                "/run/lock",
+                "--label",
+                LABEL,
+                image,
+            ]
+        )
     # systemd must be up before the role talks to it; on a loaded machine boot takes minutes.
     deadline = time.monotonic() + 300
     for name in names:
@@ -327,8 +360,9 @@ def source_revision():
     """The commit measured, marked +uncommitted where tracked files differ from it (docs/ aside: the
     pages generated from results change nothing that is measured)."""
     commit = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
-    dirty = run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"],
-                check=False).stdout.strip()
+    dirty = run(
+        ["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs"], check=False
+    ).stdout.strip()
     return (commit + ("+uncommitted" if dirty else "")) if commit else None
 
 
@@ -375,10 +409,11 @@ def phase_converge(results):
         count_check = os.path.join(STATE, "count-check.json")
         entry = {"run": index + 1, "costs": {}}
         for name, function, args, kwargs in (
-                ("ping", adhoc, (inventory, "ping"), {}),
-                ("setup", adhoc, (inventory, "setup"), {}),
-                ("noop", playbook, (inventory,), {"count_file": count_noop}),
-                ("check", playbook, (inventory,), {"check": True, "count_file": count_check})):
+            ("ping", adhoc, (inventory, "ping"), {}),
+            ("setup", adhoc, (inventory, "setup"), {}),
+            ("noop", playbook, (inventory,), {"count_file": count_noop}),
+            ("check", playbook, (inventory,), {"check": True, "count_file": count_check}),
+        ):
             entry["costs"][name] = costed(function, *args, **kwargs)
             entry[name] = round(entry["costs"][name]["seconds"], 2)
         for name in FLOOR_PLAYBOOKS:
@@ -394,7 +429,8 @@ def phase_converge(results):
         entry["check_changed"] = check_counts["results"].get("changed", 0)
         floor.append(entry)
         data.setdefault("noop_timelines", []).append(
-            {"marks": noop_counts.get("marks"), "timeline": noop_counts.get("timeline")})
+            {"marks": noop_counts.get("marks"), "timeline": noop_counts.get("timeline")}
+        )
         data["counts_noop"] = {key: value for key, value in noop_counts.items() if key not in ("marks", "timeline")}
         data["counts_check"] = {key: value for key, value in check_counts.items() if key not in ("marks", "timeline")}
         log("no-op run %d: %s" % (index + 1, entry))
@@ -415,19 +451,31 @@ def phase_fleet(results):
             # All hosts in one batch: the playbook's canary batches are a rollout policy, not a cost of the collection.
             one_batch = {"relay_rollout_serial": ["100%"]}
             try:
+
                 def cpu_of(converge):
                     """Seconds and the CPU a converge cost: the controller's processes and every target container."""
                     hosts_before = sum(cpu_seconds(host) or 0.0 for host in hosts)
                     controller_before = controller_cpu_seconds()
                     seconds = converge()
-                    return seconds, {"controller": round(controller_cpu_seconds() - controller_before, 2),
-                                     "hosts": round(sum(cpu_seconds(host) or 0.0 for host in hosts) - hosts_before, 2)}
+                    return seconds, {
+                        "controller": round(controller_cpu_seconds() - controller_before, 2),
+                        "hosts": round(sum(cpu_seconds(host) or 0.0 for host in hosts) - hosts_before, 2),
+                    }
+
                 fresh, cpu = cpu_of(lambda: playbook(inventory, extra_vars=one_batch))
                 noop, noop_cpu = cpu_of(lambda: playbook(inventory, extra_vars=one_batch))
             finally:
                 remove_hosts(hosts)
-            data["runs"].append({"run": index + 1, "hosts": size, "fresh": round(fresh, 2), "noop": round(noop, 2),
-                                 "fresh_cpu_seconds": cpu, "noop_cpu_seconds": noop_cpu})
+            data["runs"].append(
+                {
+                    "run": index + 1,
+                    "hosts": size,
+                    "fresh": round(fresh, 2),
+                    "noop": round(noop, 2),
+                    "fresh_cpu_seconds": cpu,
+                    "noop_cpu_seconds": noop_cpu,
+                }
+            )
             log("fleet run %d, %d hosts: fresh %.1fs, no-op %.1fs" % (index + 1, size, fresh, noop))
             save_results(results)
 
@@ -445,31 +493,43 @@ def prepare_relay_host(data):
     inventory = write_inventory("relay", [RELAY_HOST])
     start_emulator(inventory)
     # Every Postfix log line must reach the journal: latency comes from its delay= fields.
-    dexec(RELAY_HOST, "mkdir -p /etc/systemd/journald.conf.d && "
-          "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' "
-          "> /etc/systemd/journald.conf.d/bench.conf && "
-          "systemctl restart systemd-journald")
+    dexec(
+        RELAY_HOST,
+        "mkdir -p /etc/systemd/journald.conf.d && "
+        "printf '[Journal]\\nRateLimitIntervalSec=0\\nRateLimitBurst=0\\n' "
+        "> /etc/systemd/journald.conf.d/bench.conf && "
+        "systemctl restart systemd-journald",
+    )
     data["cpusets"] = pin_cpus()
     for name, role_vars in ROLE_CONFIGS.items():
         playbook(inventory, extra_vars=role_vars)
-        dexec(RELAY_HOST, "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s"
-              % (CONFIGS, CONFIGS, name, CONFIGS, name))
+        dexec(
+            RELAY_HOST,
+            "mkdir -p %s && rm -rf %s/%s && cp -a /etc/postfix %s/%s" % (CONFIGS, CONFIGS, name, CONFIGS, name),
+        )
         data.setdefault("postconf_n", {})[name] = dexec(RELAY_HOST, "postconf -n").stdout.splitlines()
     # The plain guide configuration: Debian's template, the package's master.cf, five settings.
     settings = " ".join("'%s'" % line for line in PLAIN_GUIDE)
-    dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/preset $d/plain; "
-          "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; "
-          "cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
-          "postconf -c $d/plain -e %s; postalias /etc/aliases; "
-          # Local intake: the throughput configuration with every message discarded after the queue.
-          "cp -a $d/preset $d/intake; postconf -c $d/intake -e default_transport=discard:intake" % (CONFIGS, settings))
+    dexec(
+        RELAY_HOST,
+        "set -e; d=%s; rm -rf $d/plain $d/intake; cp -a $d/preset $d/plain; "
+        "cp /usr/share/postfix/main.cf.debian $d/plain/main.cf; "
+        "cp /usr/share/postfix/master.cf.dist $d/plain/master.cf; "
+        "postconf -c $d/plain -e %s; postalias /etc/aliases; "
+        # Local intake: the throughput configuration with every message discarded after the queue.
+        "cp -a $d/preset $d/intake; postconf -c $d/intake -e default_transport=discard:intake" % (CONFIGS, settings),
+    )
     # Variants of the preset measured over the simulated network: what a role default would change.
     for name, settings in RELAY_VARIANTS.items():
-        dexec(RELAY_HOST, "set -e; d=%s; rm -rf $d/%s; cp -a $d/preset $d/%s; postconf -c $d/%s -e %s"
-              % (CONFIGS, name, name, name, " ".join("'%s'" % item for item in settings)))
+        dexec(
+            RELAY_HOST,
+            "set -e; d=%s; rm -rf $d/%s; cp -a $d/preset $d/%s; postconf -c $d/%s -e %s"
+            % (CONFIGS, name, name, name, " ".join("'%s'" % item for item in settings)),
+        )
     for name in ("plain", "intake") + tuple(RELAY_VARIANTS):
         data.setdefault("postconf_n", {})[name] = dexec(
-            RELAY_HOST, "postconf -c %s/%s -n | grep -v '^config_directory'" % (CONFIGS, name)).stdout.splitlines()
+            RELAY_HOST, "postconf -c %s/%s -n | grep -v '^config_directory'" % (CONFIGS, name)
+        ).stdout.splitlines()
 
 
 def pin_cpus():
@@ -490,17 +550,31 @@ def pin_cpus():
 def start_emulator(inventory):
     """The harness's prepare.yml: the emulator on smarthost-bench under the providers' names, the test CA on
     the hosts."""
-    run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
-         os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
-         "-e", "emulator_project_dir=%s" % REPO, "-e", "emulator_state_dir=%s" % EMULATOR_STATE,
-         "-e", "emulator_scenario=bench"], env=ansible_env())
+    run(
+        [
+            os.path.join(VENV_BIN, "ansible-playbook"),
+            "-i",
+            inventory,
+            os.path.join(REPO, "molecule", "resources", "playbooks", "prepare.yml"),
+            "-e",
+            "emulator_project_dir=%s" % REPO,
+            "-e",
+            "emulator_state_dir=%s" % EMULATOR_STATE,
+            "-e",
+            "emulator_scenario=bench",
+        ],
+        env=ansible_env(),
+    )
 
 
 def switch_config(name):
-    dexec(RELAY_HOST, "systemctl stop postfix@- postfix; rm -rf /etc/postfix; cp -a %s/%s /etc/postfix; "
-          "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; "
-          "systemctl start postfix; "
-          "for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1" % (CONFIGS, name))
+    dexec(
+        RELAY_HOST,
+        "systemctl stop postfix@- postfix; rm -rf /etc/postfix; cp -a %s/%s /etc/postfix; "
+        "postsuper -d ALL >/dev/null 2>&1; systemctl reset-failed postfix@- postfix 2>/dev/null; "
+        "systemctl start postfix; "
+        "for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1" % (CONFIGS, name),
+    )
 
 
 def emulator(command, container=EMULATOR):
@@ -557,15 +631,25 @@ def relay_run(config, messages, wait_timeout, after_switch=None):
     cpu_before = {name: cpu_seconds(name) for name in measured}
     pressure_before = cpu_pressure_seconds()
     start = time.time()
-    dexec(RELAY_HOST, "smtp-source -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
-          % (COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]))
+    dexec(
+        RELAY_HOST,
+        "smtp-source -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
+        % (COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]),
+    )
     submitted = time.time()
-    entry = {"config": config, "messages": messages, "submit_seconds": round(submitted - start, 3),
-             "submit_rate": round(messages / (submitted - start), 1)}
+    entry = {
+        "config": config,
+        "messages": messages,
+        "submit_seconds": round(submitted - start, 3),
+        "submit_rate": round(messages / (submitted - start), 1),
+    }
     if config == "intake":
         # Wait until the discard agent has taken everything out of the queue.
-        dexec(RELAY_HOST, "for i in $(seq 600); do [ -z \"$(postqueue -j)\" ] && exit 0; sleep 0.1; done; exit 1",
-              check=False)
+        dexec(
+            RELAY_HOST,
+            'for i in $(seq 600); do [ -z "$(postqueue -j)" ] && exit 0; sleep 0.1; done; exit 1',
+            check=False,
+        )
         end = time.time()
         entry["delivered"] = messages
         entry["rate"] = round(messages / (submitted - start), 1)
@@ -649,12 +733,28 @@ def set_network_delay(rtt_ms, cpuset=None, trace=False):
         aliases = []
         for hostname in emulator_aliases():
             aliases += ["--network-alias", hostname]
-        run(["docker", "run", "-d", "--name", PROXY, "--network", NETWORK] + aliases +
-            (["--cpuset-cpus", cpuset] if cpuset else []) +
-            ["--label", LABEL, "--entrypoint", "python3",
-             "-v", "%s:/netdelay.py:ro" % os.path.join(BENCH_DIR, "netdelay.py"), IMAGE, "/netdelay.py",
-             "--upstream", UPSTREAM_ALIAS, "--ports", ports, "--delay-ms", "%g" % (rtt_ms / 2.0)] +
-            (["--trace"] if trace else []))
+        run(
+            ["docker", "run", "-d", "--name", PROXY, "--network", NETWORK]
+            + aliases
+            + (["--cpuset-cpus", cpuset] if cpuset else [])
+            + [
+                "--label",
+                LABEL,
+                "--entrypoint",
+                "python3",
+                "-v",
+                "%s:/netdelay.py:ro" % os.path.join(BENCH_DIR, "netdelay.py"),
+                IMAGE,
+                "/netdelay.py",
+                "--upstream",
+                UPSTREAM_ALIAS,
+                "--ports",
+                ports,
+                "--delay-ms",
+                "%g" % (rtt_ms / 2.0),
+            ]
+            + (["--trace"] if trace else [])
+        )
         deadline = time.monotonic() + 30
         while "listening" not in run(["docker", "logs", PROXY], check=False).stdout:
             if time.monotonic() > deadline:
@@ -692,7 +792,7 @@ def trace_analysis(text, delay):
         if body:
             ramp.append(events[body[0]][0] - first)
         # Steady state: from the connection's first message on.
-        steady = events[body[0]:] if body else []
+        steady = events[body[0] :] if body else []
         for previous, event in zip(steady, steady[1:]):
             if previous[1] == ">" and event[1] == "<":
                 trips += 1
@@ -702,7 +802,8 @@ def trace_analysis(text, delay):
     ramp.sort()
     client.sort()
     return {
-        "connections": len(connections), "messages": messages,
+        "connections": len(connections),
+        "messages": messages,
         "round_trips_per_message": round(trips / messages, 2) if messages else None,
         "client_ms_p50": round(1000 * statistics.median(client), 1) if client else None,
         "client_ms_p90": round(1000 * client[int(len(client) * 0.9)], 1) if client else None,
@@ -718,8 +819,19 @@ def listen_ports():
 
 def measure_rtt(rounds=100):
     """From the relay host to the SES name: connect-to-greeting and NOOP round trips (median, p99, min), ms."""
-    out = run(["docker", "exec", RELAY_HOST, "python3", "-c", RTT_PROBE, "email-smtp.us-east-1.amazonaws.com", "587",
-               str(rounds)]).stdout.split()
+    out = run(
+        [
+            "docker",
+            "exec",
+            RELAY_HOST,
+            "python3",
+            "-c",
+            RTT_PROBE,
+            "email-smtp.us-east-1.amazonaws.com",
+            "587",
+            str(rounds),
+        ]
+    ).stdout.split()
     return dict(zip(("greeting_ms", "noop_p50_ms", "noop_p99_ms", "noop_min_ms"), (float(value) for value in out)))
 
 
@@ -746,18 +858,30 @@ def phase_relay(results):
                         entry["run"] = index + 1
                         entry["rtt_ms"] = rtt
                         data["runs"].append(entry)
-                        log("relay run %d, %d ms, %s %d: %.0f msg/s p50 %s p99 %s" % (
-                            index + 1, rtt, config, messages, entry["rate"], entry["latency_p50"],
-                            entry["latency_p99"]))
+                        log(
+                            "relay run %d, %d ms, %s %d: %.0f msg/s p50 %s p99 %s"
+                            % (
+                                index + 1,
+                                rtt,
+                                config,
+                                messages,
+                                entry["rate"],
+                                entry["latency_p50"],
+                                entry["latency_p99"],
+                            )
+                        )
                         save_results(results)
         # One traced run per simulated network: how many round trips a message takes, and who waits.
         for rtt in [value for value in COUNTS["relay_rtts"] if value]:
             set_network_delay(rtt, cpuset=cpusets.get("emulator"), trace=True)
             entry = relay_run("preset", min(COUNTS["relay_messages"]), wait_timeout=120)
             analysis = trace_analysis(run(["docker", "logs", PROXY], check=False).stderr, rtt / 2000.0)
-            data.setdefault("traces", {})[str(rtt)] = dict(analysis or {}, rate=entry["rate"],
-                                                           cpu_target=entry.get("cpu_target"),
-                                                           cpu_pressure=entry.get("cpu_pressure"))
+            data.setdefault("traces", {})[str(rtt)] = dict(
+                analysis or {},
+                rate=entry["rate"],
+                cpu_target=entry.get("cpu_target"),
+                cpu_pressure=entry.get("cpu_pressure"),
+            )
             log("traced preset run at %d ms: %s" % (rtt, data["traces"][str(rtt)]))
             save_results(results)
     finally:
@@ -772,8 +896,8 @@ def process_ticks():
     ticks = {}
     for line in dexec(RELAY_HOST, PROC_TICKS).stdout.splitlines():
         pid, rest = line.split(" ", 1)
-        fields = rest[rest.rindex(")") + 2:].split()
-        ticks[pid] = (rest[rest.index("(") + 1:rest.rindex(")")], int(fields[11]) + int(fields[12]))
+        fields = rest[rest.rindex(")") + 2 :].split()
+        ticks[pid] = (rest[rest.index("(") + 1 : rest.rindex(")")], int(fields[11]) + int(fields[12]))
     return ticks
 
 
@@ -789,13 +913,18 @@ def profile_run(config, messages):
     def keep_daemons_and_snapshot():
         dexec(RELAY_HOST, "postconf -e max_use=100000 max_idle=1000s && postfix reload >/dev/null 2>&1 && sleep 2")
         state["before"] = process_ticks()
+
     entry = relay_run(config, messages, wait_timeout=60 + messages / 20.0, after_switch=keep_daemons_and_snapshot)
     spent = {}
     for pid, (command, ticks) in process_ticks().items():
         spent[command] = spent.get(command, 0) + ticks - state["before"].get(pid, (command, 0))[1]
     per_message = {command: round(ticks * 1000.0 / hz / messages, 3) for command, ticks in spent.items() if ticks > 0}
-    return {"config": config, "messages": messages, "rate": entry["rate"],
-            "ms_per_message": dict(sorted(per_message.items(), key=lambda item: -item[1]))}
+    return {
+        "config": config,
+        "messages": messages,
+        "rate": entry["rate"],
+        "ms_per_message": dict(sorted(per_message.items(), key=lambda item: -item[1])),
+    }
 
 
 def phase_profile(results):
@@ -827,8 +956,10 @@ def phase_rate(results):
                 entry["rate_fraction"] = round(entry["rate"] / SES_RATE, 3)
                 entry["queue_left"] = int(dexec(RELAY_HOST, "postqueue -j | wc -l").stdout.strip() or 0)
                 data["runs"].append(entry)
-                log("rate run %d %s: %d delivered, %.2f msg/s, %d x 454" % (
-                    index + 1, config, entry["delivered"], entry["rate"], entry["replies_454"]))
+                log(
+                    "rate run %d %s: %d delivered, %.2f msg/s, %d x 454"
+                    % (index + 1, config, entry["delivered"], entry["rate"], entry["replies_454"])
+                )
                 save_results(results)
     finally:
         emulator("mode normal")
@@ -838,9 +969,15 @@ def phase_rate(results):
 # Debian 12 (Postfix 3.7) and Debian 13 (Postfix 3.10), each against an emulator of its own, so both
 # run at once: a paced run is long and costs little CPU. The second emulator sits on a network of
 # its own under the same provider names.
-PACING_HOSTS = {"12": ("bench-pace12", NETWORK, EMULATOR, RECORDS),
-                "13": ("bench-pace13", NETWORK + "-b", EMULATOR + "-b",
-                       os.path.join(EMULATOR_STATE, "records-b", "messages.jsonl"))}
+PACING_HOSTS = {
+    "12": ("bench-pace12", NETWORK, EMULATOR, RECORDS),
+    "13": (
+        "bench-pace13",
+        NETWORK + "-b",
+        EMULATOR + "-b",
+        os.path.join(EMULATOR_STATE, "records-b", "messages.jsonl"),
+    ),
+}
 PACING_BASE = "/root/bench-base"
 # Office 365: 30 messages a minute per mailbox; Gmail: no per-second limit published (see report).
 PRESET_PACING = {"office365": {"rate": 0.5, "messages": 40}, "gmail": {"rate": 1.0, "messages": 20}}
@@ -859,12 +996,25 @@ def start_second_emulator(network, container, records_path):
     for item in providers().values():
         for hostname in item["hostnames"]:
             aliases += ["--network-alias", hostname]
-    run(["docker", "run", "-d", "--name", container, "--network", network] + aliases +
-        ["--label", LABEL, "-v", "%s:/etc/emulator/certs:ro" % os.path.join(EMULATOR_STATE, "certs"),
-         "-v", "%s:/var/lib/emulator" % os.path.dirname(records_path), "smarthost-postfix/emulator:latest"])
+    run(
+        ["docker", "run", "-d", "--name", container, "--network", network]
+        + aliases
+        + [
+            "--label",
+            LABEL,
+            "-v",
+            "%s:/etc/emulator/certs:ro" % os.path.join(EMULATOR_STATE, "certs"),
+            "-v",
+            "%s:/var/lib/emulator" % os.path.dirname(records_path),
+            "smarthost-postfix/emulator:latest",
+        ]
+    )
     deadline = time.monotonic() + 60
-    while "listening" not in run(["docker", "logs", container], check=False).stdout + \
-            run(["docker", "logs", container], check=False).stderr:
+    while (
+        "listening"
+        not in run(["docker", "logs", container], check=False).stdout
+        + run(["docker", "logs", container], check=False).stderr
+    ):
         if time.monotonic() > deadline:
             raise RuntimeError("%s did not start listening" % container)
         time.sleep(0.5)
@@ -890,11 +1040,14 @@ def apply_pacing(host, delays, recipient_limit, extra=None):
     main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot)
     main_cf.update(extra or {})
     assignments = " ".join("'%s=%s'" % item for item in sorted(main_cf.items()))
-    dexec(host, "set -e; systemctl stop postfix; rm -rf /etc/postfix; cp -a %s /etc/postfix; "
-          "printf '%%s\\n' %s >> /etc/postfix/master.cf; postconf -e %s; "
-          "postsuper -d ALL >/dev/null 2>&1 || true; systemctl reset-failed postfix@- postfix 2>/dev/null || true; "
-          "systemctl start postfix; for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1"
-          % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), assignments))
+    dexec(
+        host,
+        "set -e; systemctl stop postfix; rm -rf /etc/postfix; cp -a %s /etc/postfix; "
+        "printf '%%s\\n' %s >> /etc/postfix/master.cf; postconf -e %s; "
+        "postsuper -d ALL >/dev/null 2>&1 || true; systemctl reset-failed postfix@- postfix 2>/dev/null || true; "
+        "systemctl start postfix; for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1"
+        % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), assignments),
+    )
     return main_cf, master_cf
 
 
@@ -921,8 +1074,11 @@ def pacing_run(version, scenario, rate, delays, messages, burst, distinct=True, 
     cursor = host_cursor(host)
     start = time.time()
     try:
-        dexec(host, "smtp-source %s -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
-              % ("-N" if distinct else "", COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]))
+        dexec(
+            host,
+            "smtp-source %s -s %d -m %d -l %d -f bench@example.test -t rcpt@example.test 127.0.0.1:25"
+            % ("-N" if distinct else "", COUNTS["smtp_source_sessions"], messages, COUNTS["message_bytes"]),
+        )
         submitted = time.time()
         deadline = time.monotonic() + messages / pacing.rate_of(delays) * 1.6 + 120
         while True:
@@ -946,27 +1102,58 @@ def pacing_run(version, scenario, rate, delays, messages, burst, distinct=True, 
     seconds = max(end - start, 1e-6)
     designed = pacing.rate_of(delays)
     # How long the busiest clone needed: the burst ends when it does.
-    clone_seconds = [count * delay for count, delay in
-                     ((per_clone.get("smtp%d" % (index + 1), 0), delay) for index, delay in enumerate(delays))]
+    clone_seconds = [
+        count * delay
+        for count, delay in ((per_clone.get("smtp%d" % (index + 1), 0), delay) for index, delay in enumerate(delays))
+    ]
     entry = {
-        "version": version, "scenario": scenario, "rate": rate, "burst": burst, "messages": messages,
-        "design": pacing.describe(delays), "clones": len(delays), "designed_rate": round(designed, 4),
-        "distinct_recipients": distinct, "recipient_limit": recipient_limit,
-        "submit_seconds": round(submitted - start, 2), "seconds": round(seconds, 2),
-        "delivered": len(stamps), "replies_454": counters["replies"]["454"],
-        "rate_achieved": round(len(stamps) / seconds, 3), "fraction": round(len(stamps) / seconds / rate, 3),
+        "version": version,
+        "scenario": scenario,
+        "rate": rate,
+        "burst": burst,
+        "messages": messages,
+        "design": pacing.describe(delays),
+        "clones": len(delays),
+        "designed_rate": round(designed, 4),
+        "distinct_recipients": distinct,
+        "recipient_limit": recipient_limit,
+        "submit_seconds": round(submitted - start, 2),
+        "seconds": round(seconds, 2),
+        "delivered": len(stamps),
+        "replies_454": counters["replies"]["454"],
+        "rate_achieved": round(len(stamps) / seconds, 3),
+        "fraction": round(len(stamps) / seconds / rate, 3),
         "ideal_seconds": round(messages / designed, 1),
         "busiest_clone_seconds": max(clone_seconds) if clone_seconds else None,
-        "per_clone": sorted(per_clone.values()), "clones_used": len(per_clone),
-        "max_in_1s": max_in_window(stamps), "max_in_60s": max_in_window(stamps, 60.0), "first_seconds": [
-            sum(1 for stamp in stamps if int(stamp - stamps[0]) == second) for second in range(6)] if stamps else [],
-        "tls_sessions": counters["auth"]["succeeded"], "connections": counters["connections"],
-        "latency_p50": percentile(delays_seen, 0.50), "latency_p99": percentile(delays_seen, 0.99),
+        "per_clone": sorted(per_clone.values()),
+        "clones_used": len(per_clone),
+        "max_in_1s": max_in_window(stamps),
+        "max_in_60s": max_in_window(stamps, 60.0),
+        "first_seconds": [sum(1 for stamp in stamps if int(stamp - stamps[0]) == second) for second in range(6)]
+        if stamps
+        else [],
+        "tls_sessions": counters["auth"]["succeeded"],
+        "connections": counters["connections"],
+        "latency_p50": percentile(delays_seen, 0.50),
+        "latency_p99": percentile(delays_seen, 0.99),
         "latency_max": max(delays_seen) if delays_seen else None,
     }
-    log("pacing %s %s %g/s burst %g, %d messages (%s): %d delivered, %d x 454, %.2f msg/s = %.0f %%, clones %s" % (
-        version, scenario, rate, burst, messages, entry["design"], entry["delivered"], entry["replies_454"],
-        entry["rate_achieved"], entry["fraction"] * 100, entry["per_clone"]))
+    log(
+        "pacing %s %s %g/s burst %g, %d messages (%s): %d delivered, %d x 454, %.2f msg/s = %.0f %%, clones %s"
+        % (
+            version,
+            scenario,
+            rate,
+            burst,
+            messages,
+            entry["design"],
+            entry["delivered"],
+            entry["replies_454"],
+            entry["rate_achieved"],
+            entry["fraction"] * 100,
+            entry["per_clone"],
+        )
+    )
     return entry
 
 
@@ -994,8 +1181,16 @@ def pacing_scenarios():
         out.append(("recipient_limit_1", first, pacing.design(first), 300, math.ceil(first), {"recipient_limit": 1}))
     for name in [value for value in os.environ.get("BENCH_PACING_PRESETS", "office365,gmail").split(",") if value]:
         item = PRESET_PACING[name]
-        out.append((name, item["rate"], pacing.design(item["rate"]), item["messages"], math.ceil(item["rate"]),
-                    {"limit": name != "gmail"}))
+        out.append(
+            (
+                name,
+                item["rate"],
+                pacing.design(item["rate"]),
+                item["messages"],
+                math.ceil(item["rate"]),
+                {"limit": name != "gmail"},
+            )
+        )
     return out
 
 
@@ -1005,8 +1200,13 @@ def pacing_host(version, results, lock):
         try:
             entry = pacing_run(version, scenario, rate, delays, messages, burst, **options)
         except Exception as error:  # pylint: disable=broad-exception-caught  # keep the other runs
-            entry = {"version": version, "scenario": scenario, "rate": rate, "messages": messages,
-                     "error": "%s: %s" % (type(error).__name__, error)}
+            entry = {
+                "version": version,
+                "scenario": scenario,
+                "rate": rate,
+                "messages": messages,
+                "error": "%s: %s" % (type(error).__name__, error),
+            }
             log("pacing %s %s failed: %s" % (version, scenario, error))
         with lock:
             data["runs"].append(entry)
@@ -1023,22 +1223,47 @@ def route_check(data):
     host, _network, container, records_path = PACING_HOSTS["12"]
     found = providers()
     cases = [
-        ("routes", {"relay_sender_routes": [{"sender": "@marketing.example.test", "provider": "sendgrid",
-                                             "password": found["sendgrid"]["password"]}],
-                    "relay_domain_routes": [{"domain": "partner.example.test", "provider": "mailgun",
-                                             "username": found["mailgun"]["username"],
-                                             "password": found["mailgun"]["password"]}]},
-         None,
-         [("bench@example.test", "primary@example.test", "ses", r"smtp\d+"),
-          ("news@marketing.example.test", "sender-route@example.test", "sendgrid", r"smtp\d+"),
-          # A route's own transport carries no syslog_name: it logs as postfix/smtp, not as a clone.
-          ("bench@example.test", "someone@partner.example.test", "mailgun", r"smtp")]),
+        (
+            "routes",
+            {
+                "relay_sender_routes": [
+                    {
+                        "sender": "@marketing.example.test",
+                        "provider": "sendgrid",
+                        "password": found["sendgrid"]["password"],
+                    }
+                ],
+                "relay_domain_routes": [
+                    {
+                        "domain": "partner.example.test",
+                        "provider": "mailgun",
+                        "username": found["mailgun"]["username"],
+                        "password": found["mailgun"]["password"],
+                    }
+                ],
+            },
+            None,
+            [
+                ("bench@example.test", "primary@example.test", "ses", r"smtp\d+"),
+                ("news@marketing.example.test", "sender-route@example.test", "sendgrid", r"smtp\d+"),
+                # A route's own transport carries no syslog_name: it logs as postfix/smtp, not as a clone.
+                ("bench@example.test", "someone@partner.example.test", "mailgun", r"smtp"),
+            ],
+        ),
         # The fallback takes over when the primary cannot be reached: nothing listens on port 2599.
-        ("fallback", {"relay_fallback": {"provider": "custom", "host": found["fallback"]["hostnames"][0],
-                                         "username": found["fallback"]["username"],
-                                         "password": found["fallback"]["password"]}},
-         {"relayhost": "[%s]:2599" % found["ses"]["hostnames"][0]},
-         [("bench@example.test", "fallback@example.test", "fallback", r"smtp\d+")]),
+        (
+            "fallback",
+            {
+                "relay_fallback": {
+                    "provider": "custom",
+                    "host": found["fallback"]["hostnames"][0],
+                    "username": found["fallback"]["username"],
+                    "password": found["fallback"]["password"],
+                }
+            },
+            {"relayhost": "[%s]:2599" % found["ses"]["hostnames"][0]},
+            [("bench@example.test", "fallback@example.test", "fallback", r"smtp\d+")],
+        ),
     ]
     inventory = write_inventory("pace12-routes", [host])
     checks = []
@@ -1059,14 +1284,24 @@ def route_check(data):
             line = next((text for text in lines if "to=<%s>" % recipient in text and "status=sent" in text), "")
             seen = re.search(r"postfix/(?:([\w-]+)/)?smtp\[", line)
             relay = re.search(r"relay=([^,]+)", line)
-            checks.append({
-                "case": case, "sender": sender, "recipient": recipient, "expected_provider": provider,
-                "provider": record.get("provider") if record else None,
-                "tls": "%s %s" % (record.get("tls"), record.get("tls_version")) if record else None,
-                "transport": (seen.group(1) or "smtp") if seen else None, "relay": relay.group(1) if relay else None,
-                "ok": bool(record and record.get("provider") == provider and seen
-                           and re.fullmatch(transport, seen.group(1) or "smtp")),
-            })
+            checks.append(
+                {
+                    "case": case,
+                    "sender": sender,
+                    "recipient": recipient,
+                    "expected_provider": provider,
+                    "provider": record.get("provider") if record else None,
+                    "tls": "%s %s" % (record.get("tls"), record.get("tls_version")) if record else None,
+                    "transport": (seen.group(1) or "smtp") if seen else None,
+                    "relay": relay.group(1) if relay else None,
+                    "ok": bool(
+                        record
+                        and record.get("provider") == provider
+                        and seen
+                        and re.fullmatch(transport, seen.group(1) or "smtp")
+                    ),
+                }
+            )
             log("route check %s" % checks[-1])
     data["route_checks"] = checks
 
@@ -1083,8 +1318,11 @@ def phase_pacing(results):
         start_hosts([host], cached_image(version), network=network)
         trust_test_ca([host])
         # Every log line must reach the journal: per-clone counts and latency come from it.
-        dexec(host, "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nRateLimitIntervalSec=0\\n"
-              "RateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && systemctl restart systemd-journald")
+        dexec(
+            host,
+            "mkdir -p /etc/systemd/journald.conf.d && printf '[Journal]\\nRateLimitIntervalSec=0\\n"
+            "RateLimitBurst=0\\n' > /etc/systemd/journald.conf.d/bench.conf && systemctl restart systemd-journald",
+        )
         playbook(write_inventory("pace%s" % version, [host]), extra_vars={"relay_max_send_rate": 0})
         dexec(host, "rm -rf %s && cp -a /etc/postfix %s" % (PACING_BASE, PACING_BASE))
         version_text = dexec(host, "postconf -h mail_version").stdout.strip()
@@ -1092,8 +1330,12 @@ def phase_pacing(results):
     data["configs"] = {}
     for rate in (14, 3.5, 0.5, 0.023):
         main_cf, master_cf = pacing.settings(pacing.design(rate), recipient_limit=50)
-        data["configs"][str(rate)] = {"design": pacing.describe(pacing.design(rate)), "main_cf": main_cf,
-                                      "master_cf": master_cf, "rate": pacing.rate_of(pacing.design(rate))}
+        data["configs"][str(rate)] = {
+            "design": pacing.describe(pacing.design(rate)),
+            "main_cf": main_cf,
+            "master_cf": master_cf,
+            "rate": pacing.rate_of(pacing.design(rate)),
+        }
     lock = threading.Lock()
     threads = [threading.Thread(target=pacing_host, args=(version, results, lock)) for version in versions]
     for thread in threads:
@@ -1113,6 +1355,7 @@ def environment():
             return run(cmd, check=False).stdout.strip()
         except OSError:
             return None
+
     cpu = None
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
@@ -1125,8 +1368,11 @@ def environment():
         "cpu_model": cpu,
         "kernel": platform.release(),
         "docker": out(["docker", "version", "-f", "{{.Server.Version}}"]),
-        "ansible_core": (out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0]
-                         if shutil.which(os.path.join(VENV_BIN, "ansible")) else None),
+        "ansible_core": (
+            out([os.path.join(VENV_BIN, "ansible"), "--version"]).splitlines()[0]
+            if shutil.which(os.path.join(VENV_BIN, "ansible"))
+            else None
+        ),
         "commit": source_revision(),
     }
 
@@ -1141,8 +1387,14 @@ def measure():
     started = time.monotonic()
     # The role probes the smarthost before its first switch, so the emulator runs from the start.
     start_emulator(write_inventory("emulator", []))
-    for name, function in (("single_host", phase_converge), ("fleet", phase_fleet), ("relay", phase_relay),
-                           ("profile", phase_profile), ("rate", phase_rate), ("pacing", phase_pacing)):
+    for name, function in (
+        ("single_host", phase_converge),
+        ("fleet", phase_fleet),
+        ("relay", phase_relay),
+        ("profile", phase_profile),
+        ("rate", phase_rate),
+        ("pacing", phase_pacing),
+    ):
         if not only or name in only:
             results.pop(name, None)
             phase(results, name, function)
@@ -1158,6 +1410,7 @@ if __name__ == "__main__":
     elif ACTION == "report":
         sys.path.insert(0, BENCH_DIR)
         import report  # noqa: E402  pylint: disable=import-outside-toplevel
+
         report.write(load_results(), REPORT)
     else:
         sys.exit(__doc__)

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """mail_trace's first pass over a large mail log: time and peak memory, before and after issue 14.
 
 Generates a Debian 12 style mail log of a busy relay (default 100 MB, about 600,000 lines; see
@@ -31,7 +31,7 @@ import tempfile
 
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
 
-CHILD = r'''
+CHILD = r"""
 import json, sys, time
 from ansible_collections.smarthost.postfix.plugins.module_utils import maillog
 
@@ -58,59 +58,75 @@ else:
 elapsed = time.perf_counter() - started
 print(json.dumps({'seconds': elapsed, 'peak_rss_kib': peak_rss_kib(), 'baseline_rss_kib': baseline,
                   'status': result['status']}))
-'''
+"""
 
 MODES = (
-    ('whole log, read at once (before)', 'old', False),
-    ('since the send (verify.yml)', 'new', True),
-    ('whole log, streamed (lookback: 0)', 'new', False),
+    ("whole log, read at once (before)", "old", False),
+    ("since the send (verify.yml)", "new", True),
+    ("whole log, streamed (lookback: 0)", "new", False),
 )
 
 
 def measure(mode, path, since, runs):
     samples = []
     for _run in range(runs):
-        output = subprocess.run([sys.executable, '-c', CHILD, mode, path, since, maillog_gen.TRACED_MESSAGE_ID],
-                                check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(
+            [sys.executable, "-c", CHILD, mode, path, since, maillog_gen.TRACED_MESSAGE_ID],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         sample = json.loads(output)
-        if sample['status'] != 'sent':
-            raise SystemExit('the traced message was not found as sent: %s' % sample)
+        if sample["status"] != "sent":
+            raise SystemExit("the traced message was not found as sent: %s" % sample)
         samples.append(sample)
-    return {'seconds': statistics.median(s['seconds'] for s in samples),
-            'peak_rss_mib': max(s['peak_rss_kib'] for s in samples) / 1024.0,
-            'interpreter_rss_mib': min(s['baseline_rss_kib'] for s in samples) / 1024.0}
+    return {
+        "seconds": statistics.median(s["seconds"] for s in samples),
+        "peak_rss_mib": max(s["peak_rss_kib"] for s in samples) / 1024.0,
+        "interpreter_rss_mib": min(s["baseline_rss_kib"] for s in samples) / 1024.0,
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-    parser.add_argument('--size-mb', type=int, default=100)
-    parser.add_argument('--runs', type=int, default=3, help='runs per mode; the median time and the highest RSS count')
-    parser.add_argument('--json', help='also write the figures to this file')
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3, help="runs per mode; the median time and the highest RSS count")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix='mail-trace-bench-') as directory:
-        path = os.path.join(directory, 'mail.log')
+    with tempfile.TemporaryDirectory(prefix="mail-trace-bench-") as directory:
+        path = os.path.join(directory, "mail.log")
         end = datetime.datetime.now(datetime.timezone.utc)
         sent_at = maillog_gen.write_log(path, args.size_mb * 1024 * 1024, end)
         size = os.path.getsize(path)
-        with open(path, 'rb') as handle:
-            line_count = sum(chunk.count(b'\n') for chunk in iter(lambda: handle.read(1 << 20), b''))
-        figures = {'log_bytes': size, 'log_lines': line_count, 'runs': args.runs, 'python': sys.version.split()[0],
-                   'cores': os.cpu_count(), 'modes': {}}
+        with open(path, "rb") as handle:
+            line_count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+        figures = {
+            "log_bytes": size,
+            "log_lines": line_count,
+            "runs": args.runs,
+            "python": sys.version.split()[0],
+            "cores": os.cpu_count(),
+            "modes": {},
+        }
         for label, mode, with_since in MODES:
-            figures['modes'][label] = measure(mode, path, sent_at.isoformat() if with_since else '-', args.runs)
-    print('mail_trace first pass on a %.0f MB log of %d lines (median of %d runs, peak RSS of the child):'
-          % (size / 1e6, line_count, args.runs))
-    print('| first pass | time | peak RSS |')
-    print('|---|---|---|')
-    for label, result in figures['modes'].items():
-        print('| %s | %.3f s | %.0f MB |' % (label, result['seconds'], result['peak_rss_mib']))
-    print('(a bare interpreter with the module imported: %.0f MB)'
-          % min(r['interpreter_rss_mib'] for r in figures['modes'].values()))
+            figures["modes"][label] = measure(mode, path, sent_at.isoformat() if with_since else "-", args.runs)
+    print(
+        "mail_trace first pass on a %.0f MB log of %d lines (median of %d runs, peak RSS of the child):"
+        % (size / 1e6, line_count, args.runs)
+    )
+    print("| first pass | time | peak RSS |")
+    print("|---|---|---|")
+    for label, result in figures["modes"].items():
+        print("| %s | %.3f s | %.0f MB |" % (label, result["seconds"], result["peak_rss_mib"]))
+    print(
+        "(a bare interpreter with the module imported: %.0f MB)"
+        % min(r["interpreter_rss_mib"] for r in figures["modes"].values())
+    )
     if args.json:
-        with open(args.json, 'w', encoding='utf-8') as handle:
+        with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A TCP proxy that delays every byte by a fixed one-way time in each direction (issue 15, part 2).
 
 This kernel has no netem, so the benchmark puts this between the relay and the emulator:
@@ -123,8 +123,9 @@ def main(argv=None):
     delay = args.delay_ms / 1000.0
     ports = [int(port) for port in args.ports.split(",") if port]
     listeners = [socket.create_server((args.listen, port), backlog=512) for port in ports]
-    threads = [start(accept, listener, port, args.upstream, delay, args.trace)
-               for listener, port in zip(listeners, ports)]
+    threads = [
+        start(accept, listener, port, args.upstream, delay, args.trace) for listener, port in zip(listeners, ports)
+    ]
     print("netdelay: listening on %s, %.1f ms each way to %s" % (args.ports, args.delay_ms, args.upstream), flush=True)
     for thread in threads:
         thread.join()

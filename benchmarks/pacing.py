@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Pacing a relay at a provider's rate with whole-second rate delays (issue 15, part 1).
 
 Postfix paces one (transport, next hop) queue with `<transport>_destination_rate_delay`, in whole

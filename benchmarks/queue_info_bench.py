@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """queue_info's reading of a large mail log: time and peak memory, before and after the delivery counts (issue 17).
 
 Generates a Debian 12 style mail log of a busy relay (default 100 MB, one day; see
@@ -28,7 +28,7 @@ import tempfile
 
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
 
-CHILD = r'''
+CHILD = r"""
 import datetime, json, os, sys, time
 from ansible_collections.smarthost.postfix.plugins.module_utils import delivery_stats, maillog
 
@@ -54,56 +54,70 @@ else:
     sent = deliveries['sent']
 elapsed = time.perf_counter() - started
 print(json.dumps({'seconds': elapsed, 'peak_rss_kib': peak_rss_kib(), 'baseline_rss_kib': baseline, 'sent': sent}))
-'''
+"""
 
 MODES = (
-    ('last 16 MiB into a MailLog (before)', 'old', 0),
-    ('1h window, counted', 'new', 1),
-    ('1d window, counted (the whole log)', 'new', 24),
+    ("last 16 MiB into a MailLog (before)", "old", 0),
+    ("1h window, counted", "new", 1),
+    ("1d window, counted (the whole log)", "new", 24),
 )
 
 
 def measure(mode, path, end, hours, runs):
     samples = []
     for _run in range(runs):
-        output = subprocess.run([sys.executable, '-c', CHILD, mode, path, str(end), str(hours)],
-                                check=True, capture_output=True, text=True).stdout
+        output = subprocess.run(
+            [sys.executable, "-c", CHILD, mode, path, str(end), str(hours)], check=True, capture_output=True, text=True
+        ).stdout
         samples.append(json.loads(output))
-    return {'seconds': statistics.median(s['seconds'] for s in samples),
-            'peak_rss_mib': max(s['peak_rss_kib'] for s in samples) / 1024.0,
-            'interpreter_rss_mib': min(s['baseline_rss_kib'] for s in samples) / 1024.0,
-            'sent': samples[0]['sent']}
+    return {
+        "seconds": statistics.median(s["seconds"] for s in samples),
+        "peak_rss_mib": max(s["peak_rss_kib"] for s in samples) / 1024.0,
+        "interpreter_rss_mib": min(s["baseline_rss_kib"] for s in samples) / 1024.0,
+        "sent": samples[0]["sent"],
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
-    parser.add_argument('--size-mb', type=int, default=100)
-    parser.add_argument('--runs', type=int, default=3, help='runs per mode; the median time and the highest RSS count')
-    parser.add_argument('--json', help='also write the figures to this file')
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--runs", type=int, default=3, help="runs per mode; the median time and the highest RSS count")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix='queue-info-bench-') as directory:
-        path = os.path.join(directory, 'mail.log')
+    with tempfile.TemporaryDirectory(prefix="queue-info-bench-") as directory:
+        path = os.path.join(directory, "mail.log")
         end = datetime.datetime.now(datetime.timezone.utc)
         maillog_gen.write_log(path, args.size_mb * 1024 * 1024, end)
         size = os.path.getsize(path)
-        figures = {'log_bytes': size, 'runs': args.runs, 'python': sys.version.split()[0], 'cores': os.cpu_count(),
-                   'modes': {}}
+        figures = {
+            "log_bytes": size,
+            "runs": args.runs,
+            "python": sys.version.split()[0],
+            "cores": os.cpu_count(),
+            "modes": {},
+        }
         for label, mode, hours in MODES:
-            figures['modes'][label] = measure(mode, path, end.timestamp() + 1, hours, args.runs)
-    print('queue_info reading a %.0f MB log of one day (median of %d runs, peak RSS of the child):'
-          % (size / 1e6, args.runs))
-    print('| read | time | peak RSS | deliveries counted |')
-    print('|---|---|---|---|')
-    for label, result in figures['modes'].items():
-        print('| %s | %.3f s | %.0f MB | %s |' % (label, result['seconds'], result['peak_rss_mib'],
-                                                  result['sent'] if 'window' in label else '-'))
-    print('(a bare interpreter with the modules imported: %.0f MB)'
-          % min(r['interpreter_rss_mib'] for r in figures['modes'].values()))
+            figures["modes"][label] = measure(mode, path, end.timestamp() + 1, hours, args.runs)
+    print(
+        "queue_info reading a %.0f MB log of one day (median of %d runs, peak RSS of the child):"
+        % (size / 1e6, args.runs)
+    )
+    print("| read | time | peak RSS | deliveries counted |")
+    print("|---|---|---|---|")
+    for label, result in figures["modes"].items():
+        print(
+            "| %s | %.3f s | %.0f MB | %s |"
+            % (label, result["seconds"], result["peak_rss_mib"], result["sent"] if "window" in label else "-")
+        )
+    print(
+        "(a bare interpreter with the modules imported: %.0f MB)"
+        % min(r["interpreter_rss_mib"] for r in figures["modes"].values())
+    )
     if args.json:
-        with open(args.json, 'w', encoding='utf-8') as handle:
+        with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)
     return 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     sys.exit(main())

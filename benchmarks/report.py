@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Turn benchmarks/results/results.json into docs/performance.md (tables, targets, reasons, raw JSON).
 
 Every explanation is computed from the figures of the same results file; none is written in
@@ -51,6 +51,7 @@ def single_host(data):
     def within(key, base):
         # Ratios are taken within one round, then the median of those.
         return med([r[key] / r[base] for r in floor if r.get(key) and r.get(base)])
+
     return {
         "fresh_not_cached": med([r["seconds"] for r in runs if r["fresh_converge"] == "not_cached"]),
         "fresh_cached": med([r["seconds"] for r in runs if r["fresh_converge"] == "cached"]),
@@ -88,22 +89,34 @@ def costs_summary(floor):
     for name, _label in COST_ROWS:
         items = [r["costs"][name] for r in floor if name in (r.get("costs") or {})]
         if items:
-            out[name] = {"seconds": med([i["seconds"] for i in items]), "cpu": med([i["controller_cpu"] for i in items]),
-                         "exec": med([i["docker_exec"] for i in items]), "runs": len(items)}
+            out[name] = {
+                "seconds": med([i["seconds"] for i in items]),
+                "cpu": med([i["controller_cpu"] for i in items]),
+                "exec": med([i["docker_exec"] for i in items]),
+                "runs": len(items),
+            }
     return out
 
 
 def timeline_summary(timelines):
     """Where a no-op run's time goes, from the callback's timeline (median over the runs)."""
-    groups = {"module calls": [], "controller-only tasks": [], "skipped tasks": [], "before the first task": [],
-              "callback loaded to stats": [], "cpu_self": [], "cpu_self_at_start": [], "cpu_workers": []}
+    groups = {
+        "module calls": [],
+        "controller-only tasks": [],
+        "skipped tasks": [],
+        "before the first task": [],
+        "callback loaded to stats": [],
+        "cpu_self": [],
+        "cpu_self_at_start": [],
+        "cpu_workers": [],
+    }
     per_task = {}
     for item in timelines:
         marks, timeline = item.get("marks") or {}, item.get("timeline") or []
         if not timeline:
             continue
         sums = {"module calls": 0.0, "controller-only tasks": 0.0, "skipped tasks": 0.0}
-        for name, action, start, end, status in timeline:
+        for _name, action, start, end, status in timeline:
             spent = (end or start) - start
             if status == "skipped":
                 sums["skipped tasks"] += spent
@@ -132,19 +145,27 @@ def fleet(data):
         mine = [r for r in runs if r["hosts"] == size]
         cpu = [r.get("fresh_cpu_seconds") or {} for r in mine]
         noop_cpu = [r.get("noop_cpu_seconds") or {} for r in mine]
-        rows.append({
-            "hosts": size, "runs": len(mine),
-            "fresh": med([r["fresh"] for r in mine]),
-            "fresh_per_host": med([r["fresh"] / size for r in mine]),
-            "fresh_ratio": med([r["fresh"] / one[r["run"]]["fresh"] for r in mine if r["run"] in one]),
-            "noop": med([r.get("noop") for r in mine]),
-            "noop_ratio": med([r["noop"] / one[r["run"]]["noop"] for r in mine
-                               if r["run"] in one and r.get("noop") and one[r["run"]].get("noop")]),
-            "cpu_controller": med([c.get("controller") for c in cpu]),
-            "cpu_hosts": med([c.get("hosts") for c in cpu]),
-            "noop_cpu_controller": med([c.get("controller") for c in noop_cpu]),
-            "noop_cpu_hosts": med([c.get("hosts") for c in noop_cpu]),
-        })
+        rows.append(
+            {
+                "hosts": size,
+                "runs": len(mine),
+                "fresh": med([r["fresh"] for r in mine]),
+                "fresh_per_host": med([r["fresh"] / size for r in mine]),
+                "fresh_ratio": med([r["fresh"] / one[r["run"]]["fresh"] for r in mine if r["run"] in one]),
+                "noop": med([r.get("noop") for r in mine]),
+                "noop_ratio": med(
+                    [
+                        r["noop"] / one[r["run"]]["noop"]
+                        for r in mine
+                        if r["run"] in one and r.get("noop") and one[r["run"]].get("noop")
+                    ]
+                ),
+                "cpu_controller": med([c.get("controller") for c in cpu]),
+                "cpu_hosts": med([c.get("hosts") for c in cpu]),
+                "noop_cpu_controller": med([c.get("controller") for c in noop_cpu]),
+                "noop_cpu_hosts": med([c.get("hosts") for c in noop_cpu]),
+            }
+        )
     return rows
 
 
@@ -161,26 +182,35 @@ def relay(data):
         for config in CONFIGS:
             mine = [r for r in here if r["config"] == config]
             if mine:
-                rows.append({
-                    "rtt": rtt, "messages": messages, "config": config, "runs": len(mine),
-                    "rate": med([r["rate"] for r in mine]),
-                    "submit_rate": med([r["submit_rate"] for r in mine]),
-                    "p50": med([r["latency_p50"] for r in mine]),
-                    "p99": med([r["latency_p99"] for r in mine]),
-                    "delivered": min(r["delivered"] for r in mine),
-                    "connections": med([r.get("emulator_auth") for r in mine]),
-                    "cpu_target": med([r.get("cpu_target") for r in mine]),
-                    "cpu_emulator": med([r.get("cpu_emulator") for r in mine]),
-                    "cpu_proxy": med([r.get("cpu_proxy") for r in mine]),
-                    "ms": med([r.get("target_ms_per_message") for r in mine]),
-                })
+                rows.append(
+                    {
+                        "rtt": rtt,
+                        "messages": messages,
+                        "config": config,
+                        "runs": len(mine),
+                        "rate": med([r["rate"] for r in mine]),
+                        "submit_rate": med([r["submit_rate"] for r in mine]),
+                        "p50": med([r["latency_p50"] for r in mine]),
+                        "p99": med([r["latency_p99"] for r in mine]),
+                        "delivered": min(r["delivered"] for r in mine),
+                        "connections": med([r.get("emulator_auth") for r in mine]),
+                        "cpu_target": med([r.get("cpu_target") for r in mine]),
+                        "cpu_emulator": med([r.get("cpu_emulator") for r in mine]),
+                        "cpu_proxy": med([r.get("cpu_proxy") for r in mine]),
+                        "ms": med([r.get("target_ms_per_message") for r in mine]),
+                    }
+                )
         by_run = {}
         for r in here:
             by_run.setdefault(r["run"], {})[r["config"]] = r["rate"]
         over_plain = [v["preset"] / v["plain"] for v in by_run.values() if v.get("plain") and "preset" in v]
         over_intake = [v["preset"] / v["intake"] for v in by_run.values() if v.get("intake") and "preset" in v]
-        ratios[(rtt, messages)] = {"over_plain": med(over_plain), "over_intake": med(over_intake),
-                                   "over_plain_runs": over_plain, "over_intake_runs": over_intake}
+        ratios[(rtt, messages)] = {
+            "over_plain": med(over_plain),
+            "over_intake": med(over_intake),
+            "over_plain_runs": over_plain,
+            "over_intake_runs": over_intake,
+        }
     return rows, ratios
 
 
@@ -189,17 +219,21 @@ def rate(data):
     for config in ("paced", "unpaced"):
         mine = [r for r in data.get("runs", []) if r["config"] == config]
         if mine:
-            rows.append({
-                "config": config, "runs": len(mine), "messages": mine[0]["messages"],
-                "rate": med([r["rate"] for r in mine]),
-                "fraction": med([r["rate_fraction"] for r in mine]),
-                "replies_454": max(r["replies_454"] for r in mine),
-                "delivered": min(r["delivered"] for r in mine),
-                "queue_left": max(r.get("queue_left", 0) for r in mine),
-                "connections": med([r.get("emulator_auth") for r in mine]),
-                "p50": med([r["latency_p50"] for r in mine]),
-                "p99": med([r["latency_p99"] for r in mine]),
-            })
+            rows.append(
+                {
+                    "config": config,
+                    "runs": len(mine),
+                    "messages": mine[0]["messages"],
+                    "rate": med([r["rate"] for r in mine]),
+                    "fraction": med([r["rate_fraction"] for r in mine]),
+                    "replies_454": max(r["replies_454"] for r in mine),
+                    "delivered": min(r["delivered"] for r in mine),
+                    "queue_left": max(r.get("queue_left", 0) for r in mine),
+                    "connections": med([r.get("emulator_auth") for r in mine]),
+                    "p50": med([r["latency_p50"] for r in mine]),
+                    "p99": med([r["latency_p99"] for r in mine]),
+                }
+            )
     return rows
 
 
@@ -220,8 +254,11 @@ def natural(text):
 
 
 def pacing_met(entry):
-    return (entry.get("replies_454") == 0 and entry.get("delivered") == entry.get("messages")
-            and (entry.get("fraction") or 0) >= RATE_TARGET)
+    return (
+        entry.get("replies_454") == 0
+        and entry.get("delivered") == entry.get("messages")
+        and (entry.get("fraction") or 0) >= RATE_TARGET
+    )
 
 
 def pacing_targets(data):
@@ -258,8 +295,11 @@ def write(results, path):
     relay_rows, relay_ratios = relay(results.get("relay", {}))
     rate_rows = rate(results.get("rate", {}))
     phases = ("single_host", "fleet", "relay", "profile", "rate", "pacing")
-    errors = {name: results[name]["error"] for name in phases
-              if isinstance(results.get(name), dict) and results[name].get("error")}
+    errors = {
+        name: results[name]["error"]
+        for name in phases
+        if isinstance(results.get(name), dict) and results[name].get("error")
+    }
 
     add("# Performance")
     add("")
@@ -267,27 +307,56 @@ def write(results, path):
     add("several runs on containers the benchmark creates, and every ratio is taken between figures of the")
     add("*same* round before the median, because the machine is noisy. Nothing in the test suite asserts a time.")
     add("")
-    add("Measured %s on %s CPU(s) (%s), kernel %s, Docker %s, %s, Postfix %s on the target (Debian 12), commit %s."
-        % (env.get("date"), env.get("cpus"), env.get("cpu_model"), env.get("kernel"), env.get("docker"),
-           env.get("ansible_core"), single_data.get("postfix_version", "?"), env.get("commit")))
+    add(
+        "Measured %s on %s CPU(s) (%s), kernel %s, Docker %s, %s, Postfix %s on the target (Debian 12), commit %s."
+        % (
+            env.get("date"),
+            env.get("cpus"),
+            env.get("cpu_model"),
+            env.get("kernel"),
+            env.get("docker"),
+            env.get("ansible_core"),
+            single_data.get("postfix_version", "?"),
+            env.get("commit"),
+        )
+    )
     add("Ansible reaches the containers with `docker exec` (community.docker.docker) with pipelining on, for the")
-    add("floor and for every converge alike; the shipped `playbooks/ses.yml` is what runs. Whole run: %s s."
-        % fmt(results.get("total_seconds"), 0))
+    add(
+        "floor and for every converge alike; the shipped `playbooks/ses.yml` is what runs. Whole run: %s s."
+        % fmt(results.get("total_seconds"), 0)
+    )
     commits = {name: results[name].get("commit") for name in phases if isinstance(results.get(name), dict)}
     if len(set(commits.values())) > 1:
-        add("Phases were measured at different commits (a phase re-run with `BENCH_PHASES` keeps the others): %s."
-            % ", ".join("%s at %s" % (name, commit or "?") for name, commit in commits.items()))
-    loads = ["%s %s" % (name, "/".join(str(v) for v in results[name]["load_average_at_start"]))
-             for name in phases if isinstance(results.get(name), dict) and results[name].get("load_average_at_start")]
+        add(
+            "Phases were measured at different commits (a phase re-run with `BENCH_PHASES` keeps the others): %s."
+            % ", ".join("%s at %s" % (name, commit or "?") for name, commit in commits.items())
+        )
+    loads = [
+        "%s %s" % (name, "/".join(str(v) for v in results[name]["load_average_at_start"]))
+        for name in phases
+        if isinstance(results.get(name), dict) and results[name].get("load_average_at_start")
+    ]
     if loads:
         add("Load average (1/5/15 min) when each phase started: %s." % "; ".join(loads))
     add("")
-    add("Runs: %s fresh converges of each kind, %s no-op/check/floor rounds, %s fleet rounds (sizes %s, forks %s), "
-        "%s relay rounds (%s messages, smtp-source with %s sessions, %s-byte messages), %s rate-adherence round(s) of %s messages."
-        % (counts.get("converge_runs"), counts.get("noop_runs"), counts.get("fleet_runs"),
-           ", ".join(str(s) for s in counts.get("fleet_sizes", [])), counts.get("forks"), counts.get("relay_runs"),
-           " and ".join(str(m) for m in counts.get("relay_messages", [])), counts.get("smtp_source_sessions"),
-           counts.get("message_bytes"), counts.get("rate_runs"), counts.get("rate_messages")))
+    add(
+        "Runs: %s fresh converges of each kind, %s no-op/check/floor rounds, %s fleet rounds (sizes %s, forks %s), "
+        "%s relay rounds (%s messages, smtp-source with %s sessions, %s-byte messages), %s rate-adherence round(s) of "
+        "%s messages."
+        % (
+            counts.get("converge_runs"),
+            counts.get("noop_runs"),
+            counts.get("fleet_runs"),
+            ", ".join(str(s) for s in counts.get("fleet_sizes", [])),
+            counts.get("forks"),
+            counts.get("relay_runs"),
+            " and ".join(str(m) for m in counts.get("relay_messages", [])),
+            counts.get("smtp_source_sessions"),
+            counts.get("message_bytes"),
+            counts.get("rate_runs"),
+            counts.get("rate_messages"),
+        )
+    )
     add("")
     for note in results.get("notes") or []:
         add("* %s" % note)
@@ -333,37 +402,74 @@ def write(results, path):
 def target_rows(single, fleet_rows, relay_ratios, rate_rows, results_holder):
     targets = []
     ratio = single.get("noop_over_setup")
-    targets.append(("No-op converge within 1.5x the floor (fact gathering on the same host)", "%s x" % fmt(ratio, 2),
-                    ratio <= NOOP_TARGET if ratio is not None else None))
+    targets.append(
+        (
+            "No-op converge within 1.5x the floor (fact gathering on the same host)",
+            "%s x" % fmt(ratio, 2),
+            ratio <= NOOP_TARGET if ratio is not None else None,
+        )
+    )
     sixteen = next((row for row in fleet_rows if row["hosts"] == 16), None)
     fresh16 = sixteen["fresh_ratio"] if sixteen else None
-    targets.append(("Fleet: converge of 16 hosts within 3x one host", "%s x (fresh converge)" % fmt(fresh16, 2),
-                    fresh16 <= FLEET_TARGET if fresh16 is not None else None))
+    targets.append(
+        (
+            "Fleet: converge of 16 hosts within 3x one host",
+            "%s x (fresh converge)" % fmt(fresh16, 2),
+            fresh16 <= FLEET_TARGET if fresh16 is not None else None,
+        )
+    )
     for (rtt, messages), item in sorted(relay_ratios.items()):
         if rtt != TARGET_RTT:
             continue
-        targets.append(("Relay at %d ms RTT, %d messages: preset at least 2.5x the guide configuration" % (rtt, messages),
-                        "%s x" % fmt(item["over_plain"], 2),
-                        item["over_plain"] >= OVER_PLAIN_TARGET if item["over_plain"] is not None else None))
-        targets.append(("Relay at %d ms RTT, %d messages: preset at least 80%% of the host's own intake" % (rtt, messages),
-                        pct(item["over_intake"]),
-                        item["over_intake"] >= OVER_INTAKE_TARGET if item["over_intake"] is not None else None))
+        targets.append(
+            (
+                "Relay at %d ms RTT, %d messages: preset at least 2.5x the guide configuration" % (rtt, messages),
+                "%s x" % fmt(item["over_plain"], 2),
+                item["over_plain"] >= OVER_PLAIN_TARGET if item["over_plain"] is not None else None,
+            )
+        )
+        targets.append(
+            (
+                "Relay at %d ms RTT, %d messages: preset at least 80%% of the host's own intake" % (rtt, messages),
+                pct(item["over_intake"]),
+                item["over_intake"] >= OVER_INTAKE_TARGET if item["over_intake"] is not None else None,
+            )
+        )
     pacing_data = results_holder.get("pacing", {})
     versions = {key: value.get("postfix_version") for key, value in (pacing_data.get("hosts") or {}).items()}
-    for (rate_value, messages), by_version in sorted(pacing_targets(pacing_data).items(), key=lambda kv: (-kv[0][0], kv[0][1])):
-        measured = "; ".join("Postfix %s: %d x 454, %s msg/s = %s" % (
-            versions.get(version, version), entry["replies_454"], fmt(entry["rate_achieved"], 2), pct(entry["fraction"]))
-            for version, entry in sorted(by_version.items()))
-        targets.append(("Pacing prototype (clones, `benchmarks/pacing.py`) at %g/s, %d messages, emulator enforcing %g/s: "
-                        "zero 454 and at least 90%%" % (rate_value, messages, rate_value), measured,
-                        all(pacing_met(entry) for entry in by_version.values())))
+    for (rate_value, messages), by_version in sorted(
+        pacing_targets(pacing_data).items(), key=lambda kv: (-kv[0][0], kv[0][1])
+    ):
+        measured = "; ".join(
+            "Postfix %s: %d x 454, %s msg/s = %s"
+            % (
+                versions.get(version, version),
+                entry["replies_454"],
+                fmt(entry["rate_achieved"], 2),
+                pct(entry["fraction"]),
+            )
+            for version, entry in sorted(by_version.items())
+        )
+        targets.append(
+            (
+                "Pacing prototype (clones, `benchmarks/pacing.py`) at %g/s, %d messages, emulator enforcing %g/s: "
+                "zero 454 and at least 90%%" % (rate_value, messages, rate_value),
+                measured,
+                all(pacing_met(entry) for entry in by_version.values()),
+            )
+        )
     paced = next((row for row in rate_rows if row["config"] == "paced"), None)
     if paced:
         met = paced["replies_454"] == 0 and paced["fraction"] >= RATE_TARGET and paced["delivered"] >= paced["messages"]
-        targets.append(("SES 14/s, %d messages with the SES preset: zero 454 and at least 90%% of the allowed rate"
-                        % paced["messages"],
-                        "%d x 454, %s msg/s = %s of 14/s" % (paced["replies_454"], fmt(paced["rate"], 2), pct(paced["fraction"])),
-                        met))
+        targets.append(
+            (
+                "SES 14/s, %d messages with the SES preset: zero 454 and at least 90%% of the allowed rate"
+                % paced["messages"],
+                "%d x 454, %s msg/s = %s of 14/s"
+                % (paced["replies_454"], fmt(paced["rate"], 2), pct(paced["fraction"])),
+                met,
+            )
+        )
     else:
         targets.append(("SES 14/s with the SES preset: zero 454 and at least 90% of the allowed rate", "n/a", None))
     return targets
@@ -375,21 +481,37 @@ def single_section(add, single, data):
     add("| what | median seconds | ratio to fact gathering | ratio to ping |")
     add("|---|---|---|---|")
     add("| fresh converge, packages downloaded during the run | %s | | |" % fmt(single["fresh_not_cached"], 1))
-    add("| fresh converge, packages already in the apt cache (`smarthost-postfix/debian:12-postfix-cached`) | %s | | |"
-        % fmt(single["fresh_cached"], 1))
-    add("| no-op converge of the converged host | %s | %s | %s |"
-        % (fmt(single["noop"], 2), fmt(single["noop_over_setup"], 2), fmt(single["noop_over_ping"], 2)))
-    add("| the same in check mode (`--check`) | %s | %s | |" % (fmt(single["check"], 2), fmt(single["check_over_setup"], 2)))
+    add(
+        "| fresh converge, packages already in the apt cache (`smarthost-postfix/debian:12-postfix-cached`) | %s | | |"
+        % fmt(single["fresh_cached"], 1)
+    )
+    add(
+        "| no-op converge of the converged host | %s | %s | %s |"
+        % (fmt(single["noop"], 2), fmt(single["noop_over_setup"], 2), fmt(single["noop_over_ping"], 2))
+    )
+    add(
+        "| the same in check mode (`--check`) | %s | %s | |"
+        % (fmt(single["check"], 2), fmt(single["check_over_setup"], 2))
+    )
     add("| floor: `ansible -m setup` (fact gathering) | %s | 1 | |" % fmt(single["setup"], 2))
     add("| floor: `ansible -m ping` | %s | | 1 |" % fmt(single["ping"], 2))
-    add("| no-op converge **without** pipelining | %s | %s (to fact gathering without pipelining, %s s) | |"
-        % (fmt(single["noop_no_pipelining"], 2), fmt(single["noop_no_pipelining_over_setup"], 2),
-           fmt(single["setup_no_pipelining"], 2)))
+    add(
+        "| no-op converge **without** pipelining | %s | %s (to fact gathering without pipelining, %s s) | |"
+        % (
+            fmt(single["noop_no_pipelining"], 2),
+            fmt(single["noop_no_pipelining_over_setup"], 2),
+            fmt(single["setup_no_pipelining"], 2),
+        )
+    )
     add("")
-    add("Changed tasks in the no-op runs: %s; in check mode: %s (both must be 0). The role gathers no facts; the"
-        % (single["noop_changed"], single["check_changed"]))
-    add("SES preset as shipped writes `smtp_destination_rate_delay = %s` and `smtp_tls_connection_reuse = %s`."
-        % (data.get("rate_delay_as_shipped", "?"), data.get("tls_connection_reuse_as_shipped", "?")))
+    add(
+        "Changed tasks in the no-op runs: %s; in check mode: %s (both must be 0). The role gathers no facts; the"
+        % (single["noop_changed"], single["check_changed"])
+    )
+    add(
+        "SES preset as shipped writes `smtp_destination_rate_delay = %s` and `smtp_tls_connection_reuse = %s`."
+        % (data.get("rate_delay_as_shipped", "?"), data.get("tls_connection_reuse_as_shipped", "?"))
+    )
     add("")
     counts_noop, counts_check = data.get("counts_noop") or {}, data.get("counts_check") or {}
     if counts_noop:
@@ -405,12 +527,22 @@ def single_section(add, single, data):
         add("|---|---|---|---|---|---|")
         for name, item in (("no-op", counts_noop), ("check mode", counts_check)):
             if item:
-                add("| %s | %d | %d | %d | %d | %d |" % (
-                    name, item["tasks"], item["results"].get("ok", 0) + item["results"].get("changed", 0),
-                    item["results"].get("skipped", 0), item["module_invocations"], sum(item["controller_only"].values())))
+                add(
+                    "| %s | %d | %d | %d | %d | %d |"
+                    % (
+                        name,
+                        item["tasks"],
+                        item["results"].get("ok", 0) + item["results"].get("changed", 0),
+                        item["results"].get("skipped", 0),
+                        item["module_invocations"],
+                        sum(item["controller_only"].values()),
+                    )
+                )
         add("")
-        add("Module invocations by module (no-op): %s."
-            % ", ".join("`%s` %d" % kv for kv in counts_noop["by_module"].items()))
+        add(
+            "Module invocations by module (no-op): %s."
+            % ", ".join("`%s` %d" % kv for kv in counts_noop["by_module"].items())
+        )
         add("")
 
 
@@ -432,15 +564,23 @@ def costs_section(add, single):
             add("| %s | %s | %s | %s |" % (label, fmt(item["seconds"], 2), fmt(item["cpu"], 2), fmt(item["exec"], 0)))
     add("")
     if timeline.get("callback loaded to stats") is not None:
-        add("Inside the no-op run (the timing callback, loaded as `ansible-playbook` starts): %s s before the first "
+        add(
+            "Inside the no-op run (the timing callback, loaded as `ansible-playbook` starts): %s s before the first "
             "task, module calls %s s (%s), controller-only tasks %s s, skipped tasks %s s, %s s from start to the "
             "end of the play. CPU: %s s in the controller process (%s s of it before the playbook started), %s s "
-            "in its workers." % (
-                fmt(timeline["before the first task"], 2), fmt(timeline["module calls"], 2),
+            "in its workers."
+            % (
+                fmt(timeline["before the first task"], 2),
+                fmt(timeline["module calls"], 2),
                 ", ".join("`%s` %s s" % (name, fmt(value, 2)) for name, value in timeline["per_module"].items()),
-                fmt(timeline["controller-only tasks"], 2), fmt(timeline["skipped tasks"], 2),
-                fmt(timeline["callback loaded to stats"], 2), fmt(timeline["cpu_self"], 2),
-                fmt(timeline["cpu_self_at_start"], 2), fmt(timeline["cpu_workers"], 2)))
+                fmt(timeline["controller-only tasks"], 2),
+                fmt(timeline["skipped tasks"], 2),
+                fmt(timeline["callback loaded to stats"], 2),
+                fmt(timeline["cpu_self"], 2),
+                fmt(timeline["cpu_self_at_start"], 2),
+                fmt(timeline["cpu_workers"], 2),
+            )
+        )
         add("")
 
 
@@ -450,27 +590,43 @@ def fleet_section(add, rows, counts, env):
     add("## Fleet scaling")
     add("")
     add("N new hosts (the cached-packages image, so the mirror is not what is measured) converged in one")
-    add("`ansible-playbook` run with forks %s and all hosts in one batch (`relay_rollout_serial: ['100%%']`; the"
-        % counts.get("forks"))
+    add(
+        "`ansible-playbook` run with forks %s and all hosts in one batch (`relay_rollout_serial: ['100%%']`; the"
+        % counts.get("forks")
+    )
     add("playbook's canary batches are a rollout policy), then converged again (no-op). CPU is what each converge")
     add("cost: the controller's processes (ansible-playbook, its workers and their `docker exec` clients) and the")
     add("target containers; dockerd's own share is not counted. Per host is the total over the number of hosts: on a")
-    add("real fleet every target brings its own CPU and only the controller's share is shared. The machine has %s"
-        % env.get("cpus"))
+    add(
+        "real fleet every target brings its own CPU and only the controller's share is shared. The machine has %s"
+        % env.get("cpus")
+    )
     add("CPU(s), so wall time beyond a few hosts measures this machine, not the collection.")
     add("")
-    add("| hosts | fresh s | ratio to 1 host | fresh CPU s controller (per host) | fresh CPU s hosts (per host) "
-        "| no-op s | no-op ratio to 1 host | no-op CPU s controller (per host) | no-op CPU s hosts (per host) |")
+    add(
+        "| hosts | fresh s | ratio to 1 host | fresh CPU s controller (per host) | fresh CPU s hosts (per host) "
+        "| no-op s | no-op ratio to 1 host | no-op CPU s controller (per host) | no-op CPU s hosts (per host) |"
+    )
     add("|---|---|---|---|---|---|---|---|---|")
 
     def per_host(value, hosts):
         return "%s (%s)" % (fmt(value, 1), fmt(value / hosts if value is not None else None, 2))
+
     for row in rows:
-        add("| %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            row["hosts"], fmt(row["fresh"], 1), fmt(row["fresh_ratio"], 2),
-            per_host(row["cpu_controller"], row["hosts"]), per_host(row["cpu_hosts"], row["hosts"]),
-            fmt(row["noop"], 1), fmt(row["noop_ratio"], 2),
-            per_host(row["noop_cpu_controller"], row["hosts"]), per_host(row["noop_cpu_hosts"], row["hosts"])))
+        add(
+            "| %d | %s | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                row["hosts"],
+                fmt(row["fresh"], 1),
+                fmt(row["fresh_ratio"], 2),
+                per_host(row["cpu_controller"], row["hosts"]),
+                per_host(row["cpu_hosts"], row["hosts"]),
+                fmt(row["noop"], 1),
+                fmt(row["noop_ratio"], 2),
+                per_host(row["noop_cpu_controller"], row["hosts"]),
+                per_host(row["noop_cpu_hosts"], row["hosts"]),
+            )
+        )
     add("")
 
 
@@ -482,12 +638,17 @@ def relay_section(add, rows, ratios, results):
     add("")
     add("On one target (`bench-relay`, Debian 12), `smtp-source` submits the messages to Postfix on 127.0.0.1:25")
     add("(one sender, one recipient: the guide configuration and the preset alike);")
-    add("Postfix relays them over STARTTLS with AUTH to the emulator answering as `email-smtp.us-east-1.amazonaws.com:587`.")
+    add(
+        "Postfix relays them over STARTTLS with AUTH to the emulator answering as "
+        "`email-smtp.us-east-1.amazonaws.com:587`."
+    )
     add("Throughput is delivered messages over the time from the first submission to the emulator's record of")
     add("the last message; latency is Postfix's own `delay=` (queue arrival to delivery) from the log.")
     if cpusets:
-        add("The target runs on CPU %s and the emulator on CPU %s (`docker update --cpuset-cpus`), as if the smarthost"
-            % (cpusets["target"], cpusets["emulator"]))
+        add(
+            "The target runs on CPU %s and the emulator on CPU %s (`docker update --cpuset-cpus`), as if the smarthost"
+            % (cpusets["target"], cpusets["emulator"])
+        )
         add("were another machine: the emulator's TLS work is not taken from the host being measured.")
     add("Configurations, all on the same host in the same round:")
     add("")
@@ -503,7 +664,10 @@ def relay_section(add, rows, ratios, results):
     if probe:
         add("")
         add("The network between target and emulator: at 0 ms the emulator answers under the providers' names itself;")
-        add("otherwise `benchmarks/netdelay.py` does, in a container of its own on the emulator's CPU, and forwards every")
+        add(
+            "otherwise `benchmarks/netdelay.py` does, in a container of its own on the emulator's CPU, and forwards "
+            "every"
+        )
         add("chunk half the round-trip time later in each direction (in order, no bandwidth limit; a new connection")
         add("reaches the emulator 1.5 round trips after the connect, so the greeting arrives two round trips after it,")
         add("as over a real network). Measured from the target (SMTP NOOP round trips, 5 connections x 100):")
@@ -512,26 +676,55 @@ def relay_section(add, rows, ratios, results):
         add("|---|---|---|---|---|")
         for rtt in sorted(probe, key=int):
             item = probe[rtt]
-            add("| %s ms | %s | %s | %s | %s |" % (
-                rtt, fmt(item.get("greeting_ms"), 1), fmt(item.get("noop_p50_ms"), 2),
-                fmt(item.get("noop_p99_ms"), 2), fmt(item.get("noop_min_ms"), 2)))
+            add(
+                "| %s ms | %s | %s | %s | %s |"
+                % (
+                    rtt,
+                    fmt(item.get("greeting_ms"), 1),
+                    fmt(item.get("noop_p50_ms"), 2),
+                    fmt(item.get("noop_p99_ms"), 2),
+                    fmt(item.get("noop_min_ms"), 2),
+                )
+            )
     add("")
-    add("| RTT | messages | configuration | msg/s | submission msg/s | p50 latency s | p99 latency s "
+    add(
+        "| RTT | messages | configuration | msg/s | submission msg/s | p50 latency s | p99 latency s "
         "| TLS sessions with AUTH | CPU target (cores) | CPU emulator (cores) | CPU proxy (cores) "
-        "| target CPU per message, ms |")
+        "| target CPU per message, ms |"
+    )
     add("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         relayed = row["config"] != "intake"
-        add("| %d ms | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            row["rtt"], row["messages"], row["config"], fmt(row["rate"], 0), fmt(row["submit_rate"], 0),
-            fmt(row["p50"], 2), fmt(row["p99"], 2), fmt(row["connections"], 0) if relayed else "-",
-            fmt(row["cpu_target"], 2), fmt(row["cpu_emulator"], 2) if relayed else "-",
-            fmt(row["cpu_proxy"], 2) if relayed and row["rtt"] else "-", fmt(row["ms"], 2)))
+        add(
+            "| %d ms | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                row["rtt"],
+                row["messages"],
+                row["config"],
+                fmt(row["rate"], 0),
+                fmt(row["submit_rate"], 0),
+                fmt(row["p50"], 2),
+                fmt(row["p99"], 2),
+                fmt(row["connections"], 0) if relayed else "-",
+                fmt(row["cpu_target"], 2),
+                fmt(row["cpu_emulator"], 2) if relayed else "-",
+                fmt(row["cpu_proxy"], 2) if relayed and row["rtt"] else "-",
+                fmt(row["ms"], 2),
+            )
+        )
     add("")
     for (rtt, messages), item in sorted(ratios.items()):
-        add("* %d ms, %d messages: preset / plain = %s x (per round: %s), preset / intake = %s (per round: %s)." % (
-            rtt, messages, fmt(item["over_plain"], 2), ", ".join("%.2f" % v for v in item["over_plain_runs"]),
-            pct(item["over_intake"]), ", ".join("%.0f %%" % (v * 100) for v in item["over_intake_runs"])))
+        add(
+            "* %d ms, %d messages: preset / plain = %s x (per round: %s), preset / intake = %s (per round: %s)."
+            % (
+                rtt,
+                messages,
+                fmt(item["over_plain"], 2),
+                ", ".join("%.2f" % v for v in item["over_plain_runs"]),
+                pct(item["over_intake"]),
+                ", ".join("%.0f %%" % (v * 100) for v in item["over_intake_runs"]),
+            )
+        )
     add("")
     profile = results.get("profile", {}).get("runs") or []
     if profile:
@@ -542,8 +735,10 @@ def relay_section(add, rows, ratios, results):
                     names.append(name)
         add("### Where the target's CPU goes")
         add("")
-        add("One extra run per configuration (%d messages) with Postfix's daemons kept alive for the whole run"
-            % profile[0]["messages"])
+        add(
+            "One extra run per configuration (%d messages) with Postfix's daemons kept alive for the whole run"
+            % profile[0]["messages"]
+        )
         add("(`max_use` raised, so no process exits and takes its CPU time along); CPU time per message by process,")
         add("in milliseconds, from `/proc/<pid>/stat` before and after:")
         add("")
@@ -562,18 +757,34 @@ def rate_section(add, rows, results):
     add("## Provider rate adherence (SES, 14 messages per second)")
     add("")
     add("The emulator runs `emulatorctl mode rate_limit --rate 14` (a token bucket holding at most 14) and answers")
-    add("`454 4.7.0 Throttling failure: Maximum sending rate exceeded.` to a MAIL command beyond it. %d messages are"
-        % messages)
+    add(
+        "`454 4.7.0 Throttling failure: Maximum sending rate exceeded.` to a MAIL command beyond it. %d messages are"
+        % messages
+    )
     add("submitted at once.")
     add("")
-    add("| configuration | smtp_destination_rate_delay | delivered | left in queue | 454 replies | msg/s | of 14/s "
-        "| TLS sessions with AUTH | p50 latency s | p99 latency s |")
+    add(
+        "| configuration | smtp_destination_rate_delay | delivered | left in queue | 454 replies | msg/s | of 14/s "
+        "| TLS sessions with AUTH | p50 latency s | p99 latency s |"
+    )
     add("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        add("| %s | %s | %d/%d | %d | %d | %s | %s | %s | %s | %s |" % (
-            RATE_CONFIGS.get(row["config"], row["config"]), "`%s`" % (rate_delay_of(results, row["config"]) or "unset"),
-            row["delivered"], row["messages"], row["queue_left"], row["replies_454"], fmt(row["rate"], 2),
-            pct(row["fraction"]), fmt(row["connections"], 0), fmt(row["p50"], 1), fmt(row["p99"], 1)))
+        add(
+            "| %s | %s | %d/%d | %d | %d | %s | %s | %s | %s | %s |"
+            % (
+                RATE_CONFIGS.get(row["config"], row["config"]),
+                "`%s`" % (rate_delay_of(results, row["config"]) or "unset"),
+                row["delivered"],
+                row["messages"],
+                row["queue_left"],
+                row["replies_454"],
+                fmt(row["rate"], 2),
+                pct(row["fraction"]),
+                fmt(row["connections"], 0),
+                fmt(row["p50"], 1),
+                fmt(row["p99"], 1),
+            )
+        )
     add("")
     add("Throughput is delivered messages over the time from submission to the last delivery, or, where delivery")
     add("stopped (the unpaced relay's deferred messages wait for the next queue run, minutes later), to the moment")
@@ -599,8 +810,10 @@ def pacing_section(add, results):
     add("next hop from `relayhost` or `sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.")
     add("The emulator enforces N with a token bucket of ceil(N) messages (at 3.5/s a provider must take 4 in some")
     add("second: 7 in every 2); one run per rate also with two seconds' worth, as SES allows short bursts. smtp-source")
-    add("sends every message to a recipient of its own (`-N`) unless the scenario says otherwise. Postfix %s."
-        % " and ".join("%s (Debian %s)" % (value, key) for key, value in sorted(versions.items())))
+    add(
+        "sends every message to a recipient of its own (`-N`) unless the scenario says otherwise. Postfix %s."
+        % " and ".join("%s (Debian %s)" % (value, key) for key, value in sorted(versions.items()))
+    )
     add("")
     for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):
         item = data["configs"][rate_value]
@@ -618,27 +831,48 @@ def pacing_section(add, results):
             add(line)
         add("```")
         add("")
-    add("| Postfix | scenario | N/s | bucket | messages | clones | delivered | 454 | msg/s | of N | busiest clone s "
-        "/ ideal s | messages per clone | most in 1 s / 60 s | TLS sessions | p50 / p99 latency s |")
+    add(
+        "| Postfix | scenario | N/s | bucket | messages | clones | delivered | 454 | msg/s | of N | busiest clone s "
+        "/ ideal s | messages per clone | most in 1 s / 60 s | TLS sessions | p50 / p99 latency s |"
+    )
     add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def order(entry):
         scenario = list(SCENARIOS).index(entry["scenario"]) if entry["scenario"] in SCENARIOS else 99
         return (entry["version"], scenario, -entry["rate"], entry["messages"])
+
     for entry in sorted(runs, key=order):
         per_clone = entry.get("per_clone") or []
-        add("| %s | %s | %g | %g | %d | %s | %d | %d | %s | %s | %s / %s | %s | %d / %s | %d | %s / %s |" % (
-            versions.get(entry["version"], entry["version"]), SCENARIOS.get(entry["scenario"], entry["scenario"]),
-            entry["rate"], entry["burst"], entry["messages"], entry["design"], entry["delivered"], entry["replies_454"],
-            fmt(entry["rate_achieved"], 2), pct(entry["fraction"]), fmt(entry.get("busiest_clone_seconds"), 0),
-            fmt(entry.get("ideal_seconds"), 0), "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "-",
-            entry.get("max_in_1s", 0), entry.get("max_in_60s", "-"), entry.get("tls_sessions", 0),
-            fmt(entry.get("latency_p50"), 1),
-            fmt(entry.get("latency_p99"), 1)))
+        add(
+            "| %s | %s | %g | %g | %d | %s | %d | %d | %s | %s | %s / %s | %s | %d / %s | %d | %s / %s |"
+            % (
+                versions.get(entry["version"], entry["version"]),
+                SCENARIOS.get(entry["scenario"], entry["scenario"]),
+                entry["rate"],
+                entry["burst"],
+                entry["messages"],
+                entry["design"],
+                entry["delivered"],
+                entry["replies_454"],
+                fmt(entry["rate_achieved"], 2),
+                pct(entry["fraction"]),
+                fmt(entry.get("busiest_clone_seconds"), 0),
+                fmt(entry.get("ideal_seconds"), 0),
+                "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "-",
+                entry.get("max_in_1s", 0),
+                entry.get("max_in_60s", "-"),
+                entry.get("tls_sessions", 0),
+                fmt(entry.get("latency_p50"), 1),
+                fmt(entry.get("latency_p99"), 1),
+            )
+        )
     add("")
     add("msg/s is delivered messages over the time from the first submission to the last delivery; a message refused")
-    add("with 454 waits for Postfix's next retry (minutes), so the run ends when every message was delivered or refused.")
-    add("\"Busiest clone\" is its messages times its delay: the burst cannot end before it does.")
+    add(
+        "with 454 waits for Postfix's next retry (minutes), so the run ends when every message was delivered or "
+        "refused."
+    )
+    add('"Busiest clone" is its messages times its delay: the burst cannot end before it does.')
     add("")
     checks = data.get("route_checks") or []
     if checks:
@@ -648,9 +882,20 @@ def pacing_section(add, results):
         add("| case | sender | recipient | expected | provider | transport | relay | TLS | ok |")
         add("|---|---|---|---|---|---|---|---|---|")
         for check in checks:
-            add("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-                check["case"], check["sender"], check["recipient"], check["expected_provider"], check["provider"],
-                check["transport"], check["relay"], check["tls"], "yes" if check["ok"] else "**no**"))
+            add(
+                "| %s | %s | %s | %s | %s | %s | %s | %s | %s |"
+                % (
+                    check["case"],
+                    check["sender"],
+                    check["recipient"],
+                    check["expected_provider"],
+                    check["provider"],
+                    check["transport"],
+                    check["relay"],
+                    check["tls"],
+                    "yes" if check["ok"] else "**no**",
+                )
+            )
         add("")
 
 
@@ -658,24 +903,36 @@ def pacing_explanations(results):
     data = results.get("pacing") or {}
     versions = {key: value.get("postfix_version") for key, value in (data.get("hosts") or {}).items()}
     out = []
-    for (rate_value, messages), by_version in sorted(pacing_targets(data).items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+    for (rate_value, messages), by_version in sorted(
+        pacing_targets(data).items(), key=lambda kv: (-kv[0][0], kv[0][1])
+    ):
         for version, entry in sorted(by_version.items()):
             if pacing_met(entry):
                 continue
             reasons = []
             if entry["replies_454"]:
-                reasons.append("%d messages got a 454: the emulator saw up to %d deliveries within one second "
-                               "against a bucket of %g (the clones' first deliveries go out as the burst arrives, the "
-                               "next ones at the following whole-second tick, so the first second can carry up to "
-                               "twice the clones)" % (entry["replies_454"], entry["max_in_1s"], entry["burst"]))
+                reasons.append(
+                    "%d messages got a 454: the emulator saw up to %d deliveries within one second "
+                    "against a bucket of %g (the clones' first deliveries go out as the burst arrives, the "
+                    "next ones at the following whole-second tick, so the first second can carry up to "
+                    "twice the clones)" % (entry["replies_454"], entry["max_in_1s"], entry["burst"])
+                )
             if entry["fraction"] < RATE_TARGET:
                 per_clone = entry.get("per_clone") or []
-                reasons.append("%s of N: the random choice gave the clones %s messages each, so the busiest needed %s s "
-                               "where an even split needs %s s; the others ran dry before it" % (
-                                   pct(entry["fraction"]), "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "?",
-                                   fmt(entry.get("busiest_clone_seconds"), 0), fmt(entry.get("ideal_seconds"), 0)))
-            out.append("**Pacing %g/s, %d messages, Postfix %s: %s.**" % (
-                rate_value, messages, versions.get(version, version), "; ".join(reasons) or "see the table"))
+                reasons.append(
+                    "%s of N: the random choice gave the clones %s messages each, so the busiest needed %s s "
+                    "where an even split needs %s s; the others ran dry before it"
+                    % (
+                        pct(entry["fraction"]),
+                        "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "?",
+                        fmt(entry.get("busiest_clone_seconds"), 0),
+                        fmt(entry.get("ideal_seconds"), 0),
+                    )
+                )
+            out.append(
+                "**Pacing %g/s, %d messages, Postfix %s: %s.**"
+                % (rate_value, messages, versions.get(version, version), "; ".join(reasons) or "see the table")
+            )
     return out
 
 
@@ -685,23 +942,38 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
     ratio = single.get("noop_over_setup")
     counts = single_data.get("counts_noop") or {}
     if ratio is not None and ratio > NOOP_TARGET:
-        text = ("**No-op converge: %.2fx the floor instead of %gx.** The run made %s module invocations (%s tasks)."
-                % (ratio, NOOP_TARGET, counts.get("module_invocations", "?"), counts.get("tasks", "?")))
+        text = "**No-op converge: %.2fx the floor instead of %gx.** The run made %s module invocations (%s tasks)." % (
+            ratio,
+            NOOP_TARGET,
+            counts.get("module_invocations", "?"),
+            counts.get("tasks", "?"),
+        )
         costs, timeline = single.get("costs") or {}, single.get("timeline") or {}
-        one, two, skipped = (costs.get(name) or {} for name in (
-            "playbook_one_call", "playbook_two_calls", "playbook_one_call_12_skipped"))
+        one, two, skipped = (
+            costs.get(name) or {}
+            for name in ("playbook_one_call", "playbook_two_calls", "playbook_one_call_12_skipped")
+        )
         if one.get("seconds") and two.get("seconds") and skipped.get("seconds") and single.get("setup"):
-            text += (" `ansible-playbook` with one module call takes %s s (fact gathering: %s s); each further module "
-                     "round trip adds %s s, each skipped task %s s. The no-op makes %s round trips (`postfix_info` %s s, "
-                     "`postfix_config` %s s), runs %s s of controller-only tasks and %s s of skipped ones. Within %gx it "
-                     "would have to take %s s less: about one skipped or controller-only task less, or one round trip "
-                     "less." % (
-                         fmt(one["seconds"], 2), fmt(single["setup"], 2), fmt(two["seconds"] - one["seconds"], 2),
-                         fmt((skipped["seconds"] - one["seconds"]) / 12.0, 3), fmt(costs.get("noop", {}).get("exec"), 0),
-                         fmt(timeline.get("per_module", {}).get("postfix_info"), 2),
-                         fmt(timeline.get("per_module", {}).get("postfix_config"), 2),
-                         fmt(timeline.get("controller-only tasks"), 2), fmt(timeline.get("skipped tasks"), 2),
-                         NOOP_TARGET, fmt(single["noop"] - NOOP_TARGET * single["setup"], 2)))
+            text += (
+                " `ansible-playbook` with one module call takes %s s (fact gathering: %s s); each further module "
+                "round trip adds %s s, each skipped task %s s. The no-op makes %s round trips (`postfix_info` %s s, "
+                "`postfix_config` %s s), runs %s s of controller-only tasks and %s s of skipped ones. Within %gx it "
+                "would have to take %s s less: about one skipped or controller-only task less, or one round trip "
+                "less."
+                % (
+                    fmt(one["seconds"], 2),
+                    fmt(single["setup"], 2),
+                    fmt(two["seconds"] - one["seconds"], 2),
+                    fmt((skipped["seconds"] - one["seconds"]) / 12.0, 3),
+                    fmt(costs.get("noop", {}).get("exec"), 0),
+                    fmt(timeline.get("per_module", {}).get("postfix_info"), 2),
+                    fmt(timeline.get("per_module", {}).get("postfix_config"), 2),
+                    fmt(timeline.get("controller-only tasks"), 2),
+                    fmt(timeline.get("skipped tasks"), 2),
+                    NOOP_TARGET,
+                    fmt(single["noop"] - NOOP_TARGET * single["setup"], 2),
+                )
+            )
         out.append(text)
 
     one = next((row for row in fleet_rows if row["hosts"] == 1), None)
@@ -713,12 +985,24 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
         out.append(
             "**Fleet: 16 hosts take %.2fx one host instead of 3x.** A fresh converge costs %.1f CPU-seconds per host "
             "(controller and target together, median of the 16-host rounds), so 16 of them need at least %.0f s on "
-            "%s CPU(s) even with no waiting at all: %.2fx the single host's %.1f s, before dockerd's own share. One host "
-            "alone keeps %.2f of them busy on average, the rest of its time waiting on module round trips, dpkg and systemd. "
+            "%s CPU(s) even with no waiting at all: %.2fx the single host's %.1f s, before dockerd's own share. One "
+            "host "
+            "alone keeps %.2f of them busy on average, the rest of its time waiting on module round trips, dpkg and "
+            "systemd. "
             "On a real fleet every target brings its own CPU and only the controller's share (%.1f s per host) is "
             "shared. The no-op converge, which is what a fleet runs most days, scales to %s x for 16 hosts."
-            % (sixteen["fresh_ratio"], per_host, bound, cpus, bound / one["fresh"] if one["fresh"] else 0.0,
-               one["fresh"] or 0.0, alone, (sixteen["cpu_controller"] or 0) / 16.0, fmt(sixteen["noop_ratio"], 2)))
+            % (
+                sixteen["fresh_ratio"],
+                per_host,
+                bound,
+                cpus,
+                bound / one["fresh"] if one["fresh"] else 0.0,
+                one["fresh"] or 0.0,
+                alone,
+                (sixteen["cpu_controller"] or 0) / 16.0,
+                fmt(sixteen["noop_ratio"], 2),
+            )
+        )
 
     relay_data = results.get("relay", {})
     for (rtt, messages), item in sorted(relay_ratios.items()):
@@ -737,71 +1021,136 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
             continue
         runs = [r for r in relay_data.get("runs", []) if r.get("rtt_ms", 0) == rtt and r["messages"] == messages]
         pressure = med([r.get("cpu_pressure") for r in runs if r["config"] == "preset"])
-        text = ("**Relay at %d ms, %d messages: the preset reaches %s** (%s msg/s; guide configuration %s, intake %s). "
-                "The target used %s of its core for the preset (intake: %s)"
-                % (rtt, messages, " and ".join(missed), fmt(preset["rate"], 0), fmt(plain["rate"], 0),
-                   fmt(intake["rate"], 0), fmt(preset["cpu_target"], 2), fmt(intake["cpu_target"], 2)))
+        text = (
+            "**Relay at %d ms, %d messages: the preset reaches %s** (%s msg/s; guide configuration %s, intake %s). "
+            "The target used %s of its core for the preset (intake: %s)"
+            % (
+                rtt,
+                messages,
+                " and ".join(missed),
+                fmt(preset["rate"], 0),
+                fmt(plain["rate"], 0),
+                fmt(intake["rate"], 0),
+                fmt(preset["cpu_target"], 2),
+                fmt(intake["cpu_target"], 2),
+            )
+        )
         if pressure is not None:
-            text += (", and during the preset's runs some runnable task waited for a CPU %s of the time (Linux PSI, "
-                     "the whole machine, the target's own processes queued on its one core included)" % pct(pressure))
+            text += (
+                ", and during the preset's runs some runnable task waited for a CPU %s of the time (Linux PSI, "
+                "the whole machine, the target's own processes queued on its one core included)" % pct(pressure)
+            )
         text += "."
         trace = (relay_data.get("traces") or {}).get(str(rtt))
-        zero = next((row for row in relay_rows if row["rtt"] == 0 and row["messages"] == messages
-                     and row["config"] == "preset"), None)
+        zero = next(
+            (
+                row
+                for row in relay_rows
+                if row["rtt"] == 0 and row["messages"] == messages and row["config"] == "preset"
+            ),
+            None,
+        )
         if trace and trace.get("round_trips_per_message"):
-            per_message = trace["round_trips_per_message"] * (
-                rtt + (trace.get("client_ms_p50") or 0) + (trace.get("server_ms_p50") or 0)) / 1000.0
-            text += (" A traced run (%d messages, %s msg/s) shows where a reused connection's time goes: %s round "
-                     "trips per message (MAIL, RCPT and DATA pipelined; the message; the RSET Postfix sends before it "
-                     "reuses a cached connection), the emulator answering in %s ms (median) and the target itself "
-                     "taking %s ms (median, p90 %s ms) from an answer's arrival to its next command. That is %.0f ms "
-                     "a message on one connection, so the %d connections it opened (the last %s s into the run: the "
-                     "queue manager's slow start) carry at most %.0f msg/s once all are open."
-                     % (trace["messages"], fmt(trace.get("rate"), 0), fmt(trace["round_trips_per_message"], 1),
-                        fmt(trace.get("server_ms_p50"), 1), fmt(trace.get("client_ms_p50"), 1),
-                        fmt(trace.get("client_ms_p90"), 1), per_message * 1000, trace["connections"],
-                        fmt(trace.get("seconds_to_last_new_connection"), 1), trace["connections"] / per_message))
+            per_message = (
+                trace["round_trips_per_message"]
+                * (rtt + (trace.get("client_ms_p50") or 0) + (trace.get("server_ms_p50") or 0))
+                / 1000.0
+            )
+            text += (
+                " A traced run (%d messages, %s msg/s) shows where a reused connection's time goes: %s round "
+                "trips per message (MAIL, RCPT and DATA pipelined; the message; the RSET Postfix sends before it "
+                "reuses a cached connection), the emulator answering in %s ms (median) and the target itself "
+                "taking %s ms (median, p90 %s ms) from an answer's arrival to its next command. That is %.0f ms "
+                "a message on one connection, so the %d connections it opened (the last %s s into the run: the "
+                "queue manager's slow start) carry at most %.0f msg/s once all are open."
+                % (
+                    trace["messages"],
+                    fmt(trace.get("rate"), 0),
+                    fmt(trace["round_trips_per_message"], 1),
+                    fmt(trace.get("server_ms_p50"), 1),
+                    fmt(trace.get("client_ms_p50"), 1),
+                    fmt(trace.get("client_ms_p90"), 1),
+                    per_message * 1000,
+                    trace["connections"],
+                    fmt(trace.get("seconds_to_last_new_connection"), 1),
+                    trace["connections"] / per_message,
+                )
+            )
         if zero and zero.get("ms"):
-            text += (" Without network delay the preset costs %s ms of target CPU per message, a bound of %.0f msg/s "
-                     "on one core; the intake costs %s ms." % (fmt(zero["ms"], 2), 1000.0 / zero["ms"],
-                                                               fmt(next((row["ms"] for row in relay_rows if row["rtt"] == 0
-                                                                         and row["messages"] == messages
-                                                                         and row["config"] == "intake"), None), 2)))
+            text += (
+                " Without network delay the preset costs %s ms of target CPU per message, a bound of %.0f msg/s "
+                "on one core; the intake costs %s ms."
+                % (
+                    fmt(zero["ms"], 2),
+                    1000.0 / zero["ms"],
+                    fmt(
+                        next(
+                            (
+                                row["ms"]
+                                for row in relay_rows
+                                if row["rtt"] == 0 and row["messages"] == messages and row["config"] == "intake"
+                            ),
+                            None,
+                        ),
+                        2,
+                    ),
+                )
+            )
         variant = rows.get("preset_c50")
         if variant:
-            text += (" With `smtp_destination_concurrency_limit = 50` instead of Postfix's 20 the preset made %s msg/s "
-                     "(%s the guide configuration, %s of the intake) on %s of its core at %s ms a message: bounded by "
-                     "the target's CPU now, not by round trips." % (
-                         fmt(variant["rate"], 0), fmt(variant["rate"] / plain["rate"], 2) + " x" if plain["rate"] else "n/a",
-                         pct(variant["rate"] / intake["rate"]) if intake["rate"] else "n/a",
-                         fmt(variant["cpu_target"], 2), fmt(variant["ms"], 2)))
+            text += (
+                " With `smtp_destination_concurrency_limit = 50` instead of Postfix's 20 the preset made %s msg/s "
+                "(%s the guide configuration, %s of the intake) on %s of its core at %s ms a message: bounded by "
+                "the target's CPU now, not by round trips."
+                % (
+                    fmt(variant["rate"], 0),
+                    fmt(variant["rate"] / plain["rate"], 2) + " x" if plain["rate"] else "n/a",
+                    pct(variant["rate"] / intake["rate"]) if intake["rate"] else "n/a",
+                    fmt(variant["cpu_target"], 2),
+                    fmt(variant["ms"], 2),
+                )
+            )
         profile = {item["config"]: item for item in results.get("profile", {}).get("runs") or []}
         if intake.get("ms") and "preset" in profile:
-            delivery = sum(profile["preset"]["ms_per_message"].get(name, 0.0) for name in ("smtp", "tlsproxy", "scache"))
-            text += (" For 80 %% of the intake on one core the whole path may cost %s ms a message; the intake alone "
-                     "costs %s ms, which leaves %s ms for delivering it, where the smtp client, tlsproxy and scache "
-                     "alone take %s ms (table of processes): out of reach on one core whatever the concurrency."
-                     % (fmt(intake["ms"] / OVER_INTAKE_TARGET, 2), fmt(intake["ms"], 2),
-                        fmt(intake["ms"] / OVER_INTAKE_TARGET - intake["ms"], 2), fmt(delivery, 2)))
+            delivery = sum(
+                profile["preset"]["ms_per_message"].get(name, 0.0) for name in ("smtp", "tlsproxy", "scache")
+            )
+            text += (
+                " For 80 %% of the intake on one core the whole path may cost %s ms a message; the intake alone "
+                "costs %s ms, which leaves %s ms for delivering it, where the smtp client, tlsproxy and scache "
+                "alone take %s ms (table of processes): out of reach on one core whatever the concurrency."
+                % (
+                    fmt(intake["ms"] / OVER_INTAKE_TARGET, 2),
+                    fmt(intake["ms"], 2),
+                    fmt(intake["ms"] / OVER_INTAKE_TARGET - intake["ms"], 2),
+                    fmt(delivery, 2),
+                )
+            )
         out.append(text)
 
     paced = next((row for row in rate_rows if row["config"] == "paced"), None)
     unpaced = next((row for row in rate_rows if row["config"] == "unpaced"), None)
     if paced and not (paced["replies_454"] == 0 and paced["fraction"] >= RATE_TARGET):
-        text = ("**SES 14/s: zero 454 replies, but %s msg/s = %s of the allowed rate instead of 90 %%.** Postfix paces a "
-                "destination with `smtp_destination_rate_delay` only, in whole seconds: its time parser knows s, m, h, d "
-                "and w and reads `72ms` as 72 minutes (what stalled delivery in an earlier version of this role), and "
-                "the queue manager, which forces the destination's concurrency to 1 when a delay is set, keeps its "
-                "timers in whole seconds. One paced destination therefore delivers at most one message per second, "
-                "so the plan writes `%s` for any rate of 1/s or more: never above the rate asked for."
-                % (fmt(paced["rate"], 2), pct(paced["fraction"]), rate_delay_of(results, "paced") or "?"))
+        text = (
+            "**SES 14/s: zero 454 replies, but %s msg/s = %s of the allowed rate instead of 90 %%.** Postfix paces a "
+            "destination with `smtp_destination_rate_delay` only, in whole seconds: its time parser knows s, m, h, d "
+            "and w and reads `72ms` as 72 minutes (what stalled delivery in an earlier version of this role), and "
+            "the queue manager, which forces the destination's concurrency to 1 when a delay is set, keeps its "
+            "timers in whole seconds. One paced destination therefore delivers at most one message per second, "
+            "so the plan writes `%s` for any rate of 1/s or more: never above the rate asked for."
+            % (fmt(paced["rate"], 2), pct(paced["fraction"]), rate_delay_of(results, "paced") or "?")
+        )
         if unpaced:
-            text += (" Without pacing, a single connection sent faster than 14/s: %d of %d messages got a 454 "
-                     "reply (%d delivered in the first pass, %d left deferred until a later queue run), so an "
-                     "unpaced relay is not an answer either."
-                     % (unpaced["replies_454"], unpaced["messages"], unpaced["delivered"], unpaced["queue_left"]))
-        text += (" Clones of the smtp transport, each a paced queue of its own, are measured as a prototype below "
-                 "(\"Pacing at a provider's rate\").")
+            text += (
+                " Without pacing, a single connection sent faster than 14/s: %d of %d messages got a 454 "
+                "reply (%d delivered in the first pass, %d left deferred until a later queue run), so an "
+                "unpaced relay is not an answer either."
+                % (unpaced["replies_454"], unpaced["messages"], unpaced["delivered"], unpaced["queue_left"])
+            )
+        text += (
+            " Clones of the smtp transport, each a paced queue of its own, are measured as a prototype below "
+            '("Pacing at a provider\'s rate").'
+        )
         out.append(text)
     out.extend(pacing_explanations(results))
     if not out:

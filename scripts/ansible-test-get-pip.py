@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Offline stand-in for the get-pip.py that ansible-test downloads.
 
 ansible-test bootstraps pip into the virtual environments of some sanity
@@ -5,6 +8,7 @@ tests by fetching get-pip.py from a host that is unreachable without the
 internet. Python's bundled ensurepip gives the same result, after which the
 requested packages install from the configured package index as usual.
 """
+
 import ensurepip
 import os
 import subprocess

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Count tasks and module invocations of a playbook run for the benchmarks, and time them.
 
 Writes JSON to the file named by BENCH_COUNT_FILE when the run ends. A module
@@ -13,6 +13,7 @@ was loaded (early in ansible-playbook's start) to the playbook's start, to each
 task's start and end, and to the end; with the controller process's own CPU
 seconds (RUSAGE_SELF) and its finished workers' (RUSAGE_CHILDREN) at the end.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,20 @@ requirements: [enable in ANSIBLE_CALLBACKS_ENABLED]
 """
 
 CONTROLLER_ONLY = {
-    "set_fact", "debug", "assert", "fail", "include_vars", "meta", "validate_argument_spec",
-    "include_tasks", "import_tasks", "include_role", "import_role", "group_by", "add_host", "pause",
+    "set_fact",
+    "debug",
+    "assert",
+    "fail",
+    "include_vars",
+    "meta",
+    "validate_argument_spec",
+    "include_tasks",
+    "import_tasks",
+    "include_role",
+    "import_role",
+    "group_by",
+    "add_host",
+    "pause",
 }
 
 
@@ -47,12 +60,12 @@ class CallbackModule(CallbackBase):
         super().__init__()
         self.tasks = 0
         self.handlers = 0
-        self.results = Counter()          # ok / changed / skipped / failed per task result
-        self.invocations = Counter()      # module name -> runs on hosts (loop items counted singly)
+        self.results = Counter()  # ok / changed / skipped / failed per task result
+        self.invocations = Counter()  # module name -> runs on hosts (loop items counted singly)
         self.controller_only = Counter()  # action name -> results answered by the controller
         self.loaded = time.monotonic()
         self.marks = {}
-        self.timeline = []                # [task name, action, start s, end s, status]
+        self.timeline = []  # [task name, action, start s, end s, status]
         self.current = None
 
     def _now(self):
@@ -129,13 +142,18 @@ class CallbackModule(CallbackBase):
         self.marks["cpu_self"] = round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 3)
         self.marks["cpu_workers"] = round(sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]), 3)
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump({
-                "tasks": self.tasks,
-                "handlers": self.handlers,
-                "results": dict(self.results),
-                "module_invocations": sum(self.invocations.values()),
-                "by_module": dict(sorted(self.invocations.items())),
-                "controller_only": dict(sorted(self.controller_only.items())),
-                "marks": self.marks,
-                "timeline": self.timeline,
-            }, handle, indent=1, sort_keys=True)
+            json.dump(
+                {
+                    "tasks": self.tasks,
+                    "handlers": self.handlers,
+                    "results": dict(self.results),
+                    "module_invocations": sum(self.invocations.values()),
+                    "by_module": dict(sorted(self.invocations.items())),
+                    "controller_only": dict(sorted(self.controller_only.items())),
+                    "marks": self.marks,
+                    "timeline": self.timeline,
+                },
+                handle,
+                indent=1,
+                sort_keys=True,
+            )

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -119,7 +119,10 @@ _value:
         - The SASL password map, one item of O(smarthost.postfix.postfix_config#module:sasl_maps)
           (secret, for its entries carry the passwords).
       type: dict
-      sample: {path: /etc/postfix/sasl_passwd, type: hash, entries: [{key: "[smtp.sendgrid.net]:587", username: apikey, password: "..."}]}
+      sample:
+        path: /etc/postfix/sasl_passwd
+        type: hash
+        entries: [{key: "[smtp.sendgrid.net]:587", username: apikey, password: "..."}]
     tables:
       description:
         - Other lookup tables for O(smarthost.postfix.postfix_config#module:tables), each with V(path),

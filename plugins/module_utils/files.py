@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Writing files the way a mail server's configuration needs: atomically, with mode and owner
@@ -28,12 +28,12 @@ import time
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError
 
 # Private work directories beside the files they concern (mkdtemp: 0700, same file system).
-ROLLBACK_PREFIX = '.smarthost-rollback-'
-POSTMAP_PREFIX = '.postmap-'
+ROLLBACK_PREFIX = ".smarthost-rollback-"
+POSTMAP_PREFIX = ".postmap-"
 # In a rollback directory, written once every copy is in it and before anything changes.
-MANIFEST = 'manifest.json'
+MANIFEST = "manifest.json"
 # tempfile's random part: eight characters of [a-z0-9_].
-_RANDOM_PART = r'[a-z0-9_]{8}'
+_RANDOM_PART = r"[a-z0-9_]{8}"
 # How long a run waits for another one to finish with a directory.
 LOCK_TIMEOUT = 300
 
@@ -49,8 +49,11 @@ def wanted_owner():
 
 def attributes_differ(path, mode, uid, gid):
     st = os.stat(path)
-    return (stat.S_IMODE(st.st_mode) != mode or (uid is not None and st.st_uid != uid)
-            or (gid is not None and st.st_gid != gid))
+    return (
+        stat.S_IMODE(st.st_mode) != mode
+        or (uid is not None and st.st_uid != uid)
+        or (gid is not None and st.st_gid != gid)
+    )
 
 
 def set_attributes(path, mode, uid, gid):
@@ -81,7 +84,7 @@ def locked(directories, timeout=LOCK_TIMEOUT):
     to leave behind), taken in sorted order so two runs never wait on each other in a circle, and
     re-entrant within the process (flock would otherwise block on a second descriptor of our own).
     """
-    paths = sorted(set(os.path.realpath(directory or '.') for directory in directories))
+    paths = sorted(set(os.path.realpath(directory or ".") for directory in directories))
     taken = []
     try:
         for path in paths:
@@ -110,8 +113,9 @@ def _acquire(path, timeout):
                 raise
             if time.monotonic() >= deadline:
                 os.close(fd)
-                raise Busy('another run has been changing %s for %d seconds; try again when it has finished'
-                           % (path, timeout)) from None
+                raise Busy(
+                    "another run has been changing %s for %d seconds; try again when it has finished" % (path, timeout)
+                ) from None
             time.sleep(0.02)
     _held[path] = [fd, 1]
 
@@ -126,11 +130,12 @@ def _release(path):
 
 # --------------------------------------------------------------------------- writing
 
+
 def private_copy(source, destination):
     """Copy source to destination created 0600 (never wider, not even briefly), with its times."""
     st = os.stat(source)
     fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as handle, open(source, 'rb') as original:
+    with os.fdopen(fd, "wb") as handle, open(source, "rb") as original:
         shutil.copyfileobj(original, handle)
         handle.flush()
         os.fsync(handle.fileno())
@@ -155,10 +160,10 @@ def atomic_write(path, data, mode, uid=None, gid=None):
     the content is never visible under the final name, nor readable by others, before it
     carries its final mode.
     """
-    directory = os.path.dirname(path) or '.'
-    fd, temp_path = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
+    directory = os.path.dirname(path) or "."
+    fd, temp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
     try:
-        with os.fdopen(fd, 'wb') as handle:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             if uid is not None:
@@ -183,9 +188,9 @@ def backup_file(path, mode=None):
     of the old password.
     """
     st = os.stat(path)
-    destination = '%s.%s.%s' % (path, os.getpid(), time.strftime('%Y-%m-%d@%H:%M:%S~'))
+    destination = "%s.%s.%s" % (path, os.getpid(), time.strftime("%Y-%m-%d@%H:%M:%S~"))
     fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, 'wb') as handle, open(path, 'rb') as source:
+    with os.fdopen(fd, "wb") as handle, open(path, "rb") as source:
         shutil.copyfileobj(source, handle)
         if os.geteuid() == 0:
             os.fchown(handle.fileno(), st.st_uid, st.st_gid)
@@ -200,18 +205,19 @@ def backup_file(path, mode=None):
 def read_text(path):
     """The text of a file as Postfix reads it (bytes that are not UTF-8 survive a round trip), '' when missing."""
     try:
-        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             return handle.read()
     except FileNotFoundError:
-        return ''
+        return ""
 
 
 # --------------------------------------------------------------------------- rollback directories
 
+
 def write_manifest(workdir, records):
     """Arm a rollback directory: records are {name, copy, mode, uid, gid} of files in its parent
     directory (copy None: the file did not exist). From now on an interrupted run is undone."""
-    atomic_write(os.path.join(workdir, MANIFEST), json.dumps(records).encode('utf-8'), 0o600)
+    atomic_write(os.path.join(workdir, MANIFEST), json.dumps(records).encode("utf-8"), 0o600)
 
 
 def disarm(workdir):
@@ -226,15 +232,15 @@ def restore_records(workdir, records):
     """Put back the files a rollback directory holds: bytes, mode, owner and times at once (rename)."""
     directory = os.path.dirname(workdir)
     for record in records:
-        path = os.path.join(directory, record['name'])
-        if record['copy'] is None:
+        path = os.path.join(directory, record["name"])
+        if record["copy"] is None:
             if os.path.lexists(path):
                 os.unlink(path)
             continue
-        copy = os.path.join(workdir, record['copy'])
+        copy = os.path.join(workdir, record["copy"])
         if not os.path.exists(copy):
             continue  # already put back by a restore that was itself interrupted
-        set_attributes(copy, record['mode'], record['uid'] if os.geteuid() == 0 else None, record['gid'])
+        set_attributes(copy, record["mode"], record["uid"] if os.geteuid() == 0 else None, record["gid"])
         os.rename(copy, path)
 
 
@@ -251,32 +257,36 @@ def recover(directory, names=(), check_mode=False):
     actions = []
 
     def did(done, to_do):
-        return 'would ' + to_do if check_mode else done
-    temp_re = re.compile(r'^\.(%s)\.%s$' % ('|'.join(re.escape(name) for name in names) or '(?!)', _RANDOM_PART))
+        return "would " + to_do if check_mode else done
+
+    temp_re = re.compile(r"^\.(%s)\.%s$" % ("|".join(re.escape(name) for name in names) or "(?!)", _RANDOM_PART))
     for name in sorted(os.listdir(directory)):
         path = os.path.join(directory, name)
-        if re.match(r'^%s%s$' % (re.escape(ROLLBACK_PREFIX), _RANDOM_PART), name) and os.path.isdir(path):
+        if re.match(r"^%s%s$" % (re.escape(ROLLBACK_PREFIX), _RANDOM_PART), name) and os.path.isdir(path):
             try:
-                with open(os.path.join(path, MANIFEST), encoding='utf-8') as handle:
+                with open(os.path.join(path, MANIFEST), encoding="utf-8") as handle:
                     records = json.load(handle)
             except (FileNotFoundError, ValueError):
                 records = None
             if records:
-                actions.append('%s %s as they were before an interrupted change (from %s)'
-                               % (did('put back', 'put back'), ', '.join(sorted(record['name'] for record in records)),
-                                  path))
+                actions.append(
+                    "%s %s as they were before an interrupted change (from %s)"
+                    % (did("put back", "put back"), ", ".join(sorted(record["name"] for record in records)), path)
+                )
                 if not check_mode:
                     restore_records(path, records)
             else:
-                actions.append('%s %s, left by an interrupted change that had not begun' % (did('removed', 'remove'), path))
+                actions.append(
+                    "%s %s, left by an interrupted change that had not begun" % (did("removed", "remove"), path)
+                )
             if not check_mode:
                 shutil.rmtree(path)
-        elif re.match(r'^%s%s$' % (re.escape(POSTMAP_PREFIX), _RANDOM_PART), name) and os.path.isdir(path):
-            actions.append('%s %s, left by an interrupted postmap' % (did('removed', 'remove'), path))
+        elif re.match(r"^%s%s$" % (re.escape(POSTMAP_PREFIX), _RANDOM_PART), name) and os.path.isdir(path):
+            actions.append("%s %s, left by an interrupted postmap" % (did("removed", "remove"), path))
             if not check_mode:
                 shutil.rmtree(path)
         elif temp_re.match(name) and os.path.isfile(path):
-            actions.append('%s %s, left by an interrupted write' % (did('removed', 'remove'), path))
+            actions.append("%s %s, left by an interrupted write" % (did("removed", "remove"), path))
             if not check_mode:
                 os.unlink(path)
     return actions

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What postfix_info reports about the host around Postfix: OS family, name, packages, service.
 
 These few facts let the relay role plan and skip its install and service steps without a
@@ -17,10 +17,10 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import f
 
 # os-release IDs (ID and ID_LIKE) of the families the relay role knows.
 OS_FAMILIES = (
-    ('Debian', ('debian', 'ubuntu')),
-    ('RedHat', ('rhel', 'fedora', 'centos', 'rocky', 'almalinux', 'ol', 'amzn')),
+    ("Debian", ("debian", "ubuntu")),
+    ("RedHat", ("rhel", "fedora", "centos", "rocky", "almalinux", "ol", "amzn")),
 )
-OS_RELEASE_FILES = ('/etc/os-release', '/usr/lib/os-release')
+OS_RELEASE_FILES = ("/etc/os-release", "/usr/lib/os-release")
 
 
 def parse_os_release(text):
@@ -28,30 +28,30 @@ def parse_os_release(text):
     fields = {}
     for line in text.splitlines():
         line = line.strip()
-        if not line or line.startswith('#') or '=' not in line:
+        if not line or line.startswith("#") or "=" not in line:
             continue
-        key, value = line.split('=', 1)
+        key, value = line.split("=", 1)
         try:
             words = shlex.split(value)
         except ValueError:
             words = [value]
-        fields[key] = ' '.join(words)
+        fields[key] = " ".join(words)
     return fields
 
 
 def os_family(fields):
     """'Debian' or 'RedHat' from os-release fields, else the ID as os-release spells it (or None)."""
-    ids = [fields.get('ID', '').lower()] + fields.get('ID_LIKE', '').lower().split()
+    ids = [fields.get("ID", "").lower()] + fields.get("ID_LIKE", "").lower().split()
     for family, members in OS_FAMILIES:
         if any(item in members for item in ids):
             return family
-    return fields.get('ID') or None
+    return fields.get("ID") or None
 
 
 def read_os_release(paths=OS_RELEASE_FILES):
     for path in paths:
         try:
-            with open(path, encoding='utf-8', errors='replace') as handle:
+            with open(path, encoding="utf-8", errors="replace") as handle:
                 return parse_os_release(handle.read())
         except FileNotFoundError:
             continue
@@ -61,7 +61,7 @@ def read_os_release(paths=OS_RELEASE_FILES):
 def host_names():
     """(fqdn, domain) as Ansible's facts derive them: socket.getfqdn() and what follows its first dot."""
     fqdn = socket.getfqdn()
-    return fqdn, fqdn.partition('.')[2]
+    return fqdn, fqdn.partition(".")[2]
 
 
 def package_versions(names, runner):
@@ -73,20 +73,20 @@ def package_versions(names, runner):
     if not names:
         return {}
     versions = dict.fromkeys(names)
-    dpkg_query = find_binary('dpkg-query')
+    dpkg_query = find_binary("dpkg-query")
     if dpkg_query:
         # Exit status 1 only says that some name is unknown; the known ones are still printed.
-        _rc, out, _err = runner([dpkg_query, '-W', '-f', '${Package}\t${db:Status-Abbrev}\t${Version}\n'] + names)
+        _rc, out, _err = runner([dpkg_query, "-W", "-f", "${Package}\t${db:Status-Abbrev}\t${Version}\n"] + names)
         for line in out.splitlines():
-            fields = line.split('\t')
-            if len(fields) == 3 and fields[0] in versions and fields[1].startswith('ii'):
+            fields = line.split("\t")
+            if len(fields) == 3 and fields[0] in versions and fields[1].startswith("ii"):
                 versions[fields[0]] = fields[2]
         return versions
-    rpm = find_binary('rpm')
+    rpm = find_binary("rpm")
     if rpm:
-        _rc, out, _err = runner([rpm, '-q', '--qf', '%{NAME}\t%{VERSION}-%{RELEASE}\n'] + names)
+        _rc, out, _err = runner([rpm, "-q", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n"] + names)
         for line in out.splitlines():
-            fields = line.split('\t')
+            fields = line.split("\t")
             if len(fields) == 2 and fields[0] in versions:
                 versions[fields[0]] = fields[1]
         return versions
@@ -99,21 +99,21 @@ def service_state(unit, runner):
     The same properties ansible.builtin.service reads, so the role can skip that task exactly
     when it would change nothing.
     """
-    systemctl = find_binary('systemctl')
-    if not systemctl or not os.path.isdir('/run/systemd/system'):
+    systemctl = find_binary("systemctl")
+    if not systemctl or not os.path.isdir("/run/systemd/system"):
         return None
-    rc, out, _err = runner([systemctl, 'show', unit, '--property=LoadState,ActiveState,UnitFileState'])
+    rc, out, _err = runner([systemctl, "show", unit, "--property=LoadState,ActiveState,UnitFileState"])
     if rc != 0:
         return None
-    props = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
-    if props.get('LoadState') != 'loaded':
-        return {'active': False, 'enabled': False}
-    return {'active': props.get('ActiveState') == 'active', 'enabled': props.get('UnitFileState') == 'enabled'}
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    if props.get("LoadState") != "loaded":
+        return {"active": False, "enabled": False}
+    return {"active": props.get("ActiveState") == "active", "enabled": props.get("UnitFileState") == "enabled"}
 
 
-SELINUX_ENFORCE = '/sys/fs/selinux/enforce'
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 # Where the relay role keeps the configuration of each OAuth 2.0 relay account (one JSON file each).
-OAUTH2_CONFIG_DIR = '/etc/smarthost-postfix/oauth2'
+OAUTH2_CONFIG_DIR = "/etc/smarthost-postfix/oauth2"
 
 
 def oauth2_accounts(directory=OAUTH2_CONFIG_DIR):
@@ -122,27 +122,27 @@ def oauth2_accounts(directory=OAUTH2_CONFIG_DIR):
         names = os.listdir(directory)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(name[:-len('.json')] for name in names if name.endswith('.json') and not name.startswith('.'))
+    return sorted(name[: -len(".json")] for name in names if name.endswith(".json") and not name.startswith("."))
 
 
 def selinux_mode(enforce_path=SELINUX_ENFORCE):
     """'enforcing', 'permissive' or 'disabled' (no selinuxfs mounted: no SELinux at all)."""
     try:
-        with open(enforce_path, encoding='ascii') as handle:
-            return 'enforcing' if handle.read().strip() == '1' else 'permissive'
+        with open(enforce_path, encoding="ascii") as handle:
+            return "enforcing" if handle.read().strip() == "1" else "permissive"
     except FileNotFoundError:
-        return 'disabled'
+        return "disabled"
 
 
-def parse_port_labels(text, port_type='smtp_port_t'):
+def parse_port_labels(text, port_type="smtp_port_t"):
     """TCP ports `semanage port -l` gives port_type, ranges expanded where they are small."""
     ports = set()
     for line in text.splitlines():
         fields = line.split(None, 2)
-        if len(fields) < 3 or fields[0] != port_type or fields[1] != 'tcp':
+        if len(fields) < 3 or fields[0] != port_type or fields[1] != "tcp":
             continue
-        for item in fields[2].replace(' ', '').split(','):
-            low, _dash, high = item.partition('-')
+        for item in fields[2].replace(" ", "").split(","):
+            low, _dash, high = item.partition("-")
             if low.isdigit() and (not high or high.isdigit()):
                 start, end = int(low), int(high or low)
                 ports.update(range(start, min(end, start + 1023) + 1))
@@ -151,10 +151,10 @@ def parse_port_labels(text, port_type='smtp_port_t'):
 
 def selinux_smtp_ports(runner):
     """Ports SELinux lets Postfix's smtp client connect to, or None where semanage is not installed."""
-    semanage = find_binary('semanage')
+    semanage = find_binary("semanage")
     if semanage is None:
         return None
-    rc, out, _err = runner([semanage, 'port', '-l'])
+    rc, out, _err = runner([semanage, "port", "-l"])
     return parse_port_labels(out) if rc == 0 else None
 
 
@@ -163,13 +163,13 @@ def describe_host(packages, runner):
     fqdn, domain = host_names()
     selinux = selinux_mode()
     return {
-        'os_family': os_family(read_os_release()),
-        'fqdn': fqdn,
-        'domain': domain,
-        'packages': package_versions(packages, runner),
-        'service': service_state('postfix', runner),
-        'selinux': selinux,
-        'selinux_smtp_ports': selinux_smtp_ports(runner) if selinux != 'disabled' else None,
-        'firewalld': service_state('firewalld', runner),
-        'oauth2_accounts': oauth2_accounts(),
+        "os_family": os_family(read_os_release()),
+        "fqdn": fqdn,
+        "domain": domain,
+        "packages": package_versions(packages, runner),
+        "service": service_state("postfix", runner),
+        "selinux": selinux,
+        "selinux_smtp_ports": selinux_smtp_ports(runner) if selinux != "disabled" else None,
+        "firewalld": service_state("firewalld", runner),
+        "oauth2_accounts": oauth2_accounts(),
     }

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Postfix lookup-table files: parse, plan, render, write, compile with postmap.
@@ -44,10 +44,10 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
 )
 
 # Tables searched top to bottom, where the first match wins: order of entries matters.
-FIRST_MATCH_TYPES = ('regexp', 'pcre', 'cidr')
+FIRST_MATCH_TYPES = ("regexp", "pcre", "cidr")
 # Tables whose key is a /pattern/ rather than a single word.
-PATTERN_TYPES = ('regexp', 'pcre')
-_WHITESPACE_RE = re.compile(r'\s')
+PATTERN_TYPES = ("regexp", "pcre")
+_WHITESPACE_RE = re.compile(r"\s")
 
 
 @dataclasses.dataclass
@@ -60,7 +60,7 @@ class Entry:
     line: int = None  # where it starts in the file it was read from
 
     def text(self):
-        return self.raw if self.raw is not None else '%s %s' % (self.key, self.value)
+        return self.raw if self.raw is not None else "%s %s" % (self.key, self.value)
 
 
 @dataclasses.dataclass
@@ -79,9 +79,9 @@ class Masks:
     """How a table is shown in a diff and in the result: before(key, value) and after(key, value)
     give the shown value, key(entry) how a key read from the file is shown. None shows it as is."""
 
-    before: typing.Optional[typing.Callable] = None
-    after: typing.Optional[typing.Callable] = None
-    key: typing.Optional[typing.Callable] = None
+    before: typing.Callable | None = None
+    after: typing.Callable | None = None
+    key: typing.Callable | None = None
 
 
 def key_identity(key, map_type):
@@ -92,13 +92,13 @@ def key_identity(key, map_type):
 
 def _split_pattern(line):
     """Split a regexp/pcre line into (pattern with delimiters and flags, rest)."""
-    start = 1 if line.startswith('!') else 0
+    start = 1 if line.startswith("!") else 0
     if len(line) <= start or line[start].isalnum() or line[start] in POSTFIX_SPACE:
         return None
     delimiter = line[start]
     index = start + 1
     while index < len(line):
-        if line[index] == '\\':
+        if line[index] == "\\":
             index += 2
             continue
         if line[index] == delimiter:
@@ -143,7 +143,7 @@ def parse_table(text, map_type):
         if is_continuation(line) and entry is not None:
             logical += line
             entry.value = split_entry(logical, map_type)[1]
-            entry.raw = '\n'.join([entry.raw] + skipped + [line])
+            entry.raw = "\n".join([entry.raw] + skipped + [line])
             skipped = []
             continue
         items.extend(skipped)
@@ -170,8 +170,8 @@ def _masked_comment(line, mask):
     """A comment that looks like a commented-out `key user:secret` entry, masked like one."""
     body = line.strip()[1:].strip()
     parts = body.split(None, 1)
-    if len(parts) == 2 and ':' in parts[1]:
-        return '# %s %s' % (parts[0], mask(parts[0], parts[1]))
+    if len(parts) == 2 and ":" in parts[1]:
+        return "# %s %s" % (parts[0], mask(parts[0], parts[1]))
     return line
 
 
@@ -185,53 +185,53 @@ def render_table(items, mask=None, shown_key=None):
             lines.append(_masked_comment(item, mask) if mask is not None and item.strip() else item)
         elif mask is not None:
             key = shown_key(item) if shown_key is not None else item.key
-            lines.append('%s %s' % (key, mask(item.key, item.value)))
+            lines.append("%s %s" % (key, mask(item.key, item.value)))
         else:
             lines.append(item.text())
-    return ''.join(line + '\n' for line in lines)
+    return "".join(line + "\n" for line in lines)
 
 
-def validate_entries(entries, map_type, state='present'):
+def validate_entries(entries, map_type, state="present"):
     """Check desired (key, value) pairs before anything is written; errors name the key."""
     seen = {}
     for key, value in entries:
         if not key or not key.strip():
-            raise ValidationError('an entry has an empty key')
+            raise ValidationError("an entry has an empty key")
         problem = text_problem(key)
         if problem:
-            raise ValidationError('entry %r: the key %s' % (key, problem))
+            raise ValidationError("entry %r: the key %s" % (key, problem))
         if key != key.strip():
-            raise ValidationError('entry %r: the key has leading or trailing whitespace' % key)
-        if key.startswith('#'):
-            raise ValidationError('entry %r: a key starting with # would be read as a comment' % key)
+            raise ValidationError("entry %r: the key has leading or trailing whitespace" % key)
+        if key.startswith("#"):
+            raise ValidationError("entry %r: a key starting with # would be read as a comment" % key)
         if map_type not in PATTERN_TYPES and _WHITESPACE_RE.search(key):
-            raise ValidationError('entry %r: %s table keys cannot contain whitespace' % (key, map_type))
+            raise ValidationError("entry %r: %s table keys cannot contain whitespace" % (key, map_type))
         if map_type in PATTERN_TYPES:
             pattern = _split_pattern(key)
             if pattern is None or pattern[1]:
-                raise ValidationError('entry %r: a %s key must be one /pattern/ with optional flags' % (key, map_type))
-        if map_type == 'cidr' and not _is_network(key):
-            raise ValidationError('entry %r: not an IP address or network/prefix without host bits' % key)
+                raise ValidationError("entry %r: a %s key must be one /pattern/ with optional flags" % (key, map_type))
+        if map_type == "cidr" and not _is_network(key):
+            raise ValidationError("entry %r: not an IP address or network/prefix without host bits" % key)
         identity = key_identity(key, map_type)
         if identity in seen:
-            raise ValidationError('entry %r is listed more than once (as %r)' % (key, seen[identity]))
+            raise ValidationError("entry %r is listed more than once (as %r)" % (key, seen[identity]))
         seen[identity] = key
-        if state != 'present':
+        if state != "present":
             continue
         if value is None or not value.strip():
-            raise ValidationError('entry %r: the value is empty' % key)
+            raise ValidationError("entry %r: the value is empty" % key)
         # Never the value itself: in a SASL map it holds the password.
         problem = text_problem(value)
         if problem:
-            raise ValidationError('entry %r: the value %s' % (key, problem))
+            raise ValidationError("entry %r: the value %s" % (key, problem))
 
 
-def table_entries(entries, map_type, state='present'):
+def table_entries(entries, map_type, state="present"):
     """Validate lookup_table entries and return [(key, value)] with values as postmap reads them."""
     pairs = []
     for entry in entries:
-        key = entry.get('key') or ''
-        value = entry.get('value')
+        key = entry.get("key") or ""
+        value = entry.get("value")
         pairs.append((key, None if value is None else strip_postfix_space(str(value))))
     validate_entries(pairs, map_type, state)
     return pairs
@@ -245,7 +245,7 @@ def _is_network(text):
     return True
 
 
-def ensure_table(items, desired, map_type, state='present', exclusive=False, merge=None):
+def ensure_table(items, desired, map_type, state="present", exclusive=False, merge=None):
     """Plan a table: the one comparison both map modules use.
 
     items: the parsed current file. desired: list of (key, value) in the wanted order.
@@ -265,7 +265,7 @@ def ensure_table(items, desired, map_type, state='present', exclusive=False, mer
             result.append(item)
             continue
         identity = key_identity(item.key, map_type)
-        managed = identity in wanted or (exclusive and state == 'present')
+        managed = identity in wanted or (exclusive and state == "present")
         if identity in seen:
             if not managed:
                 result.append(item)
@@ -277,7 +277,7 @@ def ensure_table(items, desired, map_type, state='present', exclusive=False, mer
             else:
                 result.append(item)
             continue
-        if state == 'absent':
+        if state == "absent":
             removed.append(item.key)
             continue
         value = wanted[identity][1]
@@ -288,13 +288,13 @@ def ensure_table(items, desired, map_type, state='present', exclusive=False, mer
         else:
             updated.append(item.key)
             result.append(Entry(item.key, value))
-    if state == 'present':
+    if state == "present":
         for identity, (key, value) in wanted.items():
             if identity not in seen:
                 added.append(key)
                 result.append(Entry(key, value))
     reordered = False
-    if state == 'present' and exclusive and map_type in FIRST_MATCH_TYPES:
+    if state == "present" and exclusive and map_type in FIRST_MATCH_TYPES:
         order = list(wanted)
         entries = [item for item in result if isinstance(item, Entry)]
         in_order = sorted(entries, key=lambda entry: order.index(key_identity(entry.key, map_type)))
@@ -308,6 +308,7 @@ def ensure_table(items, desired, map_type, state='present', exclusive=False, mer
 
 # --------------------------------------------------------------------------- files
 
+
 def compiled_state(postfix, path, map_type, items):
     """(differs, what the compiled map holds): differs is True when the compiled map is missing
     or holds other entries than the source items, judged by content (postmap -s), never by file
@@ -318,7 +319,7 @@ def compiled_state(postfix, path, map_type, items):
     if not os.path.exists(target):
         return True, None
     try:
-        held = _folded(postfix.dump_map('%s:%s' % (map_type, path)), map_type)
+        held = _folded(postfix.dump_map("%s:%s" % (map_type, path)), map_type)
     except PostfixError:
         return True, None  # unreadable: build it again
     return held != source_entries(items, map_type), held
@@ -341,15 +342,17 @@ def compile_table(postfix, path, map_type, mode, uid=None, gid=None, unless_hold
     stale). Returns whether the map was replaced.
     """
     target = compiled_path(path, map_type)
-    workdir = tempfile.mkdtemp(prefix=POSTMAP_PREFIX, dir=os.path.dirname(path) or '.')
+    workdir = tempfile.mkdtemp(prefix=POSTMAP_PREFIX, dir=os.path.dirname(path) or ".")
     try:
         source_copy = os.path.join(workdir, os.path.basename(path))
         private_copy(path, source_copy)
         with private_umask(), postfix.usable() as tools:
-            tools.postmap('%s:%s' % (map_type, source_copy))
+            tools.postmap("%s:%s" % (map_type, source_copy))
         built = compiled_path(source_copy, map_type)
-        if unless_holding is not None and _folded(postfix.dump_map('%s:%s' % (map_type, source_copy)),
-                                                  map_type) == unless_holding:
+        if (
+            unless_holding is not None
+            and _folded(postfix.dump_map("%s:%s" % (map_type, source_copy)), map_type) == unless_holding
+        ):
             return False
         set_attributes(built, mode, uid, gid)
         os.rename(built, target)
@@ -363,13 +366,27 @@ def resolve_map_type(postfix, requested=None):
     map_type = requested or postfix.default_database_type()
     available = postfix.map_types()
     if map_type not in available:
-        raise ValidationError('map type %s is not available on this host (postconf -m lists: %s)'
-                              % (map_type, ', '.join(available)))
+        raise ValidationError(
+            "map type %s is not available on this host (postconf -m lists: %s)" % (map_type, ", ".join(available))
+        )
     return map_type
 
 
-def manage_table(postfix, path, map_type, desired, state='present', exclusive=False, mode=0o644,
-                 check_mode=False, backup=False, merge=None, diff_masks=None, recover_first=True, want_diff=True):
+def manage_table(
+    postfix,
+    path,
+    map_type,
+    desired,
+    state="present",
+    exclusive=False,
+    mode=0o644,
+    check_mode=False,
+    backup=False,
+    merge=None,
+    diff_masks=None,
+    recover_first=True,
+    want_diff=True,
+):
     """Ensure a table file (and its compiled map) hold the desired entries: the routine
     behind both map modules.
 
@@ -380,23 +397,25 @@ def manage_table(postfix, path, map_type, desired, state='present', exclusive=Fa
     that already). Returns the module result plus a `diff` dict (None unless want_diff: rendering a
     100,000-entry map twice for a diff nobody asked for costs seconds) and `_warnings`.
     """
-    directory = os.path.dirname(path) or '.'
+    directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
-        raise ValidationError('directory %s does not exist' % directory)
+        raise ValidationError("directory %s does not exist" % directory)
     with locked([directory]):
         recovered = recover(directory, [os.path.basename(path)], check_mode) if recover_first else []
-        result = _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge,
-                                diff_masks, want_diff)
+        result = _manage_locked(
+            postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge, diff_masks, want_diff
+        )
     if recovered:
-        result['changed'] = True
-        result['_warnings'] = recovered + result['_warnings']
+        result["changed"] = True
+        result["_warnings"] = recovered + result["_warnings"]
     return result
 
 
-def _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge, diff_masks,
-                   want_diff):
+def _manage_locked(
+    postfix, path, map_type, desired, state, exclusive, mode, check_mode, backup, merge, diff_masks, want_diff
+):
     try:
-        with open(path, encoding='utf-8', errors='surrogateescape') as handle:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
             old_text = handle.read()
     except FileNotFoundError:
         old_text = None
@@ -416,40 +435,46 @@ def _manage_locked(postfix, path, map_type, desired, state, exclusive, mode, che
         compile_needed = True
     else:
         compile_needed, held = compiled_state(postfix, path, map_type, old_items)
-    compiled_attributes = (target is not None and not compile_needed and os.path.exists(target)
-                           and attributes_differ(target, mode, uid, gid))
+    compiled_attributes = (
+        target is not None
+        and not compile_needed
+        and os.path.exists(target)
+        and attributes_differ(target, mode, uid, gid)
+    )
 
     result = {
-        'changed': bool(content_changed or source_attributes or compile_needed or compiled_attributes),
-        'map': '%s:%s' % (map_type, path),
-        'type': map_type,
-        'keys_added': change.added,
-        'keys_removed': _shown_keys(change.removed, old_items, map_type, masks.key),
-        'keys_updated': _shown_keys(change.updated, old_items, map_type, masks.key),
-        'compiled': bool(compile_needed),
-        'backup_file': None,
-        'diff': {
-            'before_header': path,
-            'after_header': path,
-            'before': render_table(old_items, masks.before, masks.key) if old_text is not None else '',
-            'after': render_table(change.items, masks.after, masks.key),
-        } if want_diff else None,
-        '_warnings': [],
+        "changed": bool(content_changed or source_attributes or compile_needed or compiled_attributes),
+        "map": "%s:%s" % (map_type, path),
+        "type": map_type,
+        "keys_added": change.added,
+        "keys_removed": _shown_keys(change.removed, old_items, map_type, masks.key),
+        "keys_updated": _shown_keys(change.updated, old_items, map_type, masks.key),
+        "compiled": bool(compile_needed),
+        "backup_file": None,
+        "diff": {
+            "before_header": path,
+            "after_header": path,
+            "before": render_table(old_items, masks.before, masks.key) if old_text is not None else "",
+            "after": render_table(change.items, masks.after, masks.key),
+        }
+        if want_diff
+        else None,
+        "_warnings": [],
     }
     if check_mode:
         return result
     if content_changed:
         if backup and old_text is not None:
-            result['backup_file'] = backup_file(path, mode)
-        atomic_write(path, new_text.encode('utf-8', 'surrogateescape'), mode, uid, gid)
+            result["backup_file"] = backup_file(path, mode)
+        atomic_write(path, new_text.encode("utf-8", "surrogateescape"), mode, uid, gid)
     elif source_attributes:
         set_attributes(path, mode, uid, gid)
     if compile_needed:
         replaced = compile_table(postfix, path, map_type, mode, uid, gid, unless_holding=held)
         if not replaced:
             # postmap read the source as the map already held it: nothing was stale after all.
-            result['compiled'] = False
-            result['changed'] = bool(content_changed or source_attributes or attributes_differ(target, mode, uid, gid))
+            result["compiled"] = False
+            result["changed"] = bool(content_changed or source_attributes or attributes_differ(target, mode, uid, gid))
             if attributes_differ(target, mode, uid, gid):
                 set_attributes(target, mode, uid, gid)
     elif compiled_attributes:

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """What every module shares with Ansible: the runner, the exit path (where secrets are masked by
@@ -12,14 +12,16 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import S
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError, scrub
 
 # Ansible's own placeholder for a no_log option in the returned invocation.
-NO_LOG_PLACEHOLDER = 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+NO_LOG_PLACEHOLDER = "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER"
 
 
 def module_runner(module):
     """AnsibleModule.run_command without its $VAR and ~ expansion of arguments, which
     would rewrite Postfix's own $name references (e.g. `$myhostname`) before postconf sees them."""
+
     def run(cmd):
         return module.run_command(cmd, expand_user_and_vars=False)
+
     return run
 
 
@@ -46,13 +48,14 @@ def masked_params(params, spec, secrets=frozenset()):
     masked = {}
     for name, value in params.items():
         option = spec.get(name) or {}
-        if value is not None and (option.get('no_log') or (isinstance(value, str) and value in secrets)):
+        if value is not None and (option.get("no_log") or (isinstance(value, str) and value in secrets)):
             masked[name] = NO_LOG_PLACEHOLDER
-        elif option.get('options') and isinstance(value, dict):
-            masked[name] = masked_params(value, option['options'], secrets)
-        elif option.get('options') and isinstance(value, list):
-            masked[name] = [masked_params(item, option['options'], secrets) if isinstance(item, dict) else item
-                            for item in value]
+        elif option.get("options") and isinstance(value, dict):
+            masked[name] = masked_params(value, option["options"], secrets)
+        elif option.get("options") and isinstance(value, list):
+            masked[name] = [
+                masked_params(item, option["options"], secrets) if isinstance(item, dict) else item for item in value
+            ]
         else:
             masked[name] = value
     return masked
@@ -68,12 +71,12 @@ def run_and_exit(module, work, path=None, postfix=None):
     of postfix.warnings, passed on as module warnings) is, of every secret the module holds.
     """
     secrets = take_secrets(module)
-    invocation = {'module_args': masked_params(module.params, module.argument_spec, secrets)}
+    invocation = {"module_args": masked_params(module.params, module.argument_spec, secrets)}
 
     def warn_all(own=()):
         for warning in own:
             module.warn(warning)
-        for warning in (postfix.warnings if postfix is not None else []):
+        for warning in postfix.warnings if postfix is not None else []:
             module.warn(scrub(warning, secrets))
 
     try:
@@ -84,33 +87,43 @@ def run_and_exit(module, work, path=None, postfix=None):
     except PostfixError as exc:
         warn_all()
         stderr = scrub(exc.stderr, secrets)
-        module.fail_json(msg='%s: %s' % (exc.message, stderr) if stderr else exc.message, cmd=exc.cmd, rc=exc.rc,
-                         stderr=stderr, changed=bool(exc.applied), invocation=invocation)
+        module.fail_json(
+            msg="%s: %s" % (exc.message, stderr) if stderr else exc.message,
+            cmd=exc.cmd,
+            rc=exc.rc,
+            stderr=stderr,
+            changed=bool(exc.applied),
+            invocation=invocation,
+        )
     except OSError as exc:
         if path is None:
             raise
         warn_all()
-        module.fail_json(msg='cannot write %s: %s' % (path, exc), invocation=invocation)
-    warn_all(result.pop('_warnings', []))
-    diff = result.pop('diff')
+        module.fail_json(msg="cannot write %s: %s" % (path, exc), invocation=invocation)
+    warn_all(result.pop("_warnings", []))
+    diff = result.pop("diff")
     if module._diff:  # pylint: disable=protected-access
-        result['diff'] = diff
+        result["diff"] = diff
     module.exit_json(invocation=invocation, **result)
 
 
 def services_argument_spec():
     """The `services` option of the postconf and postfix_config modules (see doc_fragments/postconf.py)."""
-    flag = dict(type='str', choices=['y', 'n', '-'])
-    return dict(type='list', elements='dict', options=dict(
-        name=dict(type='str', required=True),
-        type=dict(type='str', default='unix', choices=list(SERVICE_TYPES)),
-        state=dict(type='str', default='present', choices=['present', 'absent']),
-        private=flag,
-        unpriv=flag,
-        chroot=flag,
-        wakeup=dict(type='str'),
-        maxproc=dict(type='str'),
-        command=dict(type='str'),
-        options=dict(type='dict'),
-        exclusive_options=dict(type='bool', default=False),
-    ))
+    flag = dict(type="str", choices=["y", "n", "-"])
+    return dict(
+        type="list",
+        elements="dict",
+        options=dict(
+            name=dict(type="str", required=True),
+            type=dict(type="str", default="unix", choices=list(SERVICE_TYPES)),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            private=flag,
+            unpriv=flag,
+            chroot=flag,
+            wakeup=dict(type="str"),
+            maxproc=dict(type="str"),
+            command=dict(type="str"),
+            options=dict(type="dict"),
+            exclusive_options=dict(type="bool", default=False),
+        ),
+    )

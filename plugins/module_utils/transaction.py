@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """One checked change of a Postfix instance: main.cf, master.cf and lookup tables together.
 
 Every part is planned first, so bad input fails before a file is touched. Then each file
@@ -27,7 +27,11 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.files import (
     restore_records,
     write_manifest,
 )
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import manage_table, resolve_map_type, table_entries
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
+    manage_table,
+    resolve_map_type,
+    table_entries,
+)
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import RESTART_PARAMETERS, PostfixError
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
     COMPILED_SUFFIXES,
@@ -39,8 +43,10 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import sasl
 
 SECRET_MODE = 0o600
 TABLE_MODE = 0o644
-REJECTED = ('postfix check rejected the new configuration, so the previous main.cf, master.cf and maps '
-            'are back in place and Postfix keeps running them. Postfix said')
+REJECTED = (
+    "postfix check rejected the new configuration, so the previous main.cf, master.cf and maps "
+    "are back in place and Postfix keeps running them. Postfix said"
+)
 
 
 class Snapshot:
@@ -54,11 +60,11 @@ class Snapshot:
     """
 
     def __init__(self):
-        self._saved = {}     # path -> copy, or None when the file did not exist
+        self._saved = {}  # path -> copy, or None when the file did not exist
         self._workdirs = {}  # directory -> (private directory for its copies, manifest records)
 
     def _workdir(self, path):
-        directory = os.path.dirname(path) or '.'
+        directory = os.path.dirname(path) or "."
         if directory not in self._workdirs:
             self._workdirs[directory] = (tempfile.mkdtemp(prefix=ROLLBACK_PREFIX, dir=directory), [])
         return self._workdirs[directory]
@@ -67,12 +73,12 @@ class Snapshot:
         if path in self._saved:
             return
         workdir, records = self._workdir(path)
-        record = {'name': os.path.basename(path), 'copy': None, 'mode': None, 'uid': None, 'gid': None}
+        record = {"name": os.path.basename(path), "copy": None, "mode": None, "uid": None, "gid": None}
         if os.path.lexists(path):
-            record['copy'] = str(len(self._saved))
-            st = private_copy(path, os.path.join(workdir, record['copy']))
+            record["copy"] = str(len(self._saved))
+            st = private_copy(path, os.path.join(workdir, record["copy"]))
             record.update(mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid)
-            self._saved[path] = os.path.join(workdir, record['copy'])
+            self._saved[path] = os.path.join(workdir, record["copy"])
         else:
             self._saved[path] = None
         records.append(record)
@@ -94,27 +100,31 @@ class Snapshot:
 def _table_specs(postfix, sasl_maps, tables):
     """Validated (path, type, pairs, mode, diff masks) of every table, in the order they are written."""
     specs, seen = [], set()
-    for kind, items in (('sasl', sasl_maps or []), ('table', tables or [])):
+    for kind, items in (("sasl", sasl_maps or []), ("table", tables or [])):
         for item in items:
-            path = item.get('path')
+            path = item.get("path")
             if not path:
-                raise ValidationError('every table needs a path')
+                raise ValidationError("every table needs a path")
             if path in seen:
-                raise ValidationError('table %s is listed more than once' % path)
+                raise ValidationError("table %s is listed more than once" % path)
             seen.add(path)
-            map_type = resolve_map_type(postfix, item.get('type'))
+            map_type = resolve_map_type(postfix, item.get("type"))
             try:
-                if kind == 'sasl':
-                    pairs = sasl_entries(item.get('entries') or [])
+                if kind == "sasl":
+                    pairs = sasl_entries(item.get("entries") or [])
                 else:
-                    pairs = table_entries(item.get('entries') or [], map_type)
+                    pairs = table_entries(item.get("entries") or [], map_type)
             except ValidationError as exc:
-                raise ValidationError('%s: %s' % (path, exc)) from None
-            specs.append({
-                'path': path, 'type': map_type, 'pairs': pairs,
-                'mode': SECRET_MODE if kind == 'sasl' else TABLE_MODE,
-                'masks': sasl_masks if kind == 'sasl' else None,
-            })
+                raise ValidationError("%s: %s" % (path, exc)) from None
+            specs.append(
+                {
+                    "path": path,
+                    "type": map_type,
+                    "pairs": pairs,
+                    "mode": SECRET_MODE if kind == "sasl" else TABLE_MODE,
+                    "masks": sasl_masks if kind == "sasl" else None,
+                }
+            )
     return specs
 
 
@@ -126,9 +136,19 @@ def stale_compiled_files(path, map_type):
 
 def _manage(postfix, spec, check_mode=False, backup=False, want_diff=False):
     """One table as a listed table is managed: exactly its entries, its mode, its diff masks."""
-    return manage_table(postfix, spec['path'], spec['type'], spec['pairs'], exclusive=True, mode=spec['mode'],
-                        check_mode=check_mode, backup=backup, diff_masks=spec['masks'], recover_first=False,
-                        want_diff=want_diff)
+    return manage_table(
+        postfix,
+        spec["path"],
+        spec["type"],
+        spec["pairs"],
+        exclusive=True,
+        mode=spec["mode"],
+        check_mode=check_mode,
+        backup=backup,
+        diff_masks=spec["masks"],
+        recover_first=False,
+        want_diff=want_diff,
+    )
 
 
 def _check(postfix):
@@ -136,16 +156,26 @@ def _check(postfix):
         postfix.check()
     except PostfixError as exc:
         # What Postfix said stays apart from our words: only it is scrubbed of secrets.
-        said = '; '.join(line.strip() for line in physical_lines(exc.stderr) if line.strip()) or 'rc %s' % exc.rc
+        said = "; ".join(line.strip() for line in physical_lines(exc.stderr) if line.strip()) or "rc %s" % exc.rc
         raise PostfixError(REJECTED, exc.cmd, exc.rc, said) from None
 
 
 def _directories(postfix, paths):
-    return sorted(set([postfix.config_directory()] + [os.path.dirname(path) or '.' for path in paths]))
+    return sorted(set([postfix.config_directory()] + [os.path.dirname(path) or "." for path in paths]))
 
 
-def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None, tables=None, allow_unknown=False,
-                        check=True, check_mode=False, backup=False, want_diff=True):
+def apply_configuration(
+    postfix,
+    parameters=None,
+    services=None,
+    sasl_maps=None,
+    tables=None,
+    allow_unknown=False,
+    check=True,
+    check_mode=False,
+    backup=False,
+    want_diff=True,
+):
     """Bring main.cf, master.cf and the listed tables to the requested state as one change.
 
     Tables hold exactly the listed entries (comments are kept). Returns the module result,
@@ -153,60 +183,74 @@ def apply_configuration(postfix, parameters=None, services=None, sasl_maps=None,
     every directory it writes in, and first finishes what a killed run left there.
     """
     specs = _table_specs(postfix, sasl_maps, tables)
-    directories = _directories(postfix, [spec['path'] for spec in specs])
+    directories = _directories(postfix, [spec["path"] for spec in specs])
     for directory in directories:
         if not os.path.isdir(directory):
-            raise ValidationError('directory %s does not exist' % directory)
+            raise ValidationError("directory %s does not exist" % directory)
     with locked(directories):
         recovered = []
         for directory in directories:
-            names = [os.path.basename(spec['path']) for spec in specs if (os.path.dirname(spec['path']) or '.') == directory]
+            names = [
+                os.path.basename(spec["path"]) for spec in specs if (os.path.dirname(spec["path"]) or ".") == directory
+            ]
             recovered += recover(directory, names, check_mode)
-        result = _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff)
-    result['_warnings'] = recovered + result['_warnings']
-    result['changed'] = result['changed'] or bool(recovered)
+        result = _apply_locked(
+            postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff
+        )
+    result["_warnings"] = recovered + result["_warnings"]
+    result["changed"] = result["changed"] or bool(recovered)
     return result
 
 
 def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff):
-    planned = {spec['path']: _manage(postfix, spec, check_mode=True, want_diff=want_diff) for spec in specs}
+    planned = {spec["path"]: _manage(postfix, spec, check_mode=True, want_diff=want_diff) for spec in specs}
     config = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown, check_mode=True)
-    stale = [name for spec in specs for name in stale_compiled_files(spec['path'], spec['type'])]
+    stale = [name for spec in specs for name in stale_compiled_files(spec["path"], spec["type"])]
 
-    changed_tables = [spec for spec in specs if planned[spec['path']]['changed']]
+    changed_tables = [spec for spec in specs if planned[spec["path"]]["changed"]]
     result = {
-        'changed': bool(changed_tables or config['changed'] or stale),
-        'changed_parameters': config['changed_parameters'],
-        'changed_services': config['changed_services'],
-        'restart_needed': any(name in RESTART_PARAMETERS for name in config['changed_parameters']),
-        'tables': {path: _table_summary(outcome) for path, outcome in planned.items()},
-        'removed_files': stale,
-        'backup_files': [],
-        'checked': False,
-        'diff': [outcome['diff'] for outcome in planned.values() if outcome['changed'] and outcome['diff']] + config['diff'],
-        '_warnings': [warning for outcome in planned.values() for warning in outcome['_warnings']],
+        "changed": bool(changed_tables or config["changed"] or stale),
+        "changed_parameters": config["changed_parameters"],
+        "changed_services": config["changed_services"],
+        "restart_needed": any(name in RESTART_PARAMETERS for name in config["changed_parameters"]),
+        "tables": {path: _table_summary(outcome) for path, outcome in planned.items()},
+        "removed_files": stale,
+        "backup_files": [],
+        "checked": False,
+        "diff": [outcome["diff"] for outcome in planned.values() if outcome["changed"] and outcome["diff"]]
+        + config["diff"],
+        "_warnings": [warning for outcome in planned.values() for warning in outcome["_warnings"]],
     }
-    if check_mode or not result['changed']:
+    if check_mode or not result["changed"]:
         return result
 
     snapshot = Snapshot()
     try:
         for spec in changed_tables:
-            for name in (spec['path'], compiled_path(spec['path'], spec['type'])):
+            for name in (spec["path"], compiled_path(spec["path"], spec["type"])):
                 if name:
                     snapshot.keep(name)
-        if config['changed']:
+        if config["changed"]:
             snapshot.keep(postfix.main_cf_path())
             snapshot.keep(postfix.master_cf_path())
         snapshot.arm()
         try:
             written = [_manage(postfix, spec, backup=backup) for spec in changed_tables]
-            applied = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown,
-                                backup=backup_file if backup else None, recover_first=False
-                                ) if config['changed'] else {'backup_files': {}}
-            if check and (changed_tables or config['changed']):
+            applied = (
+                configure(
+                    postfix,
+                    parameters=parameters,
+                    services=services,
+                    allow_unknown=allow_unknown,
+                    backup=backup_file if backup else None,
+                    recover_first=False,
+                )
+                if config["changed"]
+                else {"backup_files": {}}
+            )
+            if check and (changed_tables or config["changed"]):
                 _check(postfix)
-                result['checked'] = True
+                result["checked"] = True
         except BaseException as exc:
             snapshot.restore()
             if isinstance(exc, PostfixError):
@@ -216,13 +260,16 @@ def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, ch
         snapshot.discard()
 
     for outcome in written:
-        if outcome['backup_file']:
-            result['backup_files'].append(outcome['backup_file'])
-    result['backup_files'].extend(applied['backup_files'].values())
+        if outcome["backup_file"]:
+            result["backup_files"].append(outcome["backup_file"])
+    result["backup_files"].extend(applied["backup_files"].values())
     for name in stale:
         os.unlink(name)
     return result
 
 
 def _table_summary(outcome):
-    return {key: outcome[key] for key in ('map', 'type', 'changed', 'keys_added', 'keys_removed', 'keys_updated', 'compiled')}
+    return {
+        key: outcome[key]
+        for key in ("map", "type", "changed", "keys_added", "keys_removed", "keys_updated", "compiled")
+    }

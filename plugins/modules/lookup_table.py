@@ -1,7 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -196,7 +196,11 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.smarthost.postfix.plugins.module_utils.maps import manage_table, resolve_map_type, table_entries
+from ansible_collections.smarthost.postfix.plugins.module_utils.maps import (
+    manage_table,
+    resolve_map_type,
+    table_entries,
+)
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner, run_and_exit
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import TABLE_TYPES
@@ -205,39 +209,46 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import TAB
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type='path', required=True),
-            type=dict(type='str', choices=list(TABLE_TYPES)),
-            entries=dict(type='list', elements='dict', options=dict(
-                key=dict(type='str', required=True, no_log=False),
-                value=dict(type='str'),
-            )),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            exclusive=dict(type='bool', default=False),
-            mode=dict(type='str', default='0644'),
-            config_dir=dict(type='path'),
-            backup=dict(type='bool', default=False),
+            path=dict(type="path", required=True),
+            type=dict(type="str", choices=list(TABLE_TYPES)),
+            entries=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    key=dict(type="str", required=True, no_log=False),
+                    value=dict(type="str"),
+                ),
+            ),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            exclusive=dict(type="bool", default=False),
+            mode=dict(type="str", default="0644"),
+            config_dir=dict(type="path"),
+            backup=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    if not re.match(r'^0?[0-7]{3,4}$', module.params['mode']):
-        module.fail_json(msg='mode must be octal permissions such as "0644", got %r' % module.params['mode'])
-    postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
+    if not re.match(r"^0?[0-7]{3,4}$", module.params["mode"]):
+        module.fail_json(msg='mode must be octal permissions such as "0644", got %r' % module.params["mode"])
+    postfix = Postfix(module.params["config_dir"], runner=module_runner(module))
 
     def work():
-        map_type = resolve_map_type(postfix, module.params['type'])
-        pairs = table_entries(module.params['entries'] or [], map_type, module.params['state'])
+        map_type = resolve_map_type(postfix, module.params["type"])
+        pairs = table_entries(module.params["entries"] or [], map_type, module.params["state"])
         return manage_table(
-            postfix, module.params['path'], map_type, pairs,
-            state=module.params['state'],
-            exclusive=module.params['exclusive'],
-            mode=int(module.params['mode'], 8),
+            postfix,
+            module.params["path"],
+            map_type,
+            pairs,
+            state=module.params["state"],
+            exclusive=module.params["exclusive"],
+            mode=int(module.params["mode"], 8),
             check_mode=module.check_mode,
-            backup=module.params['backup'],
+            backup=module.params["backup"],
             want_diff=module._diff,  # pylint: disable=protected-access
         )
 
-    run_and_exit(module, work, path=module.params['path'], postfix=postfix)
+    run_and_exit(module, work, path=module.params["path"], postfix=postfix)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -1,11 +1,11 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 ---
 module: mail_trace
 short_description: Follow one message through the Postfix log and explain why it was not delivered
@@ -89,9 +89,9 @@ attributes:
 seealso:
   - module: smarthost.postfix.relay_probe
   - module: smarthost.postfix.queue_info
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: Send a test message
   ansible.builtin.command:
     argv: [/usr/sbin/sendmail, -t, -i]
@@ -118,9 +118,9 @@ EXAMPLES = r'''
     wait_for: sent
     timeout: 900
     log_source: journal
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 found:
   description: Whether the message appeared in the log.
   returned: always
@@ -194,7 +194,9 @@ reason:
   description: Postfix's explanation in parentheses - for a sent message the relay's 250 reply, otherwise why it failed.
   returned: always
   type: str
-  sample: "SASL authentication failed; server email-smtp.eu-west-1.amazonaws.com[52.18.1.2] said: 535 Authentication Credentials Invalid"
+  sample: >-
+    SASL authentication failed; server email-smtp.eu-west-1.amazonaws.com[52.18.1.2] said:
+    535 Authentication Credentials Invalid
 diagnosis:
   description: For a deferred, bounced or expired message, what the reason means; V(null) otherwise.
   returned: always
@@ -221,7 +223,8 @@ diagnosis:
         - V(no_worthy_mechs) - no SASL client mechanism installed (libsasl2-modules / cyrus-sasl-plain).
         - V(certificate_verify_failed) - the relay's certificate did not verify (CA file, clock, name).
         - V(auth_failed_535) - credentials rejected (SES needs SMTP credentials, not IAM keys).
-        - V(auth_required_530) - the relay wants a login and Postfix sent none (sasl_passwd key does not match relayhost).
+        - V(auth_required_530) - the relay wants a login and Postfix sent none (sasl_passwd key does not match
+          relayhost).
         - V(starttls_required_530) - the relay wants STARTTLS and Postfix did not use TLS.
         - V(connection_timeout) - no TCP connection (blocked port; 465 needs wrapper mode).
         - V(no_greeting) - connected but no SMTP greeting (465 without wrapper mode).
@@ -241,7 +244,8 @@ recipients:
   returned: always
   type: list
   elements: dict
-  sample: [{to: ops@example.com, status: sent, relay: "smtp.example.net[198.51.100.7]:587", dsn: 2.0.0, reason: "250 Ok"}]
+  sample:
+    - {to: ops@example.com, status: sent, relay: "smtp.example.net[198.51.100.7]:587", dsn: 2.0.0, reason: "250 Ok"}
 lines:
   description: The log lines that belong to the message, including TLS and SASL warnings of the delivery process.
   returned: always
@@ -258,7 +262,7 @@ log_source:
   returned: always
   type: str
   sample: /var/log/mail.log
-'''
+"""
 
 import datetime
 
@@ -272,39 +276,47 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import P
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            queue_id=dict(type='str'),
-            message_id=dict(type='str'),
-            log_source=dict(type='str', choices=['auto', 'file', 'journal'], default='auto'),
-            log_path=dict(type='path'),
-            config_dir=dict(type='path'),
-            since=dict(type='str'),
-            lookback=dict(type='int', default=3600),
-            timeout=dict(type='int', default=60),
-            wait_for=dict(type='str', choices=['attempt', 'sent'], default='attempt'),
+            queue_id=dict(type="str"),
+            message_id=dict(type="str"),
+            log_source=dict(type="str", choices=["auto", "file", "journal"], default="auto"),
+            log_path=dict(type="path"),
+            config_dir=dict(type="path"),
+            since=dict(type="str"),
+            lookback=dict(type="int", default=3600),
+            timeout=dict(type="int", default=60),
+            wait_for=dict(type="str", choices=["attempt", "sent"], default="attempt"),
         ),
-        mutually_exclusive=[('queue_id', 'message_id')],
-        required_one_of=[('queue_id', 'message_id')],
+        mutually_exclusive=[("queue_id", "message_id")],
+        required_one_of=[("queue_id", "message_id")],
         supports_check_mode=True,
     )
     params = module.params
-    message_id = params['message_id'].strip().strip('<>') if params['message_id'] else None
+    message_id = params["message_id"].strip().strip("<>") if params["message_id"] else None
     try:
-        since = window_start(params['since'], params['lookback'])
+        since = window_start(params["since"], params["lookback"])
     except ValueError as error:
         module.fail_json(msg=str(error))
     maillog_file = None
-    if params['log_source'] == 'auto' and not params['log_path']:
+    if params["log_source"] == "auto" and not params["log_path"]:
         try:
-            maillog_file = Postfix(params['config_dir'], runner=module_runner(module)).postconf('-h', 'maillog_file').strip() or None
+            maillog_file = (
+                Postfix(params["config_dir"], runner=module_runner(module)).postconf("-h", "maillog_file").strip()
+                or None
+            )
         except PostfixError:
             maillog_file = None  # Postfix < 3.4 or not installed: the syslog files and the journal remain
     try:
-        source = open_log_source(params['log_source'], params['log_path'], maillog_file)
+        source = open_log_source(params["log_source"], params["log_path"], maillog_file)
         source.start_at(since)
-        result = trace(source, queue_id=params['queue_id'], message_id=message_id, timeout=params['timeout'],
-                       wait_for=params['wait_for'])
+        result = trace(
+            source,
+            queue_id=params["queue_id"],
+            message_id=message_id,
+            timeout=params["timeout"],
+            wait_for=params["wait_for"],
+        )
     except OSError as error:
-        module.fail_json(msg='cannot read the mail log: %s' % error)
+        module.fail_json(msg="cannot read the mail log: %s" % error)
     module.exit_json(changed=False, log_source=source.describe(), since=since.isoformat() if since else None, **result)
 
 
@@ -314,13 +326,13 @@ def window_start(since, lookback, now=None):
         try:
             return parse_since(since)
         except ValueError as error:
-            raise ValueError('since: %s' % error)
+            raise ValueError("since: %s" % error) from None
     if lookback < 0:
-        raise ValueError('lookback: must be 0 or more seconds, not %d' % lookback)
+        raise ValueError("lookback: must be 0 or more seconds, not %d" % lookback)
     if lookback == 0:
         return None
     return (now or datetime.datetime.now(datetime.timezone.utc)) - datetime.timedelta(seconds=lookback)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ options:
         C(", ")). Whitespace runs are collapsed to one space, as Postfix itself prints values.
       - A value with a line break inside it (also U+2028 and the others some readers take for one)
         or a NUL is refused. Folded into one line, a relayhost of V([a]:587), a line break and
-        V(smtp_tls_security_level = none) would become a relayhost of junk next hops. Use a list for a multi-line value; white space
-        at the ends, such as the last newline of a YAML block, is dropped.
+        V(smtp_tls_security_level = none) would become a relayhost of junk next hops. Use a list for a
+        multi-line value; white space at the ends, such as the last newline of a YAML block, is dropped.
       - A value of V(null) removes the parameter from C(main.cf), so that Postfix's default applies.
       - With O(state=absent), the listed names are removed and their values are ignored.
     type: dict
@@ -178,26 +178,30 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import P
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config_dir=dict(type='path'),
-            parameters=dict(type='dict'),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
+            config_dir=dict(type="path"),
+            parameters=dict(type="dict"),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
             services=services_argument_spec(),
-            allow_unknown=dict(type='bool', default=False),
-            backup=dict(type='bool', default=False),
+            allow_unknown=dict(type="bool", default=False),
+            backup=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
-    run_and_exit(module, lambda: configure(
-        postfix,
-        parameters=module.params['parameters'],
-        state=module.params['state'],
-        services=module.params['services'],
-        allow_unknown=module.params['allow_unknown'],
-        check_mode=module.check_mode,
-        backup=module.backup_local if module.params['backup'] else None,
-    ), postfix=postfix)
+    postfix = Postfix(module.params["config_dir"], runner=module_runner(module))
+    run_and_exit(
+        module,
+        lambda: configure(
+            postfix,
+            parameters=module.params["parameters"],
+            state=module.params["state"],
+            services=module.params["services"],
+            allow_unknown=module.params["allow_unknown"],
+            check_mode=module.check_mode,
+            backup=module.backup_local if module.params["backup"] else None,
+        ),
+        postfix=postfix,
+    )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

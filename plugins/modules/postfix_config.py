@@ -1,7 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -83,7 +83,8 @@ options:
         default: []
         suboptions:
           key:
-            description: The next hop or sender the login is for, for example V([email-smtp.eu-west-1.amazonaws.com]:587).
+            description:
+              - The next hop or sender the login is for, for example V([email-smtp.eu-west-1.amazonaws.com]:587).
             type: str
             required: true
           username:
@@ -266,46 +267,71 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.transaction impo
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config_dir=dict(type='path'),
-            parameters=dict(type='dict'),
+            config_dir=dict(type="path"),
+            parameters=dict(type="dict"),
             services=services_argument_spec(),
-            sasl_maps=dict(type='list', elements='dict', default=[], options=dict(
-                path=dict(type='path', required=True),
-                type=dict(type='str', choices=list(SASL_MAP_TYPES)),
-                entries=dict(type='list', elements='dict', default=[], options=dict(
-                    key=dict(type='str', required=True, no_log=False),
-                    username=dict(type='str', required=True),
-                    password=dict(type='str', required=True, no_log=True),
-                )),
-            )),
-            tables=dict(type='list', elements='dict', default=[], options=dict(
-                path=dict(type='path', required=True),
-                type=dict(type='str', choices=list(TABLE_TYPES)),
-                entries=dict(type='list', elements='dict', default=[], options=dict(
-                    key=dict(type='str', required=True, no_log=False),
-                    value=dict(type='str', required=True),
-                )),
-            )),
-            allow_unknown=dict(type='bool', default=False),
-            check=dict(type='bool', default=True),
-            backup=dict(type='bool', default=False),
+            sasl_maps=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    path=dict(type="path", required=True),
+                    type=dict(type="str", choices=list(SASL_MAP_TYPES)),
+                    entries=dict(
+                        type="list",
+                        elements="dict",
+                        default=[],
+                        options=dict(
+                            key=dict(type="str", required=True, no_log=False),
+                            username=dict(type="str", required=True),
+                            password=dict(type="str", required=True, no_log=True),
+                        ),
+                    ),
+                ),
+            ),
+            tables=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    path=dict(type="path", required=True),
+                    type=dict(type="str", choices=list(TABLE_TYPES)),
+                    entries=dict(
+                        type="list",
+                        elements="dict",
+                        default=[],
+                        options=dict(
+                            key=dict(type="str", required=True, no_log=False),
+                            value=dict(type="str", required=True),
+                        ),
+                    ),
+                ),
+            ),
+            allow_unknown=dict(type="bool", default=False),
+            check=dict(type="bool", default=True),
+            backup=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
-    run_and_exit(module, lambda: apply_configuration(
-        postfix,
-        parameters=module.params['parameters'],
-        services=module.params['services'],
-        sasl_maps=module.params['sasl_maps'],
-        tables=module.params['tables'],
-        allow_unknown=module.params['allow_unknown'],
-        check=module.params['check'],
-        check_mode=module.check_mode,
-        backup=module.params['backup'],
-        want_diff=module._diff,  # pylint: disable=protected-access
-    ), path=postfix.config_dir or '/etc/postfix', postfix=postfix)
+    postfix = Postfix(module.params["config_dir"], runner=module_runner(module))
+    run_and_exit(
+        module,
+        lambda: apply_configuration(
+            postfix,
+            parameters=module.params["parameters"],
+            services=module.params["services"],
+            sasl_maps=module.params["sasl_maps"],
+            tables=module.params["tables"],
+            allow_unknown=module.params["allow_unknown"],
+            check=module.params["check"],
+            check_mode=module.check_mode,
+            backup=module.params["backup"],
+            want_diff=module._diff,  # pylint: disable=protected-access
+        ),
+        path=postfix.config_dir or "/etc/postfix",
+        postfix=postfix,
+    )
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

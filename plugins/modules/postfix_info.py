@@ -1,7 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ relayhost:
   type: str
   sample: "[email-smtp.eu-west-1.amazonaws.com]:587"
 main_cf_exists:
-  description: Whether C(main.cf) exists in the configuration directory (Debian's "No configuration" install writes none).
+  description:
+    - Whether C(main.cf) exists in the configuration directory (Debian's "No configuration" install writes none).
   returned: always
   type: bool
   sample: true
@@ -214,19 +215,19 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import P
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config_dir=dict(type='path'),
-            packages=dict(type='list', elements='str', default=[]),
+            config_dir=dict(type="path"),
+            packages=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
     runner = module_runner(module)
     try:
-        facts = describe(Postfix(module.params['config_dir'], runner=runner))
+        facts = describe(Postfix(module.params["config_dir"], runner=runner))
     except PostfixError as exc:
         module.fail_json(msg=str(exc), cmd=exc.cmd, rc=exc.rc, stderr=exc.stderr)
-    facts.update(describe_host(module.params['packages'], runner))
+    facts.update(describe_host(module.params["packages"], runner))
     module.exit_json(changed=False, **facts)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -1,11 +1,11 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 ---
 module: queue_info
 short_description: Report Postfix queue depth, deliveries by status and cause, service state and last delivery
@@ -104,9 +104,9 @@ attributes:
     platforms: posix
 seealso:
   - module: smarthost.postfix.mail_trace
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: Queue facts with thresholds
   smarthost.postfix.queue_info:
     max_queue_depth: 500
@@ -132,9 +132,9 @@ EXAMPLES = r'''
     interval: 5m
     textfile_path: /var/lib/prometheus/node-exporter/postfix.prom
   become: true
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 queues:
   description: Messages per queue.
   returned: always
@@ -304,7 +304,7 @@ textfile_path:
   returned: always
   type: str
   sample: /var/lib/prometheus/node-exporter/postfix.prom
-'''
+"""
 
 import datetime
 import time
@@ -316,35 +316,41 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.maillog import L
 from ansible_collections.smarthost.postfix.plugins.module_utils.module_support import module_runner
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
 from ansible_collections.smarthost.postfix.plugins.module_utils.queue import (
-    health_problems, queue_stats, read_queue, render_metrics, postfix_running, write_atomically)
+    health_problems,
+    postfix_running,
+    queue_stats,
+    read_queue,
+    render_metrics,
+    write_atomically,
+)
 
-DEFAULT_INTERVAL = '1h'
+DEFAULT_INTERVAL = "1h"
 
 
 def check_options(params, now):
     """The aware datetime deliveries are counted from; raises ValueError naming the option."""
-    if params['max_bounce_rate'] is not None and not 0 <= params['max_bounce_rate'] <= 1:
-        raise ValueError('max_bounce_rate: must be a share from 0 to 1, not %s' % params['max_bounce_rate'])
-    if params['bounce_rate_min_deliveries'] < 0:
-        raise ValueError('bounce_rate_min_deliveries: must be 0 or more, not %d' % params['bounce_rate_min_deliveries'])
-    if params['since']:
+    if params["max_bounce_rate"] is not None and not 0 <= params["max_bounce_rate"] <= 1:
+        raise ValueError("max_bounce_rate: must be a share from 0 to 1, not %s" % params["max_bounce_rate"])
+    if params["bounce_rate_min_deliveries"] < 0:
+        raise ValueError("bounce_rate_min_deliveries: must be 0 or more, not %d" % params["bounce_rate_min_deliveries"])
+    if params["since"]:
         try:
-            return parse_since(params['since'])
+            return parse_since(params["since"])
         except ValueError as error:
-            raise ValueError('since: %s' % error)
+            raise ValueError("since: %s" % error) from None
     try:
-        seconds = parse_interval(params['interval'] or DEFAULT_INTERVAL)
+        seconds = parse_interval(params["interval"] or DEFAULT_INTERVAL)
     except ValueError as error:
-        raise ValueError('interval: %s' % error)
+        raise ValueError("interval: %s" % error) from None
     return datetime.datetime.fromtimestamp(now - seconds, datetime.timezone.utc)
 
 
 def read_log(postfix, log_source, log_path, since, now):
     """(the window's deliveries, the last successful delivery, description of the log read); all None without a log."""
     maillog_file = None
-    if log_source == 'auto' and not log_path:
+    if log_source == "auto" and not log_path:
         try:
-            maillog_file = postfix.postconf('-h', 'maillog_file').strip() or None
+            maillog_file = postfix.postconf("-h", "maillog_file").strip() or None
         except PostfixError:
             maillog_file = None
     source = open_log_source(log_source, log_path, maillog_file)
@@ -357,18 +363,18 @@ def read_log(postfix, log_source, log_path, since, now):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config_dir=dict(type='path'),
-            log_source=dict(type='str', choices=list(LOG_SOURCES), default='auto'),
-            log_path=dict(type='path'),
-            interval=dict(type='str'),
-            since=dict(type='str'),
-            max_queue_depth=dict(type='int'),
-            max_oldest_age=dict(type='int'),
-            max_bounce_rate=dict(type='float'),
-            bounce_rate_min_deliveries=dict(type='int', default=20),
-            textfile_path=dict(type='path'),
+            config_dir=dict(type="path"),
+            log_source=dict(type="str", choices=list(LOG_SOURCES), default="auto"),
+            log_path=dict(type="path"),
+            interval=dict(type="str"),
+            since=dict(type="str"),
+            max_queue_depth=dict(type="int"),
+            max_oldest_age=dict(type="int"),
+            max_bounce_rate=dict(type="float"),
+            bounce_rate_min_deliveries=dict(type="int", default=20),
+            textfile_path=dict(type="path"),
         ),
-        mutually_exclusive=[('interval', 'since')],
+        mutually_exclusive=[("interval", "since")],
         supports_check_mode=True,
     )
     params = module.params
@@ -378,7 +384,7 @@ def main():
     except ValueError as error:
         module.fail_json(msg=str(error))
     runner = module_runner(module)
-    postfix = Postfix(params['config_dir'], runner=runner)
+    postfix = Postfix(params["config_dir"], runner=runner)
     try:
         messages, warnings = read_queue(postfix, runner)
     except PostfixError as error:
@@ -386,30 +392,48 @@ def main():
     stats = queue_stats(messages, now)
     service = postfix_running(postfix, runner)
     try:
-        deliveries, delivery, log_read = read_log(postfix, params['log_source'], params['log_path'], since, now)
+        deliveries, delivery, log_read = read_log(postfix, params["log_source"], params["log_path"], since, now)
     except OSError as error:
-        module.fail_json(msg='cannot read the mail log: %s' % error, **stats)
-    problems = health_problems(stats, service['running'], params['max_queue_depth'], params['max_oldest_age'],
-                               deliveries, params['max_bounce_rate'], params['bounce_rate_min_deliveries'])
-    result = dict(stats, service=service, deliveries=deliveries, last_delivery=delivery, log_source=log_read,
-                  healthy=not problems, problems=problems, warnings_postqueue=warnings,
-                  textfile_path=params['textfile_path'], changed=False)
-    if params['textfile_path']:
-        sent_at = datetime.datetime.fromisoformat(delivery['time']).timestamp() if delivery and delivery['time'] else None
-        content = render_metrics(stats, service['running'], not problems, sent_at, deliveries)
+        module.fail_json(msg="cannot read the mail log: %s" % error, **stats)
+    problems = health_problems(
+        stats,
+        service["running"],
+        params["max_queue_depth"],
+        params["max_oldest_age"],
+        deliveries,
+        params["max_bounce_rate"],
+        params["bounce_rate_min_deliveries"],
+    )
+    result = dict(
+        stats,
+        service=service,
+        deliveries=deliveries,
+        last_delivery=delivery,
+        log_source=log_read,
+        healthy=not problems,
+        problems=problems,
+        warnings_postqueue=warnings,
+        textfile_path=params["textfile_path"],
+        changed=False,
+    )
+    if params["textfile_path"]:
+        sent_at = (
+            datetime.datetime.fromisoformat(delivery["time"]).timestamp() if delivery and delivery["time"] else None
+        )
+        content = render_metrics(stats, service["running"], not problems, sent_at, deliveries)
         if module.check_mode:
             try:
-                with open(params['textfile_path']) as handle:
-                    result['changed'] = handle.read() != content
-            except (IOError, OSError):
-                result['changed'] = True
+                with open(params["textfile_path"]) as handle:
+                    result["changed"] = handle.read() != content
+            except OSError:
+                result["changed"] = True
         else:
             try:
-                result['changed'] = write_atomically(params['textfile_path'], content)
-            except (IOError, OSError) as error:
-                module.fail_json(msg='cannot write %s: %s' % (params['textfile_path'], error), **result)
+                result["changed"] = write_atomically(params["textfile_path"], content)
+            except OSError as error:
+                module.fail_json(msg="cannot write %s: %s" % (params["textfile_path"], error), **result)
     module.exit_json(**result)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

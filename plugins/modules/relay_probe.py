@@ -1,11 +1,11 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
-DOCUMENTATION = r'''
+DOCUMENTATION = r"""
 ---
 module: relay_probe
 short_description: Check that an SMTP relay will accept this host before Postfix is switched to it
@@ -110,9 +110,9 @@ seealso:
   - name: RFC 8314 (implicit TLS for submission)
     description: Port 465 and wrapper mode.
     link: https://www.rfc-editor.org/rfc/rfc8314
-'''
+"""
 
-EXAMPLES = r'''
+EXAMPLES = r"""
 - name: Refuse to switch to a relay that does not work from this host
   smarthost.postfix.relay_probe:
     host: email-smtp.eu-west-1.amazonaws.com
@@ -137,9 +137,9 @@ EXAMPLES = r'''
   ansible.builtin.debug:
     msg: "{{ probe.cause }}: {{ probe.remedy }}"
   when: not probe.ok
-'''
+"""
 
-RETURN = r'''
+RETURN = r"""
 ok:
   description: Whether every step succeeded (including authentication when O(username) was given).
   returned: always
@@ -301,11 +301,12 @@ authenticated:
   type: bool
   sample: true
 timings_ms:
-  description: Milliseconds per phase reached - C(dns), C(connect), C(tls) (STARTTLS and handshake), C(auth) - and C(total).
+  description:
+    - Milliseconds per phase reached - C(dns), C(connect), C(tls) (STARTTLS and handshake), C(auth) - and C(total).
   returned: always
   type: dict
   sample: {dns: 1.2, connect: 12.5, tls: 48.1, auth: 30.2, total: 121.7}
-'''
+"""
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -315,35 +316,50 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe impor
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            host=dict(type='str', required=True),
-            port=dict(type='int', default=587),
-            tls=dict(type='str', choices=list(TLS_MODES), default='auto'),
-            username=dict(type='str'),
-            password=dict(type='str', no_log=True),
-            oauth2=dict(type='dict', no_log=True),
-            ca_file=dict(type='path'),
-            verify=dict(type='bool', default=True),
-            server_name=dict(type='str'),
-            timeout=dict(type='int', default=10),
-            helo_name=dict(type='str'),
-            fail_on_error=dict(type='bool', default=True),
+            host=dict(type="str", required=True),
+            port=dict(type="int", default=587),
+            tls=dict(type="str", choices=list(TLS_MODES), default="auto"),
+            username=dict(type="str"),
+            password=dict(type="str", no_log=True),
+            oauth2=dict(type="dict", no_log=True),
+            ca_file=dict(type="path"),
+            verify=dict(type="bool", default=True),
+            server_name=dict(type="str"),
+            timeout=dict(type="int", default=10),
+            helo_name=dict(type="str"),
+            fail_on_error=dict(type="bool", default=True),
         ),
-        mutually_exclusive=[('password', 'oauth2')],
+        mutually_exclusive=[("password", "oauth2")],
         supports_check_mode=True,
     )
     params = module.params
     try:
-        result = probe(params['host'], port=params['port'], tls=params['tls'], username=params['username'],
-                       password=params['password'], ca_file=params['ca_file'], verify=params['verify'],
-                       server_name=params['server_name'], timeout=params['timeout'], helo_name=params['helo_name'],
-                       oauth2_token=oauth2_bearer(params['oauth2']) if params['oauth2'] else None)
+        result = probe(
+            params["host"],
+            port=params["port"],
+            tls=params["tls"],
+            username=params["username"],
+            password=params["password"],
+            ca_file=params["ca_file"],
+            verify=params["verify"],
+            server_name=params["server_name"],
+            timeout=params["timeout"],
+            helo_name=params["helo_name"],
+            oauth2_token=oauth2_bearer(params["oauth2"]) if params["oauth2"] else None,
+        )
     except ValueError as error:
         module.fail_json(msg=str(error))
-    if not result['ok'] and params['fail_on_error']:
-        summary = 'relay %s port %s: %s - %s (%s)' % (result['host'], result['port'], result['cause'], result['message'], result['remedy'])
+    if not result["ok"] and params["fail_on_error"]:
+        summary = "relay %s port %s: %s - %s (%s)" % (
+            result["host"],
+            result["port"],
+            result["cause"],
+            result["message"],
+            result["remedy"],
+        )
         module.fail_json(msg=summary, **result)
     module.exit_json(changed=False, **result)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -220,42 +220,49 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import keep
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type='path', default='/etc/postfix/sasl_passwd'),
-            entries=dict(type='list', elements='dict', options=dict(
-                key=dict(type='str', required=True, no_log=False),
-                username=dict(type='str'),
-                password=dict(type='str', no_log=True),
-            )),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
-            exclusive=dict(type='bool', default=False),
-            update_password=dict(type='str', default='always', choices=['always', 'on_create'], no_log=False),
-            type=dict(type='str', choices=list(SASL_MAP_TYPES)),
-            config_dir=dict(type='path'),
-            backup=dict(type='bool', default=False),
+            path=dict(type="path", default="/etc/postfix/sasl_passwd"),
+            entries=dict(
+                type="list",
+                elements="dict",
+                options=dict(
+                    key=dict(type="str", required=True, no_log=False),
+                    username=dict(type="str"),
+                    password=dict(type="str", no_log=True),
+                ),
+            ),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            exclusive=dict(type="bool", default=False),
+            update_password=dict(type="str", default="always", choices=["always", "on_create"], no_log=False),
+            type=dict(type="str", choices=list(SASL_MAP_TYPES)),
+            config_dir=dict(type="path"),
+            backup=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
-    entries = module.params['entries'] or []
+    entries = module.params["entries"] or []
 
-    postfix = Postfix(module.params['config_dir'], runner=module_runner(module))
+    postfix = Postfix(module.params["config_dir"], runner=module_runner(module))
 
     def work():
-        pairs = sasl_entries(entries, module.params['state'])
-        map_type = resolve_map_type(postfix, module.params['type'])
+        pairs = sasl_entries(entries, module.params["state"])
+        map_type = resolve_map_type(postfix, module.params["type"])
         return manage_table(
-            postfix, module.params['path'], map_type, pairs,
-            state=module.params['state'],
-            exclusive=module.params['exclusive'],
+            postfix,
+            module.params["path"],
+            map_type,
+            pairs,
+            state=module.params["state"],
+            exclusive=module.params["exclusive"],
             mode=0o600,
             check_mode=module.check_mode,
-            backup=module.params['backup'],
-            merge=keep_password if module.params['update_password'] == 'on_create' else None,
+            backup=module.params["backup"],
+            merge=keep_password if module.params["update_password"] == "on_create" else None,
             diff_masks=sasl_masks,
             want_diff=module._diff,  # pylint: disable=protected-access
         )
 
-    run_and_exit(module, work, path=module.params['path'], postfix=postfix)
+    run_and_exit(module, work, path=module.params["path"], postfix=postfix)
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

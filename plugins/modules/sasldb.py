@@ -1,7 +1,7 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -170,16 +170,21 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.sasldb import Sa
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type='path', required=True),
-            users=dict(type='list', elements='dict', default=[], options=dict(
-                name=dict(type='str', required=True),
-                password=dict(type='str', required=True, no_log=True),
-            )),
-            realm=dict(type='str'),
-            group=dict(type='str', default='postfix'),
-            config_file=dict(type='path'),
-            mechanisms=dict(type='list', elements='str', default=['PLAIN', 'LOGIN']),
-            state=dict(type='str', default='present', choices=['present', 'absent']),
+            path=dict(type="path", required=True),
+            users=dict(
+                type="list",
+                elements="dict",
+                default=[],
+                options=dict(
+                    name=dict(type="str", required=True),
+                    password=dict(type="str", required=True, no_log=True),
+                ),
+            ),
+            realm=dict(type="str"),
+            group=dict(type="str", default="postfix"),
+            config_file=dict(type="path"),
+            mechanisms=dict(type="list", elements="str", default=["PLAIN", "LOGIN"]),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
         ),
         supports_check_mode=True,
     )
@@ -189,25 +194,26 @@ def main():
         # PATH first, then the sbin directories get_bin_path always adds.
         binary = module.get_bin_path(cmd[0])
         if binary is None:
-            raise ValidationError('%s not found: install sasl2-bin (Debian) or cyrus-sasl (RHEL)' % cmd[0])
+            raise ValidationError("%s not found: install sasl2-bin (Debian) or cyrus-sasl (RHEL)" % cmd[0])
         return module.run_command([binary] + cmd[1:], data=data, binary_data=True, expand_user_and_vars=False)
 
     try:
-        group_id = grp.getgrnam(params['group']).gr_gid
+        group_id = grp.getgrnam(params["group"]).gr_gid
     except KeyError:
-        if params['state'] == 'present' and params['users']:
-            module.fail_json(msg='group %s does not exist (is Postfix installed?)' % params['group'])
+        if params["state"] == "present" and params["users"]:
+            module.fail_json(msg="group %s does not exist (is Postfix installed?)" % params["group"])
         group_id = None
 
-    db = SaslDb(params['path'], run, group_id=group_id, config_file=params['config_file'],
-                mechanisms=params['mechanisms'])
+    db = SaslDb(
+        params["path"], run, group_id=group_id, config_file=params["config_file"], mechanisms=params["mechanisms"]
+    )
 
     def work():
-        return manage_sasldb(db, params['users'], params['realm'], params['state'], module.check_mode)
+        return manage_sasldb(db, params["users"], params["realm"], params["state"], module.check_mode)
 
     # run_and_exit masks the users' passwords (no_log) in whatever saslpasswd2 printed.
-    run_and_exit(module, work, path=params['path'])
+    run_and_exit(module, work, path=params["path"])
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

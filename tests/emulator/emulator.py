@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """SMTP server that stands in for the smarthosts in smarthost.postfix's tests.
 
 It answers like a provider's submission endpoint: STARTTLS on the plain ports (AUTH only after
@@ -46,8 +46,12 @@ log = logging.getLogger("emulator")
 
 REPLY_AUTH_REQUIRED = "530 5.7.0 Authentication required"
 SELECTED_HEADERS = ("subject", "from", "to", "cc", "date", "message-id")
-TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-                "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
 MODE_POLL_SECONDS = 0.2
 AUTH_LINE_LIMIT = 12288
 # aiosmtpd's own size refusals, answered instead with the provider's text.
@@ -55,8 +59,15 @@ AIOSMTPD_TOO_MUCH_DATA = "552 Error: Too much mail data"
 AIOSMTPD_SIZE_PARAMETER = "552 Error: message size exceeds fixed maximum message size"
 # What a token must be issued for to be accepted by the provider's SMTP server.
 TOKEN_AUDIENCES = {"office365": "https://outlook.office365.com", "gmail": "https://mail.google.com/"}
-DN_NAMES = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
-            "localityName": "L", "stateOrProvinceName": "ST", "emailAddress": "emailAddress"}
+DN_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "emailAddress": "emailAddress",
+}
 
 
 def utc_stamp(ts):
@@ -132,9 +143,11 @@ class Providers:
     def certificate_provider(self, names, sni_provider):
         """Who a verified client certificate relays to without AUTH: the SNI's provider if it takes
         certificates, else the first provider that takes this certificate's names (or any name)."""
+
         def takes(provider):
             wanted = [n.lower() for n in self.entries[provider].get("client_certificate_names", [])]
             return not wanted or any(n in wanted for n in names)
+
         if sni_provider in self.certificate_takers:
             return sni_provider if takes(sni_provider) else None
         return next((p for p in self.certificate_takers if takes(p)), None)
@@ -254,8 +267,10 @@ class RecordLog:
 
     def __init__(self, directory):
         os.makedirs(directory, exist_ok=True)
-        self.fds = {kind: os.open(os.path.join(directory, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                    for kind, name in emulatorctl.RECORD_FILES.items()}
+        self.fds = {
+            kind: os.open(os.path.join(directory, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            for kind, name in emulatorctl.RECORD_FILES.items()
+        }
 
     def write(self, kind, record):
         os.write(self.fds[kind], (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8"))
@@ -295,8 +310,9 @@ class Emulator:
         with open(args.providers, encoding="utf-8") as handle:
             provider_data = json.load(handle)["providers"]
         self.clients = oauth.Clients(provider_data)
-        self.token_endpoint = oauth.TokenEndpoint(self.replies.data, provider_data, self.token_store,
-                                                  self.oauth_file.current, self.record_token_request)
+        self.token_endpoint = oauth.TokenEndpoint(
+            self.replies.data, provider_data, self.token_store, self.oauth_file.current, self.record_token_request
+        )
         self.listen = {
             "starttls": args.starttls_ports if args.starttls_ports is not None else self.providers.listen["starttls"],
             "implicit": args.implicit_ports if args.implicit_ports is not None else self.providers.listen["implicit"],
@@ -323,7 +339,9 @@ class Emulator:
 
     def _server_context(self, name, client_certificates=True):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(os.path.join(self.args.certs, name + ".crt"), os.path.join(self.args.certs, name + ".key"))
+        context.load_cert_chain(
+            os.path.join(self.args.certs, name + ".crt"), os.path.join(self.args.certs, name + ".key")
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1 are deprecated, and offered on purpose
             context.minimum_version = TLS_VERSIONS[self.args.tls_min]
@@ -350,7 +368,10 @@ class Emulator:
     def _mode_changed(self, mode):
         self.bucket = TokenBucket(mode["rate"], mode["burst"]) if mode["mode"] == "rate_limit" else None
         self.daily_passed = {}
-        print("emulator: mode %s" % json.dumps({k: v for k, v in mode.items() if k != "serial"}, sort_keys=True), flush=True)
+        print(
+            "emulator: mode %s" % json.dumps({k: v for k, v in mode.items() if k != "serial"}, sort_keys=True),
+            flush=True,
+        )
 
     @staticmethod
     def _settings_changed(settings):
@@ -375,15 +396,25 @@ class Emulator:
             for port in ports:
                 server = await loop.create_server(
                     lambda kind=kind, port=port: Session(self, kind, port),
-                    host=self.args.host, port=port, reuse_address=True, backlog=512,
-                    ssl=self.tls_context if kind == "implicit" else None)
+                    host=self.args.host,
+                    port=port,
+                    reuse_address=True,
+                    backlog=512,
+                    ssl=self.tls_context if kind == "implicit" else None,
+                )
                 self.servers.append(server)
 
     async def start_https(self):
         for port in self.listen["https"]:
-            server = await asyncio.start_server(self.token_endpoint.handle, host=self.args.host, port=port,
-                                                ssl=self.https_context, reuse_address=True, backlog=128,
-                                                limit=oauth.MAX_HEAD)
+            server = await asyncio.start_server(
+                self.token_endpoint.handle,
+                host=self.args.host,
+                port=port,
+                ssl=self.https_context,
+                reuse_address=True,
+                backlog=128,
+                limit=oauth.MAX_HEAD,
+            )
             self.https_servers.append(server)
 
     @staticmethod
@@ -452,9 +483,18 @@ class Emulator:
         await self.apply_settings()
         self.access_file.current()
         self.write_status()
-        print("emulator: listening on %s starttls=%s implicit=%s https=%s state=%s mode=%s" % (
-            self.args.host, ",".join(map(str, self.listen["starttls"])), ",".join(map(str, self.listen["implicit"])),
-            ",".join(map(str, self.listen["https"])), self.state_dir, self.mode_file.mode["mode"]), flush=True)
+        print(
+            "emulator: listening on %s starttls=%s implicit=%s https=%s state=%s mode=%s"
+            % (
+                self.args.host,
+                ",".join(map(str, self.listen["starttls"])),
+                ",".join(map(str, self.listen["implicit"])),
+                ",".join(map(str, self.listen["https"])),
+                self.state_dir,
+                self.mode_file.mode["mode"],
+            ),
+            flush=True,
+        )
         applied = (self.mode_file.mode, self.oauth_file.mode, self.access_file.mode)
         while not self.stopping.is_set():
             current = (self.mode_file.current(), self.oauth_file.current(), self.access_file.current())
@@ -485,22 +525,38 @@ class Emulator:
     def count_reply(self, session, reply, stage, **extra):
         now = time.time()
         record = {
-            "time": utc_stamp(now), "ts": now, "code": reply[:3], "reply": reply, "stage": stage,
-            "connection": session.connection_id, "peer": session.peer_host, "local_port": session.port,
-            "username": session.username, "provider": session.provider or session.sni_provider,
+            "time": utc_stamp(now),
+            "ts": now,
+            "code": reply[:3],
+            "reply": reply,
+            "stage": stage,
+            "connection": session.connection_id,
+            "peer": session.peer_host,
+            "local_port": session.port,
+            "username": session.username,
+            "provider": session.provider or session.sni_provider,
         }
         record.update(extra)
         session.replies[record["code"]] = session.replies.get(record["code"], 0) + 1
         self.records.write("replies", record)
 
-    def record_auth(self, session, mechanism, username, success, provider, named, reason, credentials_received,
-                    token=None):
+    def record_auth(
+        self, session, mechanism, username, success, provider, named, reason, credentials_received, token=None
+    ):
         now = time.time()
         record = {
-            "time": utc_stamp(now), "ts": now, "connection": session.connection_id,
-            "peer": session.peer_host, "local_port": session.port,
-            "mechanism": mechanism, "username": username, "success": success, "provider": provider,
-            "username_providers": named, "reason": reason, "credentials_received": credentials_received,
+            "time": utc_stamp(now),
+            "ts": now,
+            "connection": session.connection_id,
+            "peer": session.peer_host,
+            "local_port": session.port,
+            "mechanism": mechanism,
+            "username": username,
+            "success": success,
+            "provider": provider,
+            "username_providers": named,
+            "reason": reason,
+            "credentials_received": credentials_received,
         }
         record.update(token or {"token_status": None, "token_ref": None, "token_client_id": None})
         record.update(session.tls_facts())
@@ -544,8 +600,9 @@ class Emulator:
             reply = self.replies.text(case, scope, stage, server=self.args.hostname, sid=server.sid)
             self.count_reply(server, reply, "auth", attempted_username=username, provider=scope)
             return AuthResult(success=False, handled=False, message=reply)
-        return AuthResult(success=True, handled=False,
-                          message=self.authenticated(server, username, provider, mechanism, "password"))
+        return AuthResult(
+            success=True, handled=False, message=self.authenticated(server, username, provider, mechanism, "password")
+        )
 
     async def authenticate_xoauth2(self, session, blob):
         """AUTH XOAUTH2: a token issued here, not expired, of the provider, for this user=."""
@@ -561,20 +618,31 @@ class Emulator:
         # The server the client reached answers: the SNI's provider, else the token's, else the mailbox's.
         provider = hint or (issued or {}).get("provider") or self.clients.mailbox_owner.get((user or "").lower())
         name, _mode = self.mode_for(provider)
-        reason = {"valid": "ok", "expired": "token expired", "unknown": "token unknown", "malformed": "malformed",
-                  "foreign": "token of another provider or audience",
-                  "wrong_user": "user not allowed for token"}[status]
+        reason = {
+            "valid": "ok",
+            "expired": "token expired",
+            "unknown": "token unknown",
+            "malformed": "malformed",
+            "foreign": "token of another provider or audience",
+            "wrong_user": "user not allowed for token",
+        }[status]
         if status == "valid" and name == "auth_fail":
             reason = "mode auth_fail"
         success = reason == "ok"
-        facts = {"token_status": status, "token_ref": oauth.token_ref(token) if token else None,
-                 "token_client_id": (issued or {}).get("client_id")}
+        facts = {
+            "token_status": status,
+            "token_ref": oauth.token_ref(token) if token else None,
+            "token_client_id": (issued or {}).get("client_id"),
+        }
         if issued:
             facts["token_expires_in"] = round(issued["expires"] - time.time(), 1)
         self.record_auth(session, "XOAUTH2", user, success, provider if success else None, [], reason, True, facts)
         if success:
-            return AuthResult(success=True, handled=False,
-                              message=self.authenticated(session, user, provider, "XOAUTH2", "oauth2", facts))
+            return AuthResult(
+                success=True,
+                handled=False,
+                message=self.authenticated(session, user, provider, "XOAUTH2", "oauth2", facts),
+            )
         entry = self.replies.entry("xoauth2_failed", provider)
         if entry.get("challenge") is not None:
             # Google first answers a 334 with a JSON error and waits for the client's empty line.
@@ -601,8 +669,11 @@ class Emulator:
                 if allowed and session.sni_provider in (None, provider):
                     session.provider, session.access = provider, "ip"
                     return
-        if session.sni_provider and "certificate" in self.providers.entries[session.sni_provider].get("auth", []) \
-                and not self.providers.entries[session.sni_provider].get("username"):
+        if (
+            session.sni_provider
+            and "certificate" in self.providers.entries[session.sni_provider].get("auth", [])
+            and not self.providers.entries[session.sni_provider].get("username")
+        ):
             # A client that reached a no-AUTH relay but is not recognised: refused at RCPT, as Exchange does.
             session.provider, session.access = session.sni_provider, "denied"
 
@@ -625,10 +696,15 @@ class Emulator:
             addresses = [address] if stage == "rcpt" else [envelope.mail_from] + envelope.rcpt_tos
             failed = [a for a in addresses if not self.verified(a, mode)]
             if failed:
-                reply = self.replies.text("ses_not_verified", provider, region=mode["region"].upper(),
-                                          addresses=", ".join(failed))
-        elif name == "basic_auth_disabled" and mode["at"] == "mail" and stage == "mail" \
-                and session.mechanism in ("PLAIN", "LOGIN"):
+                reply = self.replies.text(
+                    "ses_not_verified", provider, region=mode["region"].upper(), addresses=", ".join(failed)
+                )
+        elif (
+            name == "basic_auth_disabled"
+            and mode["at"] == "mail"
+            and stage == "mail"
+            and session.mechanism in ("PLAIN", "LOGIN")
+        ):
             reply = self.replies.text("basic_auth_disabled", provider, "mail", **values)
         elif name == "daily_limit" and stage == (mode["at"] or self.replies.stage("daily_limit", provider)):
             # Counted where the limit is checked, so concurrent sessions never get more than `after` through.
@@ -663,8 +739,14 @@ class Emulator:
 
     def concurrency_rank(self, session):
         """0 for the longest-authenticated open session of this mailbox, 1 for the next, ..."""
-        peers = sorted((s for s in self.sessions if s.provider == session.provider and s.mailbox == session.mailbox
-                        and s.authed_at is not None), key=lambda s: s.authed_at)
+        peers = sorted(
+            (
+                s
+                for s in self.sessions
+                if s.provider == session.provider and s.mailbox == session.mailbox and s.authed_at is not None
+            ),
+            key=lambda s: s.authed_at,
+        )
         return peers.index(session) if session in peers else len(peers)
 
     @staticmethod
@@ -724,14 +806,26 @@ class Emulator:
         message_id = "%s-%08x" % (self.id_prefix, next(self.message_ids))
         headers, received = header_summary(envelope.original_content)
         record = {
-            "time": utc_stamp(now), "ts": now, "id": message_id, "connection": server.connection_id,
-            "peer": server.peer_host, "peer_port": server.peer_port, "local_port": server.port,
-            "ehlo": session.host_name, "username": server.username, "provider": server.provider,
-            "auth_mechanism": server.mechanism, "access": server.access,
-            "mail_from": envelope.mail_from, "rcpt_to": envelope.rcpt_tos,
-            "mail_options": envelope.mail_options, "headers": headers, "received_count": received,
+            "time": utc_stamp(now),
+            "ts": now,
+            "id": message_id,
+            "connection": server.connection_id,
+            "peer": server.peer_host,
+            "peer_port": server.peer_port,
+            "local_port": server.port,
+            "ehlo": session.host_name,
+            "username": server.username,
+            "provider": server.provider,
+            "auth_mechanism": server.mechanism,
+            "access": server.access,
+            "mail_from": envelope.mail_from,
+            "rcpt_to": envelope.rcpt_tos,
+            "mail_options": envelope.mail_options,
+            "headers": headers,
+            "received_count": received,
             "size": len(envelope.original_content),
-            "token_status": server.token.get("token_status"), "token_ref": server.token.get("token_ref"),
+            "token_status": server.token.get("token_status"),
+            "token_ref": server.token.get("token_ref"),
             "token_client_id": server.token.get("token_client_id"),
         }
         record.update(server.tls_facts())
@@ -813,10 +907,16 @@ class Session(SMTP):
 
     def tls_facts(self):
         cert = self.client_cert or {}
-        return {"tls": self.tls, "tls_version": self.tls_version, "tls_cipher": self.tls_cipher,
-                "sni": self.sni, "certificate": self.certificate,
-                "client_cert_subject": cert.get("subject"), "client_cert_issuer": cert.get("issuer"),
-                "client_cert_verified": cert.get("verified")}
+        return {
+            "tls": self.tls,
+            "tls_version": self.tls_version,
+            "tls_cipher": self.tls_cipher,
+            "sni": self.sni,
+            "certificate": self.certificate,
+            "client_cert_subject": cert.get("subject"),
+            "client_cert_issuer": cert.get("issuer"),
+            "client_cert_verified": cert.get("verified"),
+        }
 
     def _note_tls(self, transport):
         ssl_object = transport.get_extra_info("ssl_object")
@@ -828,10 +928,12 @@ class Session(SMTP):
         self.certificate = getattr(ssl_object, "emulator_certificate", "trusted")
         peer = ssl_object.getpeercert()
         if peer:
-            self.client_cert = {"subject": distinguished_name(peer.get("subject")),
-                                "issuer": distinguished_name(peer.get("issuer")),
-                                "verified": peer.get("issuer") in self.emulator.test_ca_subjects,
-                                "names": certificate_names(peer)}
+            self.client_cert = {
+                "subject": distinguished_name(peer.get("subject")),
+                "issuer": distinguished_name(peer.get("issuer")),
+                "verified": peer.get("issuer") in self.emulator.test_ca_subjects,
+                "names": certificate_names(peer),
+            }
 
     def connection_made(self, transport):
         if self.transport is None:
@@ -856,13 +958,26 @@ class Session(SMTP):
             self.emulator.sessions.discard(self)
             now = time.time()
             record = {
-                "time": utc_stamp(self.opened), "ts": self.opened, "closed": utc_stamp(now), "duration": round(now - self.opened, 3),
-                "connection": self.connection_id, "peer": self.peer_host, "peer_port": self.peer_port, "local_port": self.port,
-                "mode": self.mode_at_connect, "starttls_offered": self.starttls_offered,
+                "time": utc_stamp(self.opened),
+                "ts": self.opened,
+                "closed": utc_stamp(now),
+                "duration": round(now - self.opened, 3),
+                "connection": self.connection_id,
+                "peer": self.peer_host,
+                "peer_port": self.peer_port,
+                "local_port": self.port,
+                "mode": self.mode_at_connect,
+                "starttls_offered": self.starttls_offered,
                 "ehlo": self.session.host_name if self.session else None,
-                "auth_attempts": self.auth_tries, "username": self.username, "provider": self.provider,
-                "auth_mechanism": self.mechanism, "access": self.access, "token_status": self.token.get("token_status"),
-                "messages": self.messages, "replies": self.replies, "error": self.session_error,
+                "auth_attempts": self.auth_tries,
+                "username": self.username,
+                "provider": self.provider,
+                "auth_mechanism": self.mechanism,
+                "access": self.access,
+                "token_status": self.token.get("token_status"),
+                "messages": self.messages,
+                "replies": self.replies,
+                "error": self.session_error,
             }
             record.update(self.tls_facts())
             self.emulator.records.write("connections", record)
@@ -955,21 +1070,35 @@ def build_parser():
     here = os.path.dirname(os.path.abspath(__file__))
     parser = argparse.ArgumentParser(description="SMTP provider emulator for smarthost.postfix tests.")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--starttls-ports", type=parse_ports, help="comma-separated STARTTLS ports (default: providers.json listen)")
-    parser.add_argument("--implicit-ports", type=parse_ports, help="comma-separated implicit-TLS ports (default: providers.json listen)")
-    parser.add_argument("--https-ports", type=parse_ports,
-                        help="comma-separated ports of the OAuth token endpoints "
-                             "(default: providers.json listen; '' for none)")
-    parser.add_argument("--certs", default="/etc/emulator/certs",
-                        help="directory with server.crt/key, rogue.crt/key, "
-                             "and ca.crt/rogue-ca.crt for client certificates")
+    parser.add_argument(
+        "--starttls-ports", type=parse_ports, help="comma-separated STARTTLS ports (default: providers.json listen)"
+    )
+    parser.add_argument(
+        "--implicit-ports", type=parse_ports, help="comma-separated implicit-TLS ports (default: providers.json listen)"
+    )
+    parser.add_argument(
+        "--https-ports",
+        type=parse_ports,
+        help="comma-separated ports of the OAuth token endpoints (default: providers.json listen; '' for none)",
+    )
+    parser.add_argument(
+        "--certs",
+        default="/etc/emulator/certs",
+        help="directory with server.crt/key, rogue.crt/key, and ca.crt/rogue-ca.crt for client certificates",
+    )
     parser.add_argument("--state-dir", default=emulatorctl.state_dir(), help="records, settings and status files")
     parser.add_argument("--providers", default=os.path.join(here, "providers.json"))
     parser.add_argument("--replies", default=os.path.join(here, "replies.json"))
-    parser.add_argument("--mode", help="mode to start in (written to the mode file); default: the mode file's, else normal")
+    parser.add_argument(
+        "--mode", help="mode to start in (written to the mode file); default: the mode file's, else normal"
+    )
     parser.add_argument("--hostname", default="emulator", help="name in the greeting, EHLO reply and provider texts")
-    parser.add_argument("--tls-min", default="TLSv1", choices=sorted(TLS_VERSIONS),
-                        help="lowest TLS version accepted (default TLSv1: records show what clients choose)")
+    parser.add_argument(
+        "--tls-min",
+        default="TLSv1",
+        choices=sorted(TLS_VERSIONS),
+        help="lowest TLS version accepted (default TLSv1: records show what clients choose)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0, help="idle session timeout in seconds")
     parser.add_argument("--verbose", action="store_true", help="log every SMTP command (slow)")
     return parser

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Control and read the provider emulator's state directory (standard library only).
 
 Run inside the emulator container, e.g. ``docker exec emu emulatorctl mode throttle``.
@@ -50,13 +50,39 @@ RECORD_FILES = {
     "tokens": "tokens.jsonl",
 }
 
-MODES = ("normal", "auth_fail", "ses_sandbox", "throttle", "rate_limit", "no_starttls", "untrusted_cert", "down",
-         "basic_auth_disabled", "app_password_required", "daily_limit", "concurrency_limit", "send_as_denied",
-         "sender_identity", "try_again_later", "size_limit")
+MODES = (
+    "normal",
+    "auth_fail",
+    "ses_sandbox",
+    "throttle",
+    "rate_limit",
+    "no_starttls",
+    "untrusted_cert",
+    "down",
+    "basic_auth_disabled",
+    "app_password_required",
+    "daily_limit",
+    "concurrency_limit",
+    "send_as_denied",
+    "sender_identity",
+    "try_again_later",
+    "size_limit",
+)
 # Modes decided after the client identified itself; only these can be limited to some providers.
-PROVIDER_SCOPED_MODES = ("auth_fail", "ses_sandbox", "throttle", "rate_limit", "basic_auth_disabled",
-                         "app_password_required", "daily_limit", "concurrency_limit", "send_as_denied",
-                         "sender_identity", "try_again_later", "size_limit")
+PROVIDER_SCOPED_MODES = (
+    "auth_fail",
+    "ses_sandbox",
+    "throttle",
+    "rate_limit",
+    "basic_auth_disabled",
+    "app_password_required",
+    "daily_limit",
+    "concurrency_limit",
+    "send_as_denied",
+    "sender_identity",
+    "try_again_later",
+    "size_limit",
+)
 # The replies.json case each provider-specific mode answers with; a case without a default text
 # applies only to the providers it lists.
 MODE_CASES = {
@@ -147,8 +173,19 @@ def parse_mode(doc):
         doc = {"mode": doc}
     if not isinstance(doc, dict):
         raise ValueError("mode document must be a JSON object")
-    unknown = set(doc) - {"mode", "rate", "burst", "providers", "at", "verified", "region", "serial",
-                          "after", "max_connections", "max_size"}
+    unknown = set(doc) - {
+        "mode",
+        "rate",
+        "burst",
+        "providers",
+        "at",
+        "verified",
+        "region",
+        "serial",
+        "after",
+        "max_connections",
+        "max_size",
+    }
     if unknown:
         raise ValueError("unknown mode field(s): %s" % ", ".join(sorted(unknown)))
     name = doc.get("mode", "normal")
@@ -165,8 +202,10 @@ def parse_mode(doc):
         listed, has_default = _case_providers(MODE_CASES[name])
         missing = [p for p in providers if listed is not None and not has_default and p not in listed]
         if missing:
-            raise ValueError("%s has no reply text for %s in replies.json (it has: %s)"
-                             % (name, ", ".join(missing), ", ".join(listed)))
+            raise ValueError(
+                "%s has no reply text for %s in replies.json (it has: %s)"
+                % (name, ", ".join(missing), ", ".join(listed))
+            )
     mode["providers"] = providers
 
     if name == "rate_limit":
@@ -200,15 +239,17 @@ def parse_mode(doc):
     elif "region" in doc:
         raise ValueError("region applies only to the ses_sandbox mode")
 
-    for field, mode_name, minimum, default in (("after", "daily_limit", 0, 0),
-                                               ("max_connections", "concurrency_limit", 1,
-                                                EXCHANGE_CONCURRENT_CONNECTIONS),
-                                               ("max_size", "size_limit", 1, None)):
+    for field, mode_name, minimum, default in (
+        ("after", "daily_limit", 0, 0),
+        ("max_connections", "concurrency_limit", 1, EXCHANGE_CONCURRENT_CONNECTIONS),
+        ("max_size", "size_limit", 1, None),
+    ):
         if name == mode_name:
             if doc.get(field) is None and default is None:
                 raise ValueError("%s needs %s" % (name, field))
-            mode[field] = _whole_number(doc.get(field, default) if doc.get(field) is not None else default,
-                                        field, minimum)
+            mode[field] = _whole_number(
+                doc.get(field, default) if doc.get(field) is not None else default, field, minimum
+            )
         elif field in doc:
             raise ValueError("%s applies only to the %s mode" % (field, mode_name))
     return mode
@@ -226,8 +267,9 @@ def parse_oauth(doc):
     errors = oauth_error_modes()
     name = doc.get("mode", "normal")
     if name not in OAUTH_TRANSPORT_MODES and name not in errors:
-        raise ValueError("oauth mode must be one of %s, not %r"
-                         % (", ".join(list(OAUTH_TRANSPORT_MODES) + sorted(errors)), name))
+        raise ValueError(
+            "oauth mode must be one of %s, not %r" % (", ".join(list(OAUTH_TRANSPORT_MODES) + sorted(errors)), name)
+        )
     settings = {"mode": name}
     if isinstance(doc.get("serial"), int):
         settings["serial"] = doc["serial"]
@@ -241,16 +283,18 @@ def parse_oauth(doc):
         serving = [p for p in OAUTH_PROVIDERS if ENDPOINT_OF[p] in errors[name]]
         missing = [p for p in providers if p not in serving]
         if missing:
-            raise ValueError("the oauth error %s has no reply for %s (it has: %s)"
-                             % (name, ", ".join(missing), ", ".join(serving)))
+            raise ValueError(
+                "the oauth error %s has no reply for %s (it has: %s)" % (name, ", ".join(missing), ", ".join(serving))
+            )
     settings["providers"] = providers
     if name == "slow":
         settings["delay"] = _positive_number(doc.get("delay", DEFAULT_SLOW_DELAY), "delay")
     elif "delay" in doc:
         raise ValueError("delay applies only to the oauth mode slow")
     lifetime = doc.get("token_lifetime")
-    settings["token_lifetime"] = (DEFAULT_TOKEN_LIFETIME if lifetime is None
-                                  else _whole_number(lifetime, "token_lifetime", 1))
+    settings["token_lifetime"] = (
+        DEFAULT_TOKEN_LIFETIME if lifetime is None else _whole_number(lifetime, "token_lifetime", 1)
+    )
     return settings
 
 
@@ -274,8 +318,9 @@ def parse_access(doc):
     for provider, addresses in allow.items():
         if providers and "ip" not in providers.get(provider, {}).get("auth", []):
             takers = sorted(n for n, p in providers.items() if "ip" in p.get("auth", []))
-            raise ValueError("allow_ips: %s does not accept clients by address (these do: %s)"
-                             % (provider, ", ".join(takers)))
+            raise ValueError(
+                "allow_ips: %s does not accept clients by address (these do: %s)" % (provider, ", ".join(takers))
+            )
         checked = []
         for address in _string_list(addresses, "allow_ips.%s" % provider):
             try:
@@ -470,45 +515,74 @@ def build_parser():
     mode = commands.add_parser("mode", help="set the SMTP failure mode")
     mode.add_argument("name", choices=MODES)
     mode.add_argument("--providers", help="comma-separated providers the mode applies to (default all)")
-    mode.add_argument("--rate", type=float, help="rate_limit: messages per second (default %g, SES's)" % SES_DEFAULT_RATE)
+    mode.add_argument(
+        "--rate", type=float, help="rate_limit: messages per second (default %g, SES's)" % SES_DEFAULT_RATE
+    )
     mode.add_argument("--burst", type=float, help="rate_limit: bucket size (default: one second's worth)")
     stages = sorted({stage for choices, _default in AT_CHOICES.values() for stage in choices})
-    mode.add_argument("--at", choices=stages,
-                      help="stage: ses_sandbox rcpt|data (default data); basic_auth_disabled auth|mail (default auth); "
-                           "daily_limit mail|rcpt|data_command|data (default: the provider's); "
-                           "try_again_later ehlo|mail (default mail)")
-    mode.add_argument("--verified", help="ses_sandbox, send_as_denied, sender_identity: comma-separated "
-                                         "addresses or @domains that pass")
+    mode.add_argument(
+        "--at",
+        choices=stages,
+        help="stage: ses_sandbox rcpt|data (default data); basic_auth_disabled auth|mail (default auth); "
+        "daily_limit mail|rcpt|data_command|data (default: the provider's); "
+        "try_again_later ehlo|mail (default mail)",
+    )
+    mode.add_argument(
+        "--verified",
+        help="ses_sandbox, send_as_denied, sender_identity: comma-separated addresses or @domains that pass",
+    )
     mode.add_argument("--region", help="ses_sandbox: region named in the reply (default us-east-1)")
-    mode.add_argument("--after", type=int,
-                      help="daily_limit: messages accepted per provider before the limit (default 0)")
-    mode.add_argument("--max-connections", type=int, dest="max_connections",
-                      help="concurrency_limit: concurrent sessions per mailbox (default %d, Exchange Online's)"
-                           % EXCHANGE_CONCURRENT_CONNECTIONS)
+    mode.add_argument(
+        "--after", type=int, help="daily_limit: messages accepted per provider before the limit (default 0)"
+    )
+    mode.add_argument(
+        "--max-connections",
+        type=int,
+        dest="max_connections",
+        help="concurrency_limit: concurrent sessions per mailbox (default %d, Exchange Online's)"
+        % EXCHANGE_CONCURRENT_CONNECTIONS,
+    )
     mode.add_argument("--max-size", type=int, dest="max_size", help="size_limit: largest message in bytes")
 
     oauth = commands.add_parser("oauth", help="set the OAuth token endpoint's mode and token lifetime")
-    oauth.add_argument("name", metavar="MODE",
-                       help="normal, down, slow, http_500, http_503, or an error: %s"
-                            % ", ".join(sorted(oauth_error_modes())))
+    oauth.add_argument(
+        "name",
+        metavar="MODE",
+        help="normal, down, slow, http_500, http_503, or an error: %s" % ", ".join(sorted(oauth_error_modes())),
+    )
     oauth.add_argument("--providers", help="comma-separated office365,gmail (default both)")
     oauth.add_argument("--delay", type=float, help="slow: seconds before each answer (default %g)" % DEFAULT_SLOW_DELAY)
-    oauth.add_argument("--token-lifetime", type=int, dest="token_lifetime",
-                       help="seconds a new token lives (default %d; kept until set again)" % DEFAULT_TOKEN_LIFETIME)
+    oauth.add_argument(
+        "--token-lifetime",
+        type=int,
+        dest="token_lifetime",
+        help="seconds a new token lives (default %d; kept until set again)" % DEFAULT_TOKEN_LIFETIME,
+    )
 
     access = commands.add_parser("access", help="set who may relay without AUTH (replaces the previous setting)")
-    access.add_argument("--allow-ips", type=_allow_ips, action="append", default=[], dest="allow_ips",
-                        metavar="PROVIDER=IP[,IP...]",
-                        help="addresses or networks a provider accepts without AUTH (office365_connector, "
-                             "google_workspace_relay); repeatable")
-    access.add_argument("--require-client-cert", action="store_true", dest="require_client_cert",
-                        help="accept no client by address: a verified client certificate only")
+    access.add_argument(
+        "--allow-ips",
+        type=_allow_ips,
+        action="append",
+        default=[],
+        dest="allow_ips",
+        metavar="PROVIDER=IP[,IP...]",
+        help="addresses or networks a provider accepts without AUTH (office365_connector, "
+        "google_workspace_relay); repeatable",
+    )
+    access.add_argument(
+        "--require-client-cert",
+        action="store_true",
+        dest="require_client_cert",
+        help="accept no client by address: a verified client certificate only",
+    )
 
     commands.add_parser("show-mode", help="print the SMTP mode in force")
     commands.add_parser("show-oauth", help="print the token endpoint's settings in force")
     commands.add_parser("show-access", help="print the access settings in force")
-    commands.add_parser("status",
-                        help="print what the running server reports (pid, ports, listening, applied settings)")
+    commands.add_parser(
+        "status", help="print what the running server reports (pid, ports, listening, applied settings)"
+    )
     commands.add_parser("reset", help="empty every record file")
     records = commands.add_parser("records", help="print records as a JSON array")
     records.add_argument("kind", nargs="?", default="messages", choices=sorted(RECORD_FILES))
@@ -527,8 +601,10 @@ def _set(directory, kind, doc):
         print("emulatorctl: %s" % error, file=sys.stderr)
         return None, 2
     if not wait_until_applied(directory, result, kind=kind):
-        print("emulatorctl: no running emulator applied the %s settings yet; they apply when one starts" % kind,
-              file=sys.stderr)
+        print(
+            "emulatorctl: no running emulator applied the %s settings yet; they apply when one starts" % kind,
+            file=sys.stderr,
+        )
     return result, 0
 
 
@@ -537,8 +613,7 @@ def main(argv=None):
     directory = state_dir(args.dir)
     if args.command == "mode":
         doc = {"mode": args.name}
-        for field in ("rate", "burst", "providers", "at", "verified", "region", "after", "max_connections",
-                      "max_size"):
+        for field in ("rate", "burst", "providers", "at", "verified", "region", "after", "max_connections", "max_size"):
             if getattr(args, field) is not None:
                 doc[field] = getattr(args, field)
         result, status = _set(directory, "mode", doc)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Rough throughput check of the emulator: N client processes, STARTTLS + AUTH, M messages each.
 
     loadgen.py --port 587 --ca CERTS/ca.crt [--connections 4] [--messages 2000]
@@ -23,7 +23,11 @@ import ssl
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BODY = "From: load@example.test\r\nTo: sink@example.net\r\nSubject: load {n}\r\nX-Test-Tag: load\r\n\r\n" + "x" * 900 + "\r\n"
+BODY = (
+    "From: load@example.test\r\nTo: sink@example.net\r\nSubject: load {n}\r\nX-Test-Tag: load\r\n\r\n"
+    + "x" * 900
+    + "\r\n"
+)
 
 
 def worker(options, count, queue):
@@ -63,7 +67,10 @@ def main():
     options = parser.parse_args()
 
     queue = multiprocessing.Queue()
-    shares = [options.messages // options.connections + (i < options.messages % options.connections) for i in range(options.connections)]
+    shares = [
+        options.messages // options.connections + (i < options.messages % options.connections)
+        for i in range(options.connections)
+    ]
     processes = [multiprocessing.Process(target=worker, args=(options, share, queue)) for share in shares]
     started = time.monotonic()
     for process in processes:
@@ -75,8 +82,18 @@ def main():
     for process in processes:
         process.join()
     seconds = time.monotonic() - started
-    print(json.dumps({"messages": options.messages, "connections": options.connections, "per_connection": options.per_connection,
-                      "seconds": round(seconds, 2), "messages_per_second": round(options.messages / seconds, 1), "replies": replies}))
+    print(
+        json.dumps(
+            {
+                "messages": options.messages,
+                "connections": options.connections,
+                "per_connection": options.per_connection,
+                "seconds": round(seconds, 2),
+                "messages_per_second": round(options.messages / seconds, 1),
+                "replies": replies,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """OAuth 2.0 for the provider emulator: the token endpoints and the tokens they issue.
 
 Two endpoints on one HTTPS port, told apart by path as the real ones are by host:
@@ -46,9 +46,17 @@ READ_TIMEOUT = 30.0
 TOKENS_FILE = "issued-tokens.json"
 # Expired tokens are kept this long, so a late use is reported as expired rather than unknown.
 EXPIRED_KEPT_SECONDS = 86400
-HTTP_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-                411: "Length Required", 413: "Payload Too Large", 500: "Internal Server Error",
-                503: "Service Unavailable"}
+HTTP_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def token_ref(token):
@@ -108,14 +116,18 @@ class Clients:
             self.tenants[office365["tenant_domain"].lower()] = tenant
             for app in [office365] + office365.get("extra_clients", []):
                 self.microsoft[app["client_id"].lower()] = {
-                    "client_id": app["client_id"], "secret": app["client_secret"], "tenant": tenant,
+                    "client_id": app["client_id"],
+                    "secret": app["client_secret"],
+                    "tenant": tenant,
                     "mailboxes": [m.lower() for m in app.get("mailboxes", [])],
                 }
         gmail = providers.get("gmail", {}).get("oauth2")
         if gmail:
             self.google[gmail["client_id"]] = {
-                "client_id": gmail["client_id"], "secret": gmail["client_secret"],
-                "refresh_tokens": {gmail["refresh_token"]: gmail["account"].lower()}, "scope": gmail["scope"],
+                "client_id": gmail["client_id"],
+                "secret": gmail["client_secret"],
+                "refresh_tokens": {gmail["refresh_token"]: gmail["account"].lower()},
+                "scope": gmail["scope"],
             }
         self.mailbox_owner = {}
         for app in self.microsoft.values():
@@ -145,15 +157,35 @@ class TokenStore:
         if provider == "office365":
             # A JWT-shaped token, as Entra ID issues; signed with nothing anyone could verify.
             header = {"typ": "JWT", "alg": "RS256", "kid": "smarthost-emulator"}
-            claims = {"aud": audience, "iss": "https://sts.windows.net/%s/" % subject, "iat": int(now),
-                      "nbf": int(now), "exp": int(now + lifetime), "appid": client_id, "tid": subject,
-                      "roles": ["SMTP.SendAsApp"], "ver": "1.0", "jti": secrets.token_hex(8)}
-            token = ".".join([_b64url(json.dumps(header).encode()), _b64url(json.dumps(claims).encode()),
-                              _b64url(secrets.token_bytes(64))])
+            claims = {
+                "aud": audience,
+                "iss": "https://sts.windows.net/%s/" % subject,
+                "iat": int(now),
+                "nbf": int(now),
+                "exp": int(now + lifetime),
+                "appid": client_id,
+                "tid": subject,
+                "roles": ["SMTP.SendAsApp"],
+                "ver": "1.0",
+                "jti": secrets.token_hex(8),
+            }
+            token = ".".join(
+                [
+                    _b64url(json.dumps(header).encode()),
+                    _b64url(json.dumps(claims).encode()),
+                    _b64url(secrets.token_bytes(64)),
+                ]
+            )
         else:
             token = "ya29.emulator-" + secrets.token_urlsafe(48)
-        self.tokens[token] = {"provider": provider, "client_id": client_id, "audience": audience,
-                              "mailboxes": mailboxes, "issued": now, "expires": now + lifetime}
+        self.tokens[token] = {
+            "provider": provider,
+            "client_id": client_id,
+            "audience": audience,
+            "mailboxes": mailboxes,
+            "issued": now,
+            "expires": now + lifetime,
+        }
         self._save(now)
         return token
 
@@ -185,9 +217,16 @@ class Response:
         self.content_type = content_type
 
     def encode(self):
-        head = ["HTTP/1.1 %d %s" % (self.status, HTTP_REASONS.get(self.status, "Status")),
-                "Content-Type: %s" % self.content_type, "Content-Length: %d" % len(self.body),
-                "Cache-Control: no-store", "Pragma: no-cache", "Connection: close", "", ""]
+        head = [
+            "HTTP/1.1 %d %s" % (self.status, HTTP_REASONS.get(self.status, "Status")),
+            "Content-Type: %s" % self.content_type,
+            "Content-Length: %d" % len(self.body),
+            "Cache-Control: no-store",
+            "Pragma: no-cache",
+            "Connection: close",
+            "",
+            "",
+        ]
         return "\r\n".join(head).encode("ascii") + self.body
 
 
@@ -214,10 +253,21 @@ class TokenEndpoint:
         stamp = time.strftime("%Y-%m-%d %H:%M:%SZ", now)
         trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
         description = "AADSTS%d: %s\r\nTrace ID: %s\r\nCorrelation ID: %s\r\nTimestamp: %s" % (
-            entry["code"], entry["description"].format(**values), trace, correlation, stamp)
-        body = {"error": entry["error"], "error_description": description, "error_codes": [entry["code"]],
-                "timestamp": stamp, "trace_id": trace, "correlation_id": correlation,
-                "error_uri": "https://login.microsoftonline.com/error?code=%d" % entry["code"]}
+            entry["code"],
+            entry["description"].format(**values),
+            trace,
+            correlation,
+            stamp,
+        )
+        body = {
+            "error": entry["error"],
+            "error_description": description,
+            "error_codes": [entry["code"]],
+            "timestamp": stamp,
+            "trace_id": trace,
+            "correlation_id": correlation,
+            "error_uri": "https://login.microsoftonline.com/error?code=%d" % entry["code"],
+        }
         return Response(entry["http_status"], body), entry
 
     def google_error(self, name, **values):
@@ -271,11 +321,12 @@ class TokenEndpoint:
             return self.microsoft_error("missing_parameter", parameter="scope")
         if len(scope.split()) != 1 or not scope.endswith("/.default"):
             return self.microsoft_error("invalid_scope", scope=scope)
-        audience = scope[:-len("/.default")]
+        audience = scope[: -len("/.default")]
         token = self.store.issue("office365", app["client_id"], audience, app["mailboxes"], lifetime, tenant_key)
         facts.update(token_ref=token_ref(token), expires_in=lifetime, audience=audience)
-        return Response(200, {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime,
-                              "access_token": token}), None
+        return Response(
+            200, {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}
+        ), None
 
     def google_grant(self, form, headers, facts, lifetime):
         grant = form.get("grant_type")
@@ -299,8 +350,9 @@ class TokenEndpoint:
             return self.google_error("invalid_grant")
         token = self.store.issue("gmail", client_id, client["scope"], [account], lifetime, account)
         facts.update(token_ref=token_ref(token), expires_in=lifetime, scope=client["scope"], account=account)
-        return Response(200, {"access_token": token, "expires_in": lifetime, "scope": client["scope"],
-                              "token_type": "Bearer"}), None
+        return Response(
+            200, {"access_token": token, "expires_in": lifetime, "scope": client["scope"], "token_type": "Bearer"}
+        ), None
 
     def answer(self, method, path, headers, body, facts):
         """The response to one request; `facts` collects what the record says about it."""
@@ -313,8 +365,9 @@ class TokenEndpoint:
         elif target == GOOGLE_PATH:
             endpoint, provider = "google", "gmail"
         else:
-            return Response(404, {"error": "not_found",
-                                  "error_description": "emulator: no token endpoint at %s" % target}), None
+            return Response(
+                404, {"error": "not_found", "error_description": "emulator: no token endpoint at %s" % target}
+            ), None
         facts.update(endpoint=endpoint, provider=provider)
         if method != "POST":
             return Response(405, {"error": "invalid_request", "error_description": "emulator: use POST"}), None
@@ -330,9 +383,13 @@ class TokenEndpoint:
             text = "emulator: token endpoint answers HTTP %d (oauth mode %s)\n" % (status, mode)
             return Response(status, text.encode(), "text/plain; charset=utf-8"), None
         if applies and mode in self.errors[endpoint]:
-            values = {"client_id": form.get("client_id") or "", "tenant": facts.get("tenant", ""),
-                      "scope": form.get("scope") or "", "grant_type": form.get("grant_type") or "",
-                      "parameter": "grant_type"}
+            values = {
+                "client_id": form.get("client_id") or "",
+                "tenant": facts.get("tenant", ""),
+                "scope": form.get("scope") or "",
+                "grant_type": form.get("grant_type") or "",
+                "parameter": "grant_type",
+            }
             facts["client_id"] = form.get("client_id")
             return self.error(endpoint, mode, **values)
         lifetime = settings["token_lifetime"]
@@ -349,8 +406,13 @@ class TokenEndpoint:
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
-                    ConnectionError, ssl.SSLError) as error:
+            except (
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                asyncio.TimeoutError,
+                ConnectionError,
+                ssl.SSLError,
+            ) as error:
                 log.info("%s: no request (%s)", peer[0], type(error).__name__)
                 return
             lines = head.decode("iso-8859-1").split("\r\n")
@@ -364,8 +426,9 @@ class TokenEndpoint:
             facts.update(method=method, path=path.split("?", 1)[0], host=headers.get("host"))
             response, refusal = None, None
             if "chunked" in headers.get("transfer-encoding", "").lower():
-                response = Response(411, {"error": "invalid_request",
-                                          "error_description": "emulator: send Content-Length"})
+                response = Response(
+                    411, {"error": "invalid_request", "error_description": "emulator: send Content-Length"}
+                )
                 body = b""
             else:
                 try:
@@ -373,23 +436,29 @@ class TokenEndpoint:
                 except ValueError:
                     length = -1
                 if length < 0 or length > MAX_BODY:
-                    response = Response(413, {"error": "invalid_request",
-                                              "error_description": "emulator: body too large"})
+                    response = Response(
+                        413, {"error": "invalid_request", "error_description": "emulator: body too large"}
+                    )
                     body = b""
                 else:
                     body = await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT)
             if response is None:
                 response, refusal = self.answer(method, path, headers, body, facts)
             settings = self.settings()
-            if settings["mode"] == "slow" and (not settings["providers"]
-                                               or facts.get("provider") in settings["providers"]):
+            if settings["mode"] == "slow" and (
+                not settings["providers"] or facts.get("provider") in settings["providers"]
+            ):
                 await asyncio.sleep(settings["delay"])
             if refusal:
                 error = refusal["error"]
             else:
                 error = None if response.status == 200 else "http_%d" % response.status
-            facts.update(http_status=response.status, success=response.status == 200, error=error,
-                         error_code=refusal.get("code") if refusal else None)
+            facts.update(
+                http_status=response.status,
+                success=response.status == 200,
+                error=error,
+                error_code=refusal.get("code") if refusal else None,
+            )
             # Recorded before the answer leaves, so a client that has its answer finds the record.
             self._record(facts, started)
             writer.write(response.encode())

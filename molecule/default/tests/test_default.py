@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every provider preset, converged on Debian 12 and 13, delivers to its smarthost.
 
 The expectations below are written independently of the presets (they are
@@ -142,3 +145,41 @@ def test_message_arrives_with_provider_identity_over_verified_tls(name, deliveri
 
 def test_check_mode_on_converged_hosts_changes_nothing_and_shows_no_secret():
     harness.assert_check_mode_changes_nothing(HOSTS)
+
+
+def test_provider_headers_arrive_and_replace_the_messages_own():
+    """relay_headers: SES's configuration set and SendGrid's X-SMTPAPI reach the provider, once."""
+    checks = {
+        "d12-ses": ("x-ses-configuration-set", "fleet-events"),
+        "d13-sendgrid": ("x-smtpapi", '{"category": ["molecule"]}'),
+    }
+    for name, (header, value) in checks.items():
+        target = harness.host(name)
+        tag = harness.new_tag()
+        # The message brings its own copy of the header: the role's value replaces it.
+        message = (
+            "From: root@example.test\nTo: someone@recipient.example.test\nSubject: headers\n%s: from the app\n"
+            "X-Test-Tag: %s\n\nheaders\n" % (header, tag)
+        )
+        result = target.run(
+            "/usr/sbin/sendmail -f root@example.test someone@recipient.example.test <<'EOF'\n%sEOF", message
+        )
+        assert result.rc == 0, result.stderr
+        record = harness.wait_for_message(tag)
+        assert record is not None, harness.queue_report(target)
+        assert record["headers"].get(header) == value, (name, record["headers"])
+
+
+def test_mail_for_root_goes_to_the_ops_address_and_leaves_the_sender_alone():
+    target = harness.host("d13-sendgrid")
+    tag = harness.new_tag()
+    # As cron does: to the bare local user.
+    result = target.run(
+        "printf 'Subject: cron output\\nX-Test-Tag: %s\\n\\nfrom cron\\n' | /usr/sbin/sendmail -f root root", tag
+    )
+    assert result.rc == 0, result.stderr
+    record = harness.wait_for_message(tag)
+    assert record is not None, harness.queue_report(target)
+    assert record["rcpt_to"] == ["ops@example.test"]
+    assert record["mail_from"] == "root@" + SENDER_DOMAIN
+    assert record["provider"] == "sendgrid"

@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A mixed fleet through smarthost.postfix.site and the per-provider playbooks.
 
 Each case writes an inventory of its own (hosts.yml, group_vars/, host_vars/, as an
@@ -71,10 +74,16 @@ def write_inventory(name, hosts, group_vars=None, host_vars=None):
 
 MIXED = write_inventory(
     "mixed",
-    {"smarthost_ses": {"hosts": {"fleet-canary": None, "fleet-override": None, "fleet-both": None}},
-     "smarthost_sendgrid": {"hosts": {"fleet-both": None, GONE: None}},
-     "smarthost_custom": {"children": {"smarthost_custom_billing": {"hosts": {"fleet-billing": None}},
-                                       "smarthost_custom_alerts": {"hosts": {"fleet-alerts": None}}}}},
+    {
+        "smarthost_ses": {"hosts": {"fleet-canary": None, "fleet-override": None, "fleet-both": None}},
+        "smarthost_sendgrid": {"hosts": {"fleet-both": None, GONE: None}},
+        "smarthost_custom": {
+            "children": {
+                "smarthost_custom_billing": {"hosts": {"fleet-billing": None}},
+                "smarthost_custom_alerts": {"hosts": {"fleet-alerts": None}},
+            }
+        },
+    },
     group_vars={
         "all": CONNECTION,
         "smarthost_ses": dict(account("ses"), relay_ses_region="us-east-1"),
@@ -86,46 +95,67 @@ MIXED = write_inventory(
     host_vars={
         # The override: SendGrid for this member of smarthost_ses. It inherits the
         # group's SES login, which SendGrid's preset refuses, so it clears it.
-        "fleet-override": {"relay_provider": "sendgrid", "relay_username": None,
-                           "relay_password": PROVIDERS["sendgrid"]["password"]},
+        "fleet-override": {
+            "relay_provider": "sendgrid",
+            "relay_username": None,
+            "relay_password": PROVIDERS["sendgrid"]["password"],
+        },
         GONE: {"ansible_host": "fleet-gone-no-such-container"},
     },
 )
 
 SINGLE = write_inventory(
     "single",
-    {"smarthost_ses": {"hosts": {"fleet-canary": None}},
-     # A host of the same infra inventory that is no relay: nothing may touch it.
-     "web": {"hosts": {"fleet-both": None}}},
+    {
+        "smarthost_ses": {"hosts": {"fleet-canary": None}},
+        # A host of the same infra inventory that is no relay: nothing may touch it.
+        "web": {"hosts": {"fleet-both": None}},
+    },
     group_vars={"all": CONNECTION, "smarthost_ses": dict(account("ses"), relay_ses_region="us-east-1")},
 )
 
 # The adopter's own groups and playbook; the two accounts trade hosts.
 ADOPTER = write_inventory(
     "adopter",
-    {"mail_relays": {"children": {"team_payments": {"hosts": {"fleet-billing": None}},
-                                  "team_monitoring": {"hosts": {"fleet-alerts": None}}}}},
-    group_vars={"all": CONNECTION,
-                "mail_relays": {"relay_provider": "custom", "relay_host": "relay.example.test"},
-                "team_payments": account("fallback"),
-                "team_monitoring": account("custom")},
+    {
+        "mail_relays": {
+            "children": {
+                "team_payments": {"hosts": {"fleet-billing": None}},
+                "team_monitoring": {"hosts": {"fleet-alerts": None}},
+            }
+        }
+    },
+    group_vars={
+        "all": CONNECTION,
+        "mail_relays": {"relay_provider": "custom", "relay_host": "relay.example.test"},
+        "team_payments": account("fallback"),
+        "team_monitoring": account("custom"),
+    },
 )
 ADOPTER_PLAYBOOK = os.path.join(WORK, "adopter-mail.yml")  # outside the inventory directory
 with open(ADOPTER_PLAYBOOK, "w") as _handle:
-    _handle.write("- name: Our mail relays\n  hosts: mail_relays\n  gather_facts: false\n"
-                  "  roles:\n    - role: smarthost.postfix.relay\n")
+    _handle.write(
+        "- name: Our mail relays\n  hosts: mail_relays\n  gather_facts: false\n"
+        "  roles:\n    - role: smarthost.postfix.relay\n"
+    )
 
 RUNS = {}
 
 
 def run(playbook, inventory, *args):
     """ansible-playbook with results as one JSON line per host; returns (rc, output)."""
-    env = dict(os.environ, ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_HOST_KEY_CHECKING="0")
+    env = dict(
+        os.environ,
+        ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_HOST_KEY_CHECKING="0",
+    )
     env.pop("ANSIBLE_CONFIG", None)  # molecule's ansible.cfg would bring its inventory
     command = ["ansible-playbook", "-i", inventory, playbook] + list(args)
-    proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False,
-                          env=env, cwd=WORK)
+    proc = subprocess.run(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False, env=env, cwd=WORK
+    )
     if os.environ.get("FLEET_TEST_LOGS"):  # keep every run's output for a look afterwards
         RUNS.setdefault("count", [0])[0] += 1
         name = "%02d-%s.log" % (RUNS["count"][0], os.path.basename(playbook))
@@ -153,8 +183,7 @@ def results(output, host, task):
     """The results the given task printed for the host (one JSON line, or indented for debug), each with
     the status Ansible printed before it (ok, changed, fatal) under "_status"."""
     found = []
-    start = re.compile(r"^(ok|changed|fatal): \[%s\](?:: FAILED!| => \(item=.*\))? => (\{.*)$"
-                       % re.escape(host))
+    start = re.compile(r"^(ok|changed|fatal): \[%s\](?:: FAILED!| => \(item=.*\))? => (\{.*)$" % re.escape(host))
     for section in re.split(r"^TASK \[", output, flags=re.M)[1:]:
         if section.split("]", 1)[0].split(" : ")[-1] != task:
             continue
@@ -165,17 +194,24 @@ def results(output, host, task):
                 continue
             status, text = match.groups()
             if text == "{":  # an indented result runs to the closing brace at column 0
-                text = "\n".join(["{"] + lines[index + 1:lines.index("}", index) + 1])
+                text = "\n".join(["{"] + lines[index + 1 : lines.index("}", index) + 1])
             found.append(dict(json.loads(text), _status=status))
     return found
 
 
 def state_of(name):
     """What a run could change on a host without Postfix: packages, package lists, debconf, /etc/postfix."""
-    script = ("dpkg-query -W -f '${Package} ${Version}\\n'; ls -la /var/lib/apt/lists; "
-              "md5sum /var/cache/debconf/config.dat; ls /etc/postfix 2>&1; true")
-    out = subprocess.run(["docker", "exec", name, "sh", "-c", script], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, check=True).stdout
+    script = (
+        "dpkg-query -W -f '${Package} ${Version}\\n'; ls -la /var/lib/apt/lists; "
+        "md5sum /var/cache/debconf/config.dat; ls /etc/postfix 2>&1; true"
+    )
+    out = subprocess.run(
+        ["docker", "exec", name, "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=True,
+    ).stdout
     return hashlib.sha256(out.encode()).hexdigest(), out
 
 
@@ -186,12 +222,15 @@ def postfix_installed(name):
 def assert_mail_leaves_as_inventory_says(names):
     tags = {}
     for name in names:
-        tags[name] = harness.send_with_sendmail(harness.host(name), "root", "ops@recipient.example.test",
-                                                harness.new_tag())
+        tags[name] = harness.send_with_sendmail(
+            harness.host(name), "root", "ops@recipient.example.test", harness.new_tag()
+        )
     for name, tag in tags.items():
         record = harness.wait_for_message(tag)
         assert record is not None, "%s: message never reached the emulator\n%s" % (
-            name, harness.queue_report(harness.host(name)))
+            name,
+            harness.queue_report(harness.host(name)),
+        )
         provider, username, _relayhost = EXPECTED[name]
         assert (record["provider"], record["username"]) == (provider, username), (name, record)
         assert record["tls_version"] in ("TLSv1.2", "TLSv1.3") and record["certificate"] == "trusted", record
@@ -277,8 +316,14 @@ def test_hosts_before_the_stop_relay_through_the_provider_their_inventory_names(
 
 @pytest.fixture(scope="module")
 def tolerant_rollout(strict_rollout):
-    RUNS["tolerant"] = run("smarthost.postfix.site", MIXED, "-e", '{"relay_rollout_serial": [1, 2, "100%"]}',
-                           "-e", "relay_rollout_max_fail_percentage=50")
+    RUNS["tolerant"] = run(
+        "smarthost.postfix.site",
+        MIXED,
+        "-e",
+        '{"relay_rollout_serial": [1, 2, "100%"]}',
+        "-e",
+        "relay_rollout_max_fail_percentage=50",
+    )
     return RUNS["tolerant"]
 
 
@@ -303,11 +348,16 @@ def test_provider_playbook_takes_only_the_hosts_its_provider_wins(tolerant_rollo
     rolled_out = set().union(*[hosts_in(section) for section in play_sections(output, ROLLOUT_PLAY)])
     assert rolled_out == {"fleet-canary"}, output[-3000:]
     # The note runs once for the play, on its first host.
-    notes = [line for result in results(output, "fleet-canary", "Say which hosts of the group another provider takes")
-             for line in result["msg"]]
-    assert notes == ["fleet-override is in smarthost_ses, but relay_provider 'sendgrid' in its inventory wins: "
-                     "smarthost.postfix.sendgrid or smarthost.postfix.site configures it, "
-                     "this playbook leaves it alone."]
+    notes = [
+        line
+        for result in results(output, "fleet-canary", "Say which hosts of the group another provider takes")
+        for line in result["msg"]
+    ]
+    assert notes == [
+        "fleet-override is in smarthost_ses, but relay_provider 'sendgrid' in its inventory wins: "
+        "smarthost.postfix.sendgrid or smarthost.postfix.site configures it, "
+        "this playbook leaves it alone."
+    ]
     assert results(output, "fleet-both", REFUSE)[0]["_status"] == "fatal"
     assert harness.play_recap(output)["fleet-canary"]["changed"] == 0
     assert rc == 2
@@ -334,9 +384,18 @@ def test_verify_and_health_default_to_the_managed_hosts(tolerant_rollout):
     rc, output = run("smarthost.postfix.health", SINGLE, "-e", "relay_health_become=false")
     assert rc == 0, output[-3000:]
     assert set(harness.play_recap(output)) == {"fleet-canary"}, output[-3000:]
-    rc, output = run("smarthost.postfix.verify", SINGLE, "-e", "relay_verify_sender=root@example.test",
-                     "-e", "relay_verify_recipient=ops@recipient.example.test", "-e", "relay_verify_timeout=60",
-                     "-e", "relay_verify_become=false")
+    rc, output = run(
+        "smarthost.postfix.verify",
+        SINGLE,
+        "-e",
+        "relay_verify_sender=root@example.test",
+        "-e",
+        "relay_verify_recipient=ops@recipient.example.test",
+        "-e",
+        "relay_verify_timeout=60",
+        "-e",
+        "relay_verify_become=false",
+    )
     assert rc == 0, output[-3000:]
     assert set(harness.play_recap(output)) == {"fleet-canary"}, output[-3000:]
     assert "fleet-canary: sent via %s" % SES_HOST in output, output[-3000:]

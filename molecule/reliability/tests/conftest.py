@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Collects what each reliability test tried and measured, and renders docs/reliability.md.
 
 Every test takes the ``outcome`` fixture and fills it (what was tried, what

@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Helpers of the reliability scenario: batches of tagged mail, the queue, the log, file state.
 
 Every wait here is bounded; a helper that gives up returns what it saw so the
@@ -47,12 +50,15 @@ def wait_until(predicate, timeout, interval=1.0):
 
 def submit(host, prefix, count, parallel=1, recipient=RECIPIENT):
     """Submit count messages tagged prefix-1..prefix-count with sendmail; return (seconds, failures)."""
-    host.run("test -x /usr/local/bin/rel-submit || { cat > /usr/local/bin/rel-submit <<'EOF'\n%sEOF\nchmod 0755 /usr/local/bin/rel-submit; }"
-             % SUBMIT_SCRIPT)
+    host.run(
+        "test -x /usr/local/bin/rel-submit || { cat > /usr/local/bin/rel-submit <<'EOF'\n%sEOF\nchmod 0755 "
+        "/usr/local/bin/rel-submit; }" % SUBMIT_SCRIPT
+    )
     started = time.monotonic()
     result = host.run(
         "seq 1 %d | sed 's/^/%s-/' | xargs -P %d -I{} /usr/local/bin/rel-submit {} %s; echo \"xargs=$?\""
-        % (count, prefix, parallel, recipient))
+        % (count, prefix, parallel, recipient)
+    )
     seconds = time.monotonic() - started
     failures = 0 if "xargs=0" in result.stdout else 1
     return seconds, failures, result.stderr[-2000:]
@@ -115,15 +121,18 @@ def wait_for_empty_queue(host, timeout, flush_every=None):
             flush(host)
             last_flush[0] = time.monotonic()
         return not queue(host)
+
     return bool(wait_until(empty, timeout))
 
 
 def wait_for_batch(host, prefix, sent, timeout, flush_every=None):
     """Wait until every tag arrived and the target's queue is empty; return the figures."""
+
     def done():
         if flush_every:
             flush(host)
         return len(tag_counts(prefix)) >= sent and not queue(host)
+
     wait_until(done, timeout, interval=flush_every or 1.0)
     return arrival_figures(prefix, sent)
 
@@ -139,20 +148,26 @@ def bounced_lines(host, since):
 
 def bounce_notices_since(since):
     """Messages with the null sender (bounce notices) the emulator received since an epoch time."""
-    return [record for record in harness.records("messages") if record.get("ts", 0) >= since and not record.get("mail_from")]
+    return [
+        record for record in harness.records("messages") if record.get("ts", 0) >= since and not record.get("mail_from")
+    ]
 
 
 def credentials_from(peer_ip, since):
     """AUTH records in which a client at peer_ip sent credentials, since an epoch time."""
-    return [record for record in harness.records("auth")
-            if record.get("peer") == peer_ip and record.get("ts", 0) >= since and record.get("credentials_received")]
+    return [
+        record
+        for record in harness.records("auth")
+        if record.get("peer") == peer_ip and record.get("ts", 0) >= since and record.get("credentials_received")
+    ]
 
 
 def postfix_files_checksum(host):
     """sha256 of every regular file under /etc/postfix, with owner and mode: one text to compare."""
     return host.run(
         "cd /etc/postfix && find . -type f -print0 | sort -z | xargs -0 stat -c '%n %U:%G %a' && "
-        "find . -type f -print0 | sort -z | xargs -0 sha256sum").stdout
+        "find . -type f -print0 | sort -z | xargs -0 sha256sum"
+    ).stdout
 
 
 def owner_mode(host, path):
@@ -185,8 +200,14 @@ def deliver_one(host, prefix, timeout=60):
 
 
 def docker(*args, timeout=120):
-    return subprocess.run(["docker"] + list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        ["docker"] + list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def converge(*extra_args, limit=RELAY):
@@ -197,7 +218,7 @@ def converge(*extra_args, limit=RELAY):
 def fatal_excerpt(output, limit=800):
     """The failed task's report from a playbook's output, for short assertion messages."""
     start = output.find("fatal: [")
-    return " ".join(output[start:start + limit * 2].split())[:limit] if start >= 0 else output[-limit:]
+    return " ".join(output[start : start + limit * 2].split())[:limit] if start >= 0 else output[-limit:]
 
 
 def provider_passwords():

@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Render docs/reliability.md from the reliability scenario's results file.
 
     python3 molecule/reliability/tests/report.py RELIABILITY_JSON [OUTPUT_MD]
@@ -28,11 +31,22 @@ def _table(rows):
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        lines.append("| %s |" % " | ".join(_cell(value) for value in (
-            row.get("tried"), row.get("happened"),
-            row.get("sent"), row.get("arrived"), row.get("lost"), row.get("duplicated"),
-            row.get("seconds"), row.get("result"),
-        )))
+        lines.append(
+            "| %s |"
+            % " | ".join(
+                _cell(value)
+                for value in (
+                    row.get("tried"),
+                    row.get("happened"),
+                    row.get("sent"),
+                    row.get("arrived"),
+                    row.get("lost"),
+                    row.get("duplicated"),
+                    row.get("seconds"),
+                    row.get("result"),
+                )
+            )
+        )
     return lines
 
 
@@ -50,10 +64,19 @@ def _bad_input_table(cases):
         "|---|---|---|---|---|",
     ]
     for case in cases:
-        lines.append("| %s |" % " | ".join(_cell(value) for value in (
-            case.get("case"), "`%s`" % case.get("overrides"), case.get("variable"),
-            case.get("unchanged"), _short_message(case.get("message") or "")[:200],
-        )))
+        lines.append(
+            "| %s |"
+            % " | ".join(
+                _cell(value)
+                for value in (
+                    case.get("case"),
+                    "`%s`" % case.get("overrides"),
+                    case.get("variable"),
+                    case.get("unchanged"),
+                    _short_message(case.get("message") or "")[:200],
+                )
+            )
+        )
     return lines
 
 
@@ -67,9 +90,16 @@ def render_markdown(data):
         "`make test`) from its results file; do not edit by hand. Re-render a kept results file with",
         "`python3 molecule/reliability/tests/report.py <ephemeral dir>/reliability.json`.",
         "",
-        "Run %s to %s: %d of %d checks passed. Postfix %s." % (
-            data.get("started"), data.get("finished"), passed, len(results),
-            ", ".join("%s on %s" % (version, name) for name, version in sorted((data.get("postfix_versions") or {}).items()))),
+        "Run %s to %s: %d of %d checks passed. Postfix %s."
+        % (
+            data.get("started"),
+            data.get("finished"),
+            passed,
+            len(results),
+            ", ".join(
+                "%s on %s" % (version, name) for name, version in sorted((data.get("postfix_versions") or {}).items())
+            ),
+        ),
         "Targets: `rel-relay` (Debian 13, relay_server, `relay_tls_security_level: secure`), `rel-encrypt`",
         "(Debian 12, null_client, `encrypt`), `rel-outsider` (Debian 12, outside mynetworks, no Postfix role);",
         "`oa-office365` (Debian 12) and `oa-gmail` (Debian 13) relay with OAuth 2.0 (XOAUTH2 through msmtp, tokens",

@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Delivery metrics (issue 17): what the queue does not show, counted from Postfix's log on a real relay.
 
 Some mail is deferred (the smarthost throttles), some bounced (the SES sandbox refuses an unverified
@@ -28,8 +31,9 @@ def queue_info(since):
     """queue_info's result on rel-relay for the deliveries since an epoch time."""
     with tempfile.TemporaryDirectory(prefix="met-") as directory:
         path = os.path.join(directory, "result.json")
-        rc, output = harness.run_playbook(QUEUE_INFO, "-e", json.dumps(
-            {"since": "%.3f" % since, "textfile_path": TEXTFILE, "result_path": path}))
+        rc, output = harness.run_playbook(
+            QUEUE_INFO, "-e", json.dumps({"since": "%.3f" % since, "textfile_path": TEXTFILE, "result_path": path})
+        )
         assert rc == 0, rel.fatal_excerpt(output)
         with open(path) as handle:
             return json.load(handle)
@@ -43,11 +47,14 @@ def test_deferred_bounced_and_sent_are_counted_by_cause_and_health_fails_on_the_
     host = rel.target()
     rel.settle(host)
     deferred_tag, bounced_tag, sent_tag = harness.new_tag(), harness.new_tag(), harness.new_tag()
-    outcome.set(section="Delivery metrics", item="deliveries by status and cause",
-                tried="%d messages while the smarthost throttles (454), then SES sandbox mode: %d to an unverified "
-                      "recipient (554 after DATA), %d to a verified one, the throttled ones retried; queue_info since "
-                      "the start, then health.yml with its default thresholds" % (DEFERRED, BOUNCED, SENT),
-                sent=DEFERRED + BOUNCED + SENT)
+    outcome.set(
+        section="Delivery metrics",
+        item="deliveries by status and cause",
+        tried="%d messages while the smarthost throttles (454), then SES sandbox mode: %d to an unverified "
+        "recipient (554 after DATA), %d to a verified one, the throttled ones retried; queue_info since "
+        "the start, then health.yml with its default thresholds" % (DEFERRED, BOUNCED, SENT),
+        sent=DEFERRED + BOUNCED + SENT,
+    )
     started = time.monotonic()
     since = time.time()
     harness.emulator_mode("throttle")
@@ -60,8 +67,9 @@ def test_deferred_bounced_and_sent_are_counted_by_cause_and_health_fails_on_the_
         rel.submit(host, bounced_tag, BOUNCED, recipient=UNVERIFIED)
         rel.submit(host, sent_tag, SENT)
         rel.flush(host)
-        rel.wait_until(lambda: arrived(sent_tag, SENT) and arrived(deferred_tag, DEFERRED) and not rel.queue(host),
-                       90, interval=2)
+        rel.wait_until(
+            lambda: arrived(sent_tag, SENT) and arrived(deferred_tag, DEFERRED) and not rel.queue(host), 90, interval=2
+        )
         left = rel.queue(host)
     finally:
         harness.emulator_mode("normal")
@@ -69,8 +77,13 @@ def test_deferred_bounced_and_sent_are_counted_by_cause_and_health_fails_on_the_
     deliveries = result["deliveries"]
     textfile = host.run("cat %s", TEXTFILE).stdout.splitlines()
     # The playbook's default thresholds; the scenario connects as root and its images have no sudo.
-    health_rc, health_output = harness.run_playbook(HEALTH, "-e", json.dumps(
-        {"relay_health_hosts": rel.RELAY, "relay_health_since": "%.3f" % since, "relay_health_become": False}))
+    health_rc, health_output = harness.run_playbook(
+        HEALTH,
+        "-e",
+        json.dumps(
+            {"relay_health_hosts": rel.RELAY, "relay_health_since": "%.3f" % since, "relay_health_become": False}
+        ),
+    )
     health_problem = re.search(r"bounce rate [^;\]\n]*\)", health_output)
     table_row = re.search(r"rel-relay\S*\s+running(?:\s+\S+){6}\s+(\d+)\s+(\d+)\s", health_output)
     recap = harness.play_recap(health_output).get(rel.RELAY, {})
@@ -80,15 +93,30 @@ def test_deferred_bounced_and_sent_are_counted_by_cause_and_health_fails_on_the_
     seconds = time.monotonic() - started
     deferred_figures, sent_figures = rel.arrival_figures(deferred_tag, DEFERRED), rel.arrival_figures(sent_tag, SENT)
     bounced_arrivals = len(rel.tag_counts(bounced_tag))
-    outcome.set(seconds=seconds, arrived=deferred_figures["arrived"] + sent_figures["arrived"] + bounced_arrivals,
-                lost=deferred_figures["lost"] + sent_figures["lost"],
-                duplicated=deferred_figures["duplicated"] + sent_figures["duplicated"], deliveries=deliveries)
-    outcome.set(happened="%d deferred while throttled; queue_info counted sent %d, deferred %d (%d messages, %s), "
-                         "bounced %d (%s), notices %s, bounce rate %s; health.yml rc %d: %s" % (
-                             deferred_while_throttled, deliveries["sent"], deliveries["deferred"],
-                             deliveries["deferred_messages"], deliveries["deferred_by_cause"], deliveries["bounced"],
-                             deliveries["bounced_by_cause"], deliveries["notifications"], deliveries["bounce_rate"],
-                             health_rc, health_problem.group(0) if health_problem else "no bounce-rate problem"))
+    outcome.set(
+        seconds=seconds,
+        arrived=deferred_figures["arrived"] + sent_figures["arrived"] + bounced_arrivals,
+        lost=deferred_figures["lost"] + sent_figures["lost"],
+        duplicated=deferred_figures["duplicated"] + sent_figures["duplicated"],
+        deliveries=deliveries,
+    )
+    outcome.set(
+        happened="%d deferred while throttled; queue_info counted sent %d, deferred %d (%d messages, %s), "
+        "bounced %d (%s), notices %s, bounce rate %s; health.yml rc %d: %s"
+        % (
+            deferred_while_throttled,
+            deliveries["sent"],
+            deliveries["deferred"],
+            deliveries["deferred_messages"],
+            deliveries["deferred_by_cause"],
+            deliveries["bounced"],
+            deliveries["bounced_by_cause"],
+            deliveries["notifications"],
+            deliveries["bounce_rate"],
+            health_rc,
+            health_problem.group(0) if health_problem else "no bounce-rate problem",
+        )
+    )
     assert deferred_while_throttled == DEFERRED
     assert not left, left
     assert deferred_figures["lost"] == sent_figures["lost"] == 0, (deferred_figures, sent_figures)
@@ -105,8 +133,10 @@ def test_deferred_bounced_and_sent_are_counted_by_cause_and_health_fails_on_the_
     assert deliveries["bounce_rate"] == round(float(BOUNCED) / (BOUNCED + DEFERRED + SENT), 4)
     assert result["log_source"] == "journal"  # the Debian 13 image logs to the journal only
     assert 'smarthost_postfix_deliveries_last_interval{status="bounced"} %d' % BOUNCED in textfile
-    assert 'smarthost_postfix_deliveries_by_cause_last_interval{status="bounced",cause="ses_sandbox_554"} %d' \
-        % BOUNCED in textfile
+    assert (
+        'smarthost_postfix_deliveries_by_cause_last_interval{status="bounced",cause="ses_sandbox_554"} %d' % BOUNCED
+        in textfile
+    )
     assert 'smarthost_postfix_deliveries_last_interval{status="sent"} %d' % (DEFERRED + SENT) in textfile
     assert quiet["deliveries"]["sent"] == quiet["deliveries"]["bounced"] == 0, quiet["deliveries"]
     assert quiet["last_delivery"], quiet
@@ -114,5 +144,6 @@ def test_deferred_bounced_and_sent_are_counted_by_cause_and_health_fails_on_the_
     assert since <= last_sent <= quiet_since, (since, quiet["last_delivery"], quiet_since)
     assert health_rc != 0 and recap.get("failed") == 1, health_output[-3000:]
     assert table_row and table_row.groups() == (str(DEFERRED + SENT), str(BOUNCED)), health_output[-3000:]
-    assert "bounce rate 24%% over 5%%: %d of %d deliveries" % (BOUNCED, BOUNCED + DEFERRED + SENT) in health_output, \
+    assert "bounce rate 24%% over 5%%: %d of %d deliveries" % (BOUNCED, BOUNCED + DEFERRED + SENT) in health_output, (
         health_output[-3000:]
+    )

@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Helpers shared by the scenarios' testinfra tests.
 
 Everything here talks to the containers a scenario created and to the
@@ -87,9 +90,11 @@ def new_tag():
 
 def send_with_sendmail(target, sender, recipient, tag, subject="smarthost.postfix test"):
     """Submit one message on the target with Postfix's sendmail, as a local program would."""
-    message = (
-        "From: %s\nTo: %s\nSubject: %s\nX-Test-Tag: %s\n\nsent by the molecule tests\n"
-        % (sender, recipient, subject, tag)
+    message = "From: %s\nTo: %s\nSubject: %s\nX-Test-Tag: %s\n\nsent by the molecule tests\n" % (
+        sender,
+        recipient,
+        subject,
+        tag,
     )
     result = target.run("/usr/sbin/sendmail -f %s %s <<'EOF'\n%sEOF", sender, recipient, message)
     assert result.rc == 0, result.stderr

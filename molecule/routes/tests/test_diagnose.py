@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The emulator's failure modes, produced for real and classified by relay_probe and verify.yml.
 
 rt-relay relays to "SES" with no fallback, so each mode's failure is what
@@ -32,22 +35,42 @@ CASES = [
 def probe():
     """relay_probe from the target to SES with the preset's port and the test login."""
     ses = harness.providers()["ses"]
-    args = {"host": SES, "port": 587, "username": ses["username"], "password": ses["password"],
-            "timeout": 10, "fail_on_error": False}
+    args = {
+        "host": SES,
+        "port": 587,
+        "username": ses["username"],
+        "password": ses["password"],
+        "timeout": 10,
+        "fail_on_error": False,
+    }
     env = dict(os.environ, ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
     proc = subprocess.run(
         ["ansible", "-i", harness.INVENTORY_FILE, HOST, "-m", "smarthost.postfix.relay_probe", "-a", json.dumps(args)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, check=False)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert ses["password"] not in proc.stdout
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result = json.loads(proc.stdout[proc.stdout.index("{") :])
     return result["plays"][0]["tasks"][0]["hosts"][HOST]
 
 
 def verify():
     rc, output = harness.run_playbook(
-        "playbooks/verify.yml", "-e", "relay_verify_hosts=" + HOST, "-e", "relay_verify_sender=root@example.test",
-        "-e", "relay_verify_recipient=user@recipient.example.test", "-e", "relay_verify_become=false",
-        "-e", "relay_verify_timeout=60")
+        "playbooks/verify.yml",
+        "-e",
+        "relay_verify_hosts=" + HOST,
+        "-e",
+        "relay_verify_sender=root@example.test",
+        "-e",
+        "relay_verify_recipient=user@recipient.example.test",
+        "-e",
+        "relay_verify_become=false",
+        "-e",
+        "relay_verify_timeout=60",
+    )
     return rc, output
 
 

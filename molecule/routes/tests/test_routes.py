@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Modes and routes, proven by where each message arrived and as whom."""
 
 import os
@@ -16,7 +19,9 @@ def providers():
 
 def test_client_inside_mynetworks_is_relayed_with_the_primary_identity():
     tag = harness.new_tag()
-    code, text = harness.smtp_submit(harness.host("rt-client"), RELAY_IP, "app@example.test", "user@recipient.example.test", tag)
+    code, text = harness.smtp_submit(
+        harness.host("rt-client"), RELAY_IP, "app@example.test", "user@recipient.example.test", tag
+    )
     assert code == 250, text
     record = harness.wait_for_message(tag)
     assert record is not None, harness.queue_report(harness.host(RELAY))
@@ -27,11 +32,15 @@ def test_client_inside_mynetworks_is_relayed_with_the_primary_identity():
 
 def test_client_outside_mynetworks_is_refused_never_an_open_relay():
     tag = harness.new_tag()
-    code, text = harness.smtp_submit(harness.host("rt-outsider"), RELAY_IP, "spam@example.test", "victim@elsewhere.example.test", tag)
+    code, text = harness.smtp_submit(
+        harness.host("rt-outsider"), RELAY_IP, "spam@example.test", "victim@elsewhere.example.test", tag
+    )
     # The role refuses clients outside mynetworks outright ("Client host
     # rejected"), a step stricter than refusing only relaying.
     assert code == 554, (code, text)
-    assert text.startswith("5.7.1") and ("Relay access denied" in text or "Client host rejected: Access denied" in text), text
+    assert text.startswith("5.7.1") and (
+        "Relay access denied" in text or "Client host rejected: Access denied" in text
+    ), text
     assert harness.wait_for_message(tag, timeout=5) is None
 
 
@@ -89,8 +98,16 @@ def test_switch_to_a_relay_that_rejects_the_login_is_refused_before_any_change()
     wrong = "wrong-password-for-the-probe-test"
     converge = os.path.join(harness.PROJECT_DIR, "molecule", "resources", "playbooks", "converge.yml")
     rc, output = harness.run_playbook(
-        converge, "--limit", "rt-fallback", "-e", "relay_provider=mailgun", "-e", "relay_username=nobody@example.test",
-        "-e", "relay_password=" + wrong)
+        converge,
+        "--limit",
+        "rt-fallback",
+        "-e",
+        "relay_provider=mailgun",
+        "-e",
+        "relay_username=nobody@example.test",
+        "-e",
+        "relay_password=" + wrong,
+    )
     assert rc != 0, output[-2000:]
     assert "credentials_rejected" in output, output[-2000:]
     assert wrong not in output

@@ -1,3 +1,6 @@
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Authenticated submission on rt-relay, from rt-outsider (outside relay_mynetworks) with Python's smtplib.
 
 A logged-in application relays over verified TLS; a wrong password, AUTH before STARTTLS, a client
@@ -72,8 +75,16 @@ except (smtplib.SMTPException, ssl.SSLError, OSError) as exc:
 
 
 def submit(tls="starttls", port=587, user=None, password=None, sender="billing@example.test", tag=None):
-    spec = {"host": RELAY_IP, "port": port, "tls": tls, "user": user, "password": password, "sender": sender,
-            "recipient": "customer@recipient.example.test", "tag": tag or harness.new_tag()}
+    spec = {
+        "host": RELAY_IP,
+        "port": port,
+        "tls": tls,
+        "user": user,
+        "password": password,
+        "sender": sender,
+        "recipient": "customer@recipient.example.test",
+        "tag": tag or harness.new_tag(),
+    }
     out = harness.host(APP).check_output("python3 -c %s %s", CLIENT, json.dumps(spec))
     return json.loads(out), spec["tag"]
 
@@ -86,14 +97,20 @@ def test_a_logged_in_app_relays_through_the_smarthost_over_verified_tls():
     assert record["provider"] == "ses" and record["username"] == harness.providers()["ses"]["username"]
     assert record["mail_from"] == "billing@example.test"
     assert record["tls_version"] in ("TLSv1.2", "TLSv1.3")
-    log = harness.host(RELAY).run("{ journalctl -q --no-pager; cat /var/log/mail.log; } 2>/dev/null"
-                                  " | grep smarthost-submission | tail -n 50").stdout
+    log = (
+        harness.host(RELAY)
+        .run(
+            "{ journalctl -q --no-pager; cat /var/log/mail.log; } 2>/dev/null | grep smarthost-submission | tail -n 50"
+        )
+        .stdout
+    )
     assert "sasl_method=PLAIN, sasl_username=billing-app@submission" in log, log
 
 
 def test_implicit_tls_takes_a_user_named_with_its_domain():
-    outcome, tag = submit(tls="implicit", port=465, user=CRM["name"], password=CRM["password"],
-                          sender="orders@crm.example.test")
+    outcome, tag = submit(
+        tls="implicit", port=465, user=CRM["name"], password=CRM["password"], sender="orders@crm.example.test"
+    )
     assert outcome["code"] == 250, outcome
     record = harness.wait_for_message(tag)
     assert record is not None, harness.queue_report(harness.host(RELAY))

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """The relay plan: role variables + provider preset + host facts -> desired Postfix state.
@@ -37,13 +37,18 @@ from __future__ import annotations
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import INDEXED_TYPES
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.extra import extra_parameters_section
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import headers_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import (
     connections_section,
     deferrals_section,
     limits_section,
     queue_section,
 )
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.local import MODES, aliases_section, mode_section
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.local import (
+    MODES,
+    aliases_section,
+    mode_section,
+)
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Inputs, Plan, Settings
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.oauth2 import oauth2_section
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import (
@@ -52,8 +57,10 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relay
     relayhost_section,
     sasl_auth_section,
 )
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import headers_section
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.rewriting import local_mail_section, rewriting_section
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.rewriting import (
+    local_mail_section,
+    rewriting_section,
+)
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.routes import (
     domain_routes_section,
     fallback_section,
@@ -113,13 +120,20 @@ def relay_plan(settings, presets, facts):
         "provider": inputs.primary.provider,
         "relayhost": inputs.primary.nexthop,
         "database_type": inputs.database_type,
-        "packages": packages(inputs.facts, inputs.database_type, bool(plan.oauth2_accounts),
-                             bool(selinux_smtp_ports(plan)) and inputs.facts.get("selinux") in ("enforcing", "permissive"),
-                             bool(plan.submission and plan.submission["users"])),
+        "packages": packages(
+            inputs.facts,
+            inputs.database_type,
+            bool(plan.oauth2_accounts),
+            bool(selinux_smtp_ports(plan)) and inputs.facts.get("selinux") in ("enforcing", "permissive"),
+            bool(plan.submission and plan.submission["users"]),
+        ),
         "main_cf": plan.main_cf,
         "master_services": list(plan.master_services),
-        "sasl_map": {"path": inputs.path("sasl_passwd"), "type": inputs.database_type,
-                     "entries": [login.entry() for login in plan.logins]},
+        "sasl_map": {
+            "path": inputs.path("sasl_passwd"),
+            "type": inputs.database_type,
+            "entries": [login.entry() for login in plan.logins],
+        },
         "tables": list(plan.tables),
         "aliases": plan.aliases,
         "probe": plan.probe,

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """relay_extra_parameters, the escape hatch: any main.cf parameter the role does not set itself and
@@ -24,31 +24,95 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 _CLIENT_TLS = (
-    "security_level", "policy_maps", "per_site", "secure_cert_match", "verify_cert_match", "fingerprint_cert_match",
-    "fingerprint_digest", "CAfile", "CApath", "trust_anchor_file", "mandatory_ciphers", "ciphers",
-    "mandatory_exclude_ciphers", "exclude_ciphers", "mandatory_protocols", "protocols", "enforce_peername",
-    "wrappermode", "dane_insecure_mx_policy", "force_insecure_host_tlsa_lookup", "connection_reuse",
+    "security_level",
+    "policy_maps",
+    "per_site",
+    "secure_cert_match",
+    "verify_cert_match",
+    "fingerprint_cert_match",
+    "fingerprint_digest",
+    "CAfile",
+    "CApath",
+    "trust_anchor_file",
+    "mandatory_ciphers",
+    "ciphers",
+    "mandatory_exclude_ciphers",
+    "exclude_ciphers",
+    "mandatory_protocols",
+    "protocols",
+    "enforce_peername",
+    "wrappermode",
+    "dane_insecure_mx_policy",
+    "force_insecure_host_tlsa_lookup",
+    "connection_reuse",
     # The client certificate is how a relay_auth certificate host authenticates.
-    "cert_file", "key_file", "chain_files", "eccert_file", "eckey_file", "dcert_file", "dkey_file",
+    "cert_file",
+    "key_file",
+    "chain_files",
+    "eccert_file",
+    "eckey_file",
+    "dcert_file",
+    "dkey_file",
 )
 
 # name -> what it decides; every name here is refused in relay_extra_parameters.
 ROLE_OWNED = dict(
     [("%s_tls_%s" % (client, name), "TLS toward the relay") for client in ("smtp", "lmtp") for name in _CLIENT_TLS]
-    + [("%s_%s" % (client, name), "TLS toward the relay") for client in ("smtp", "lmtp") for name in ("use_tls", "enforce_tls")]
-    + [(name, "the meaning of the TLS cipher grades and which certificates are trusted") for name in (
-        "tls_high_cipherlist", "tls_medium_cipherlist", "tls_low_cipherlist", "tls_export_cipherlist",
-        "tls_null_cipherlist", "tls_ssl_options", "tls_append_default_CA", "tls_config_file", "tls_config_name",
-        "tls_legacy_public_key_fingerprints", "tls_dane_digests")]
-    + [(name, "where mail goes next") for name in (
-        "relayhost", "default_transport", "relay_transport", "sender_dependent_default_transport_maps",
-        "sender_dependent_relayhost_maps", "transport_maps", "smtp_fallback_relay", "fallback_relay",
-        "fallback_transport", "fallback_transport_maps", "local_transport", "virtual_transport",
-        "mailbox_transport", "mailbox_transport_maps", "smtp_sender_dependent_authentication")]
-    + [(name, "who may relay through this host") for name in (
-        "mynetworks", "mynetworks_style", "inet_interfaces", "smtpd_client_restrictions", "smtpd_relay_restrictions",
-        # XCLIENT and the HAProxy protocol let a client claim another address, mynetworks included.
-        "smtpd_authorized_xclient_hosts", "smtpd_upstream_proxy_protocol", "postscreen_upstream_proxy_protocol")]
+    + [
+        ("%s_%s" % (client, name), "TLS toward the relay")
+        for client in ("smtp", "lmtp")
+        for name in ("use_tls", "enforce_tls")
+    ]
+    + [
+        (name, "the meaning of the TLS cipher grades and which certificates are trusted")
+        for name in (
+            "tls_high_cipherlist",
+            "tls_medium_cipherlist",
+            "tls_low_cipherlist",
+            "tls_export_cipherlist",
+            "tls_null_cipherlist",
+            "tls_ssl_options",
+            "tls_append_default_CA",
+            "tls_config_file",
+            "tls_config_name",
+            "tls_legacy_public_key_fingerprints",
+            "tls_dane_digests",
+        )
+    ]
+    + [
+        (name, "where mail goes next")
+        for name in (
+            "relayhost",
+            "default_transport",
+            "relay_transport",
+            "sender_dependent_default_transport_maps",
+            "sender_dependent_relayhost_maps",
+            "transport_maps",
+            "smtp_fallback_relay",
+            "fallback_relay",
+            "fallback_transport",
+            "fallback_transport_maps",
+            "local_transport",
+            "virtual_transport",
+            "mailbox_transport",
+            "mailbox_transport_maps",
+            "smtp_sender_dependent_authentication",
+        )
+    ]
+    + [
+        (name, "who may relay through this host")
+        for name in (
+            "mynetworks",
+            "mynetworks_style",
+            "inet_interfaces",
+            "smtpd_client_restrictions",
+            "smtpd_relay_restrictions",
+            # XCLIENT and the HAProxy protocol let a client claim another address, mynetworks included.
+            "smtpd_authorized_xclient_hosts",
+            "smtpd_upstream_proxy_protocol",
+            "postscreen_upstream_proxy_protocol",
+        )
+    ]
 )
 # Whole families: the SASL client (mechanisms, security options, the password maps) and the
 # settings tlsproxy uses for reused TLS connections (they default to the smtp_tls_* above).
@@ -75,7 +139,7 @@ def extra_parameters_section(inputs, plan):
     # Names the role's own values refer to as $name: defining one here would change them.
     referenced = {}
     for parameter, value in plan.main_cf.items():
-        for item in (value if isinstance(value, (list, tuple)) else [value]):
+        for item in value if isinstance(value, (list, tuple)) else [value]:
             for name in referenced_names(item if isinstance(item, str) else ""):
                 referenced.setdefault(name, parameter)
     main_cf = {}
@@ -84,15 +148,23 @@ def extra_parameters_section(inputs, plan):
         if not is_parameter_name(name):
             raise RelayPlanError(variable, "is not a main.cf parameter name")
         if name in plan.main_cf:
-            raise RelayPlanError(variable, "%s is set by the role itself; use the role variable for it "
-                                 "(see the role's argument_specs)" % name)
+            raise RelayPlanError(
+                variable,
+                "%s is set by the role itself; use the role variable for it (see the role's argument_specs)" % name,
+            )
         owned = role_owned(name)
         if owned:
-            raise RelayPlanError(variable, "%s decides %s, which the role owns (docs/security.md lists what it owns); "
-                                 "use the role's variables for it" % (name, owned))
+            raise RelayPlanError(
+                variable,
+                "%s decides %s, which the role owns (docs/security.md lists what it owns); "
+                "use the role's variables for it" % (name, owned),
+            )
         if name in referenced:
-            raise RelayPlanError(variable, "the role's own %s refers to $%s; setting it here would change that "
-                                 "value behind the role's back" % (referenced[name], name))
+            raise RelayPlanError(
+                variable,
+                "the role's own %s refers to $%s; setting it here would change that "
+                "value behind the role's back" % (referenced[name], name),
+            )
         main_cf[name] = _value(variable, extra[name])
     return Plan(main_cf=main_cf)
 

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Headers on the way out, in one smtp_header_checks table per relay: the cleanup (headers removed)
@@ -39,9 +39,13 @@ def cleanup_entries(inputs):
         return []
     headers = v.as_list("relay_header_cleanup_headers", settings["relay_header_cleanup_headers"])
     if not headers:
-        raise RelayPlanError("relay_header_cleanup_headers", "must name at least one header when relay_header_cleanup is true")
-    return [{"key": _pattern(v.header_name("relay_header_cleanup_headers[%d]" % index, header)), "value": "IGNORE"}
-            for index, header in enumerate(headers)]
+        raise RelayPlanError(
+            "relay_header_cleanup_headers", "must name at least one header when relay_header_cleanup is true"
+        )
+    return [
+        {"key": _pattern(v.header_name("relay_header_cleanup_headers[%d]" % index, header)), "value": "IGNORE"}
+        for index, header in enumerate(headers)
+    ]
 
 
 def added_header_entries(variable, headers):
@@ -50,8 +54,10 @@ def added_header_entries(variable, headers):
     ignore, prepend, seen = [], [], set()
     headers = v.as_list(variable, headers)
     if len(headers) > len(ANCHORS):
-        raise RelayPlanError(variable, "at most %d headers per relay (each is added before one of %s)"
-                             % (len(ANCHORS), ", ".join(ANCHORS)))
+        raise RelayPlanError(
+            variable,
+            "at most %d headers per relay (each is added before one of %s)" % (len(ANCHORS), ", ".join(ANCHORS)),
+        )
     for index, item in enumerate(headers):
         prefix = "%s[%d]" % (variable, index)
         item = v.mapping(prefix, item, ("name", "value"))
@@ -80,8 +86,10 @@ def header_checks(inputs, name, cleanup, added):
     anchors = set(entry["key"] for entry in added if entry["value"].startswith("PREPEND"))
     removed = [entry["key"] for entry in cleanup if entry["key"] in anchors]
     if removed:
-        raise RelayPlanError("relay_header_cleanup_headers", "%s carries an added header; it cannot be removed too"
-                             % removed[0].strip("/^:"))
+        raise RelayPlanError(
+            "relay_header_cleanup_headers",
+            "%s carries an added header; it cannot be removed too" % removed[0].strip("/^:"),
+        )
     path = inputs.path(name)
     return "regexp:" + path, {"path": path, "type": "regexp", "entries": entries}
 
@@ -92,8 +100,11 @@ def headers_section(inputs, plan):
     added = added_header_entries("relay_headers", inputs.settings["relay_headers"])
     if (cleanup or added) and plan.oauth2_relays:
         variable = "relay_header_cleanup" if cleanup else "relay_headers"
-        raise RelayPlanError(variable, "smtp_header_checks apply to Postfix's smtp client only, and an OAuth 2.0 relay "
-                             "takes mail through a pipe transport, which would send the headers as they are")
+        raise RelayPlanError(
+            variable,
+            "smtp_header_checks apply to Postfix's smtp client only, and an OAuth 2.0 relay "
+            "takes mail through a pipe transport, which would send the headers as they are",
+        )
     value, table = header_checks(inputs, "smtp_header_checks", cleanup, added)
     routes_add = any(table_["path"].rsplit("/", 1)[-1].startswith("smtp_header_checks_") for table_ in plan.tables)
     main_cf = {

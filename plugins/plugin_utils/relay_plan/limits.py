@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Throughput and retries: the provider's published limits, the queue's timing, and how
@@ -30,8 +30,15 @@ LIMIT_PARAMETERS = (
 # One message a day: a slower rate is a typo (1e-300 gave a 301-digit rate delay).
 MIN_SEND_RATE = 1.0 / 86400
 TLSPROXY_SERVICE = {
-    "name": "tlsproxy", "type": "unix", "private": "-", "unpriv": "-", "chroot": "n",
-    "wakeup": "-", "maxproc": "0", "command": "tlsproxy", "state": "present",
+    "name": "tlsproxy",
+    "type": "unix",
+    "private": "-",
+    "unpriv": "-",
+    "chroot": "n",
+    "wakeup": "-",
+    "maxproc": "0",
+    "command": "tlsproxy",
+    "state": "present",
 }
 
 
@@ -82,11 +89,15 @@ def limits_section(inputs, plan):
     if rate is not None:
         rate_number = v.number(rate)
         if rate_number is None or not math.isfinite(rate_number) or rate_number < 0:
-            raise RelayPlanError("relay_max_send_rate",
-                                 "must be a number of messages per second, 0 or more; got %r" % (rate,))
+            raise RelayPlanError(
+                "relay_max_send_rate", "must be a number of messages per second, 0 or more; got %r" % (rate,)
+            )
         if 0 < rate_number < MIN_SEND_RATE:
-            raise RelayPlanError("relay_max_send_rate", "%r is slower than one message a day; use 0 for no pacing or "
-                                 "at least %.6f (1/86400)" % (rate, MIN_SEND_RATE))
+            raise RelayPlanError(
+                "relay_max_send_rate",
+                "%r is slower than one message a day; use 0 for no pacing or "
+                "at least %.6f (1/86400)" % (rate, MIN_SEND_RATE),
+            )
         rate = rate_number or None
     size = settings["relay_message_size_limit"]
     if size is None:
@@ -110,9 +121,12 @@ def limits_section(inputs, plan):
 
     if inputs.primary.auth != "oauth2":
         if rate and values["smtp_destination_recipient_limit"] == "1":
-            raise RelayPlanError("relay_destination_recipient_limit", "1 cannot be paced: with one recipient per "
-                                 "delivery Postfix takes each recipient as a destination of its own, so "
-                                 "relay_max_send_rate would pace nothing (use 2 or more, or 0 for Postfix's default)")
+            raise RelayPlanError(
+                "relay_destination_recipient_limit",
+                "1 cannot be paced: with one recipient per "
+                "delivery Postfix takes each recipient as a destination of its own, so "
+                "relay_max_send_rate would pace nothing (use 2 or more, or 0 for Postfix's default)",
+            )
         main_cf = {"smtp_destination_rate_delay": None}
         main_cf.update(values)
         main_cf.update(sizes)
@@ -136,13 +150,19 @@ def _pacing(inputs, rate, values, main_cf):
         main_cf["smtp_destination_rate_delay"] = "%ds" % delay
         return (), ()
     if clones >= MAX_PACING_CLONES and clones / float(delay) < 0.9 * rate:
-        raise RelayPlanError("relay_max_send_rate", "%g messages a second is more than %d paced clones of the smtp "
-                             "transport can hold; use 0 and let the provider's throttling replies pace the host"
-                             % (rate, MAX_PACING_CLONES))
+        raise RelayPlanError(
+            "relay_max_send_rate",
+            "%g messages a second is more than %d paced clones of the smtp "
+            "transport can hold; use 0 and let the provider's throttling replies pace the host"
+            % (rate, MAX_PACING_CLONES),
+        )
     version = v.postfix_version_tuple(inputs.facts.get("postfix_version"))
     if version is not None and version < (3, 0):
-        raise RelayPlanError("relay_max_send_rate", "pacing above one message a second needs Postfix 3.0 or later "
-                             "(randmap); this host has %s" % inputs.facts.get("postfix_version"))
+        raise RelayPlanError(
+            "relay_max_send_rate",
+            "pacing above one message a second needs Postfix 3.0 or later "
+            "(randmap); this host has %s" % inputs.facts.get("postfix_version"),
+        )
     names = tuple(PACING_CLONE % index for index in range(1, clones + 1))
     services = []
     for name in names:
@@ -151,10 +171,21 @@ def _pacing(inputs, rate, values, main_cf):
             main_cf["%s_destination_recipient_limit" % name] = values["smtp_destination_recipient_limit"]
         # A throttled session must not mark the relay dead for the clone (concurrency is 1 per clone).
         main_cf["%s_destination_concurrency_failed_cohort_limit" % name] = "10"
-        services.append({
-            "name": name, "type": "unix", "private": "-", "unpriv": "-", "chroot": "n", "wakeup": "-",
-            "maxproc": "-", "command": "smtp", "options": {}, "exclusive_options": True, "state": "present",
-        })
+        services.append(
+            {
+                "name": name,
+                "type": "unix",
+                "private": "-",
+                "unpriv": "-",
+                "chroot": "n",
+                "wakeup": "-",
+                "maxproc": "-",
+                "command": "smtp",
+                "options": {},
+                "exclusive_options": True,
+                "state": "present",
+            }
+        )
     return names, tuple(services)
 
 
@@ -177,8 +208,7 @@ def deferrals_section(inputs, plan):
         return Plan(main_cf={"smtp_delivery_status_filter": None})
     path = inputs.path("smtp_dsn_filter")
     # The filter sees "<enhanced status> <text>": 5.4.5 ... becomes 4.4.5 ... with the same text.
-    entries = [{"key": r"/^5(\.[0-9]+\.[0-9]+ .*%s.*)$/" % text.replace(".", r"\."), "value": "4$1"}
-               for text in texts]
+    entries = [{"key": r"/^5(\.[0-9]+\.[0-9]+ .*%s.*)$/" % text.replace(".", r"\."), "value": "4$1"} for text in texts]
     return Plan(
         main_cf={"smtp_delivery_status_filter": "regexp:" + path},
         tables=({"path": path, "type": "regexp", "entries": entries},),
@@ -193,8 +223,9 @@ def queue_section(inputs, plan):
         main_cf[parameter] = v.time_value(variable, value) if value is not None else None
     minimal, maximal = main_cf["minimal_backoff_time"], main_cf["maximal_backoff_time"]
     if minimal and maximal and v.seconds(minimal) > v.seconds(maximal):
-        raise RelayPlanError("relay_minimal_backoff_time",
-                             "%s is longer than relay_maximal_backoff_time %s" % (minimal, maximal))
+        raise RelayPlanError(
+            "relay_minimal_backoff_time", "%s is longer than relay_maximal_backoff_time %s" % (minimal, maximal)
+        )
     return Plan(main_cf=main_cf)
 
 
@@ -209,14 +240,17 @@ def connections_section(inputs, plan):
         main_cf["smtp_connection_cache_destinations"] = None
     limit = settings["relay_connection_cache_time_limit"]
     main_cf["smtp_connection_cache_time_limit"] = (
-        v.time_value("relay_connection_cache_time_limit", limit) if limit is not None else None)
+        v.time_value("relay_connection_cache_time_limit", limit) if limit is not None else None
+    )
 
     services = ()
     if v.flag("relay_tls_connection_reuse", settings["relay_tls_connection_reuse"]):
         version = v.postfix_version_tuple(inputs.facts.get("postfix_version"))
         if version is not None and version < (3, 4):
-            raise RelayPlanError("relay_tls_connection_reuse", "needs Postfix 3.4 or later (this host has %s); set it to "
-                                 "false" % inputs.facts.get("postfix_version"))
+            raise RelayPlanError(
+                "relay_tls_connection_reuse",
+                "needs Postfix 3.4 or later (this host has %s); set it to false" % inputs.facts.get("postfix_version"),
+            )
         main_cf["smtp_tls_connection_reuse"] = "yes"
         # The tlsproxy service must exist, or every TLS delivery fails with "Cannot start TLS".
         services = (dict(TLSPROXY_SERVICE),)

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """The host's own side: who may submit mail (null client or relay server, never an open relay),
@@ -30,20 +30,27 @@ def mode_section(inputs, plan):
     main_cf = {}
     if inputs.mode == "null_client":
         if interfaces and interfaces != ["loopback-only"] and not all(v.is_loopback(value) for value in interfaces):
-            raise RelayPlanError("relay_inet_interfaces", "a null_client listens on loopback only; use relay_mode "
-                                 "relay_server to accept mail from the network")
+            raise RelayPlanError(
+                "relay_inet_interfaces",
+                "a null_client listens on loopback only; use relay_mode relay_server to accept mail from the network",
+            )
         if networks:
-            raise RelayPlanError("relay_mynetworks", "a null_client accepts mail from this host only; use relay_mode "
-                                 "relay_server")
+            raise RelayPlanError(
+                "relay_mynetworks", "a null_client accepts mail from this host only; use relay_mode relay_server"
+            )
         main_cf["inet_interfaces"] = ", ".join(interfaces) if interfaces else "loopback-only"
         main_cf["mynetworks"] = list(LOOPBACK_NETWORKS)
     else:
         if not networks:
-            raise RelayPlanError("relay_mynetworks", "required with relay_mode relay_server: the networks allowed to "
-                                 "relay through this host")
+            raise RelayPlanError(
+                "relay_mynetworks",
+                "required with relay_mode relay_server: the networks allowed to relay through this host",
+            )
         main_cf["inet_interfaces"] = ", ".join(interfaces) if interfaces else "all"
-        main_cf["mynetworks"] = v.public_bound("relay_mynetworks", [
-            v.network("relay_mynetworks[%d]" % index, value) for index, value in enumerate(networks)])
+        main_cf["mynetworks"] = v.public_bound(
+            "relay_mynetworks",
+            [v.network("relay_mynetworks[%d]" % index, value) for index, value in enumerate(networks)],
+        )
 
     protocols = settings["relay_inet_protocols"]
     if protocols is not None:

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """The values the plan is made of: the settings it reads, a relay, the inputs every section
@@ -9,7 +9,6 @@ shares, and the Plan that the sections add to."""
 from __future__ import annotations
 
 import dataclasses
-import typing
 
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError, as_list
 
@@ -32,7 +31,9 @@ class Settings:
 
     def __getitem__(self, name):
         if name not in self._settings:
-            raise RelayPlanError(name, "is not passed to the plan (roles/relay/vars/main.yml lists what the role passes)")
+            raise RelayPlanError(
+                name, "is not passed to the plan (roles/relay/vars/main.yml lists what the role passes)"
+            )
         self.read.add(name)
         return self._settings[name]
 
@@ -50,11 +51,11 @@ class Relay:
     host: str
     port: int
     wrappermode: bool
-    username: typing.Optional[str]
-    password: typing.Optional[str]
+    username: str | None
+    password: str | None
     auth: str = "password"
-    oauth2: typing.Optional[dict] = None
-    client_cert: typing.Optional[tuple] = None
+    oauth2: dict | None = None
+    client_cert: tuple | None = None
 
     @property
     def nexthop(self):
@@ -129,8 +130,11 @@ def add_login(logins, key, relay, variable):
     for login in logins:
         if login.key == key:
             if (login.username, login.password) != (relay.username, relay.password):
-                raise RelayPlanError(variable, "%s already has other credentials in this configuration; "
-                                     "Postfix keeps one login per next hop" % key)
+                raise RelayPlanError(
+                    variable,
+                    "%s already has other credentials in this configuration; "
+                    "Postfix keeps one login per next hop" % key,
+                )
             return logins
     return logins + (Login(key, relay.username, relay.password, variable),)
 
@@ -144,7 +148,8 @@ class Plan:
     transport: transport_maps entries; local_domains: domains delivered here; fallback: the
     fallback Relay; oauth2_relays: (account name, Relay) of each OAuth 2.0 relay, which
     oauth2_accounts turns into what the role installs; send_rates: (transport, messages per
-    second) paced outside Postfix; pacing: the clones of the smtp transport that pace it; client_keys: TLS client keys on the host (kept root-only);
+    second) paced outside Postfix; pacing: the clones of the smtp transport that pace it;
+    client_keys: TLS client keys on the host (kept root-only);
     submission: the sasldb users and files of authenticated submission (secret), or None;
     aliases, probe: see the package docstring.
     """
@@ -155,15 +160,15 @@ class Plan:
     logins: tuple = ()
     transport: tuple = ()
     local_domains: tuple = ()
-    fallback: typing.Optional[Relay] = None
-    aliases: typing.Optional[dict] = None
-    probe: typing.Optional[dict] = None
+    fallback: Relay | None = None
+    aliases: dict | None = None
+    probe: dict | None = None
     oauth2_relays: tuple = ()
     oauth2_accounts: tuple = ()
     send_rates: tuple = ()
     client_keys: tuple = ()
     pacing: tuple = ()
-    submission: typing.Optional[dict] = None
+    submission: dict | None = None
 
     def add(self, part, section):
         """This plan with part added; a section may not set what an earlier one set."""

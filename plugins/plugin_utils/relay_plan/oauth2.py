@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Relays that authenticate with OAuth 2.0 (XOAUTH2).
@@ -75,11 +75,18 @@ def service(account_entry):
     empty argument, so bounces leave with MAIL FROM:<>.
     """
     return {
-        "name": account_entry["transport"], "type": "unix", "private": "-", "unpriv": "n", "chroot": "n",
-        "wakeup": "-", "maxproc": str(DEFAULT_PROCESS_LIMIT), "state": "present",
-        "command": "pipe flags=q null_sender= user=%s argv=%s deliver --config %s -f ${sender} -- ${recipient}" % (
-            USER, TOOL, account_entry["config_path"]),
-        "exclusive_options": True, "options": {},
+        "name": account_entry["transport"],
+        "type": "unix",
+        "private": "-",
+        "unpriv": "n",
+        "chroot": "n",
+        "wakeup": "-",
+        "maxproc": str(DEFAULT_PROCESS_LIMIT),
+        "state": "present",
+        "command": "pipe flags=q null_sender= user=%s argv=%s deliver --config %s -f ${sender} -- ${recipient}"
+        % (USER, TOOL, account_entry["config_path"]),
+        "exclusive_options": True,
+        "options": {},
     }
 
 
@@ -90,7 +97,9 @@ def oauth2_section(inputs, plan):
     recipient the provider refuses must not take the others with it.
     """
     rates = dict(plan.send_rates)
-    accounts = tuple(account(name, relay, plan.main_cf["smtp_tls_CAfile"], rates.get(transport_name(name)))
-                     for name, relay in plan.oauth2_relays)
+    accounts = tuple(
+        account(name, relay, plan.main_cf["smtp_tls_CAfile"], rates.get(transport_name(name)))
+        for name, relay in plan.oauth2_relays
+    )
     main_cf = {"%s_destination_recipient_limit" % entry["transport"]: "1" for entry in accounts}
     return Plan(main_cf=main_cf, master_services=tuple(service(entry) for entry in accounts), oauth2_accounts=accounts)

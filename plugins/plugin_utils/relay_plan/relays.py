@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Relays: a relay description (the primary's relay_* variables, or a route's keys) and the
@@ -16,12 +16,19 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 AUTH_MODES = ("password", "oauth2", "certificate", "none")
-OAUTH2_KEYS = ("oauth2_tenant", "oauth2_client_id", "oauth2_client_secret", "oauth2_refresh_token", "oauth2_token_url",
-               "oauth2_scope")
+OAUTH2_KEYS = (
+    "oauth2_tenant",
+    "oauth2_client_id",
+    "oauth2_client_secret",
+    "oauth2_refresh_token",
+    "oauth2_token_url",
+    "oauth2_scope",
+)
 CERTIFICATE_KEYS = ("tls_client_cert", "tls_client_key")
 RELAY_KEYS = (
     ("provider", "host", "port", "auth", "username", "password", "ses_region", "mailgun_region", "office365_domain")
-    + OAUTH2_KEYS + CERTIFICATE_KEYS
+    + OAUTH2_KEYS
+    + CERTIFICATE_KEYS
 )
 # What each OAuth 2.0 flow needs besides the client id and secret, and the endpoint it asks.
 OAUTH2_FLOWS = {
@@ -64,8 +71,16 @@ def resolve_relay(presets, spec, names, wrappermode=None):
         username, password = _credentials(preset, provider, spec, names)
         return Relay(provider, host, port, wrappermode, username, password)
     if auth == "oauth2":
-        return Relay(provider, host, port, wrappermode, _oauth2_user(spec, names), None, auth,
-                     oauth2=_oauth2(preset, provider, spec, names))
+        return Relay(
+            provider,
+            host,
+            port,
+            wrappermode,
+            _oauth2_user(spec, names),
+            None,
+            auth,
+            oauth2=_oauth2(preset, provider, spec, names),
+        )
     if auth == "certificate":
         return Relay(provider, host, port, wrappermode, None, None, auth, client_cert=_client_cert(spec, names))
     return Relay(provider, host, port, wrappermode, None, None, auth)
@@ -85,7 +100,9 @@ def _auth_mode(preset, provider, spec, names):
         mode = "password" if given or "none" not in offered else "none"
     v.choice(names["auth"], mode, AUTH_MODES)
     if mode not in offered:
-        raise RelayPlanError(names["auth"], "%s is not offered by provider %s; choose %s" % (mode, provider, " or ".join(offered)))
+        raise RelayPlanError(
+            names["auth"], "%s is not offered by provider %s; choose %s" % (mode, provider, " or ".join(offered))
+        )
     return mode
 
 
@@ -95,7 +112,9 @@ def _oauth2_user(spec, names):
         raise RelayPlanError(names["username"], "required with auth oauth2: the mailbox (or account) mail is sent as")
     username = v.username(names["username"], username)
     if "@" not in username:
-        raise RelayPlanError(names["username"], "with auth oauth2 it is the mailbox's address, such as relay@contoso.com")
+        raise RelayPlanError(
+            names["username"], "with auth oauth2 it is the mailbox's address, such as relay@contoso.com"
+        )
     return username
 
 
@@ -110,16 +129,18 @@ def _oauth2(preset, provider, spec, names):
         if value in (None, ""):
             raise RelayPlanError(names[key], "required with auth oauth2 for provider %s" % provider)
         if key in ("oauth2_client_secret", "oauth2_refresh_token"):
-            settings[key[len("oauth2_"):]] = v.password(names[key], value)
+            settings[key[len("oauth2_") :]] = v.password(names[key], value)
         else:
-            settings[key[len("oauth2_"):]] = v.text(names[key], value).strip()
+            settings[key[len("oauth2_") :]] = v.text(names[key], value).strip()
     if flow == "microsoft" and not TENANT_ID.match(settings["tenant"]):
         v.domain(names["oauth2_tenant"], settings["tenant"])
     scope = spec.get("oauth2_scope")
     if scope not in (None, ""):
         scope = v.text(names["oauth2_scope"], scope).strip()
         if any(char.isspace() for char in scope) or not scope.startswith("https://"):
-            raise RelayPlanError(names["oauth2_scope"], "must be one https:// scope such as https://outlook.office365.us/.default")
+            raise RelayPlanError(
+                names["oauth2_scope"], "must be one https:// scope such as https://outlook.office365.us/.default"
+            )
         settings["scope"] = scope
     url = spec.get("oauth2_token_url")
     if url not in (None, ""):
@@ -180,7 +201,10 @@ def _credentials(preset, provider, spec, names):
     if password is not None:
         v.password(names["password"], password)
     if preset.get("username") and username is not None and username != preset["username"]:
-        raise RelayPlanError(names["username"], "%s always uses the literal user name %r; leave it unset" % (provider, preset["username"]))
+        raise RelayPlanError(
+            names["username"],
+            "%s always uses the literal user name %r; leave it unset" % (provider, preset["username"]),
+        )
     if preset.get("username"):
         username = preset["username"] if password is not None else username
     elif preset.get("username_is_password") and username is None:
@@ -269,15 +293,17 @@ def probe_section(inputs, plan):
     """How relay_probe checks the primary before a host switches to it (no secret here: the login is
     the SASL entry keyed by relayhost)."""
     main_cf = plan.main_cf
-    return Plan(probe={
-        "host": inputs.primary.host.strip("[]"),
-        "port": inputs.primary.port,
-        "tls": "implicit" if inputs.primary.wrappermode else "starttls",
-        # encrypt does not verify the certificate and fingerprint pins it
-        # instead of trusting a CA: the probe must not be stricter than Postfix.
-        "verify": main_cf.get("smtp_tls_security_level") in ("secure", "verify"),
-        "ca_file": main_cf.get("smtp_tls_CAfile"),
-        "authenticate": inputs.primary.has_credentials,
-        "auth": inputs.primary.auth,
-        "oauth2_account": oauth2.PRIMARY_ACCOUNT if inputs.primary.auth == "oauth2" else None,
-    })
+    return Plan(
+        probe={
+            "host": inputs.primary.host.strip("[]"),
+            "port": inputs.primary.port,
+            "tls": "implicit" if inputs.primary.wrappermode else "starttls",
+            # encrypt does not verify the certificate and fingerprint pins it
+            # instead of trusting a CA: the probe must not be stricter than Postfix.
+            "verify": main_cf.get("smtp_tls_security_level") in ("secure", "verify"),
+            "ca_file": main_cf.get("smtp_tls_CAfile"),
+            "authenticate": inputs.primary.has_credentials,
+            "auth": inputs.primary.auth,
+            "oauth2_account": oauth2.PRIMARY_ACCOUNT if inputs.primary.auth == "oauth2" else None,
+        }
+    )

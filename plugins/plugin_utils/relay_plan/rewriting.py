@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Addresses: the sender domain and address rewriting (local addresses leave with a real domain),
@@ -24,9 +24,12 @@ def rewriting_section(inputs, plan):
         map_kind = "sender_canonical" if plan.oauth2_relays else "generic"
     v.choice("relay_sender_rewrite_map", map_kind, REWRITE_MAPS)
     if map_kind == "generic" and plan.oauth2_relays:
-        raise RelayPlanError("relay_sender_rewrite_map", "generic (smtp_generic_maps) applies to Postfix's smtp client "
-                             "only, and an OAuth 2.0 relay takes mail through a pipe transport: use sender_canonical "
-                             "or leave it unset")
+        raise RelayPlanError(
+            "relay_sender_rewrite_map",
+            "generic (smtp_generic_maps) applies to Postfix's smtp client "
+            "only, and an OAuth 2.0 relay takes mail through a pipe transport: use sender_canonical "
+            "or leave it unset",
+        )
     parameter = REWRITE_PARAMETERS[map_kind]
     other = REWRITE_PARAMETERS["sender_canonical" if map_kind == "generic" else "generic"]
 
@@ -36,8 +39,11 @@ def rewriting_section(inputs, plan):
     elif facts.get("domain"):
         sender_domain = str(facts["domain"])
     if sender_domain is None and inputs.mode == "null_client":
-        raise RelayPlanError("relay_sender_domain", "required: this host has no DNS domain, and a null client must send "
-                             "local mail (root, cron) from a real domain the provider accepts")
+        raise RelayPlanError(
+            "relay_sender_domain",
+            "required: this host has no DNS domain, and a null client must send "
+            "local mail (root, cron) from a real domain the provider accepts",
+        )
 
     entries = _explicit_rewrites(settings)
     seen = set(entry["key"] for entry in entries)
@@ -113,7 +119,11 @@ def local_mail_section(inputs, plan):
             raise RelayPlanError(variable, "%s is listed twice" % user)
         seen.add(user.lower())
         entries.append({"key": user, "value": target})
-        entries.extend({"key": "%s@%s" % (user, name), "value": target} for name in _local_names(settings, inputs.facts))
+        entries.extend(
+            {"key": "%s@%s" % (user, name), "value": target} for name in _local_names(settings, inputs.facts)
+        )
     path, table = inputs.indexed_map("virtual")
-    return Plan(main_cf={"virtual_alias_maps": table},
-                tables=({"path": path, "type": inputs.database_type, "entries": entries},))
+    return Plan(
+        main_cf={"virtual_alias_maps": table},
+        tables=({"path": path, "type": inputs.database_type, "entries": entries},),
+    )

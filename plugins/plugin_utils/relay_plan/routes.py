@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Mail that does not take the primary relay: per recipient domain (own transports, or local
@@ -16,7 +16,10 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan impor
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import route_header_checks
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import RELAY_KEYS, route_relay
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import UNENCRYPTED_LEVELS, UNENCRYPTED_LOGIN
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import (
+    UNENCRYPTED_LEVELS,
+    UNENCRYPTED_LOGIN,
+)
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 SENDER_ROUTE_KEYS = ("sender",) + RELAY_KEYS
@@ -29,13 +32,49 @@ ROUTE_TLS_LEVELS = ("secure", "encrypt", "may", "none")
 SANDBOX_REJECT = "error:5.7.1 recipient is not on relay_ses_sandbox_recipients (Amazon SES sandbox)"
 
 # Services every master.cf already has: a route transport must not take their name.
-RESERVED_SERVICES = frozenset((
-    "smtp", "smtps", "submission", "submissions", "relay", "local", "virtual", "lmtp", "error", "retry",
-    "discard", "pipe", "pickup", "cleanup", "qmgr", "oqmgr", "tlsmgr", "rewrite", "bounce", "defer",
-    "trace", "verify", "flush", "proxymap", "proxywrite", "showq", "anvil", "scache", "postlog",
-    "tlsproxy", "dnsblog", "postscreen", "maildrop", "uucp", "ifmail", "bsmtp", "scalemail-backend",
-    "mailman", "spawn",
-))
+RESERVED_SERVICES = frozenset(
+    (
+        "smtp",
+        "smtps",
+        "submission",
+        "submissions",
+        "relay",
+        "local",
+        "virtual",
+        "lmtp",
+        "error",
+        "retry",
+        "discard",
+        "pipe",
+        "pickup",
+        "cleanup",
+        "qmgr",
+        "oqmgr",
+        "tlsmgr",
+        "rewrite",
+        "bounce",
+        "defer",
+        "trace",
+        "verify",
+        "flush",
+        "proxymap",
+        "proxywrite",
+        "showq",
+        "anvil",
+        "scache",
+        "postlog",
+        "tlsproxy",
+        "dnsblog",
+        "postscreen",
+        "maildrop",
+        "uucp",
+        "ifmail",
+        "bsmtp",
+        "scalemail-backend",
+        "mailman",
+        "spawn",
+    )
+)
 
 
 def domain_routes_section(inputs, plan):
@@ -55,7 +94,9 @@ def domain_routes_section(inputs, plan):
             continue
         relay = route_relay(inputs.presets, item, prefix, "a relay route")
         if relay.nexthop == inputs.primary.nexthop:
-            raise RelayPlanError(prefix + ".host", "%s is already the primary relay; no route is needed" % relay.nexthop)
+            raise RelayPlanError(
+                prefix + ".host", "%s is already the primary relay; no route is needed" % relay.nexthop
+            )
         if relay.auth == "oauth2":
             name = _oauth2_route(prefix, item, relay)
             oauth2_relays += ((name, relay),)
@@ -76,7 +117,7 @@ def domain_routes_section(inputs, plan):
         local_domains=local_domains,
         master_services=tuple(services[name]["service"] for name in sorted(services)),
         tables=tuple(services[name]["table"] for name in sorted(services) if services[name]["table"]),
-        logins=logins[len(plan.logins):],
+        logins=logins[len(plan.logins) :],
         oauth2_relays=oauth2_relays,
         client_keys=client_keys,
     )
@@ -85,11 +126,15 @@ def domain_routes_section(inputs, plan):
 def _oauth2_route(prefix, item, relay):
     """The account name of a domain route that sends OAuth 2.0 tokens (through msmtp, which verifies)."""
     if item.get("tls_security_level") not in (None, "secure"):
-        raise RelayPlanError(prefix + ".tls_security_level", "auth oauth2 verifies the relay's certificate (secure); "
-                             "%s cannot be used" % item["tls_security_level"])
+        raise RelayPlanError(
+            prefix + ".tls_security_level",
+            "auth oauth2 verifies the relay's certificate (secure); %s cannot be used" % item["tls_security_level"],
+        )
     if item.get("headers"):
-        raise RelayPlanError(prefix + ".headers", "smtp_header_checks apply to Postfix's smtp client only, not to the "
-                             "pipe transport of an OAuth 2.0 relay")
+        raise RelayPlanError(
+            prefix + ".headers",
+            "smtp_header_checks apply to Postfix's smtp client only, not to the pipe transport of an OAuth 2.0 relay",
+        )
     given = item.get("transport")
     if given is not None:
         given = v.service_name(prefix + ".transport", given)
@@ -101,7 +146,11 @@ def _route_domain(prefix, item, transport):
     if item.get("domain") is None:
         raise RelayPlanError(prefix + ".domain", "required")
     domain = v.text(prefix + ".domain", item["domain"])
-    key = "." + v.domain(prefix + ".domain", domain[1:]) if domain.startswith(".") else v.domain(prefix + ".domain", domain)
+    key = (
+        "." + v.domain(prefix + ".domain", domain[1:])
+        if domain.startswith(".")
+        else v.domain(prefix + ".domain", domain)
+    )
     if any(entry["key"] == key for entry in transport):
         raise RelayPlanError(prefix + ".domain", "%s is routed twice" % key)
     return key
@@ -123,8 +172,10 @@ def _route_service(inputs, prefix, item, relay):
         if tls_level in UNENCRYPTED_LEVELS and relay.has_credentials:
             raise RelayPlanError(prefix + ".tls_security_level", UNENCRYPTED_LOGIN % tls_level)
         if tls_level in UNENCRYPTED_LEVELS and relay.wrappermode:
-            raise RelayPlanError(prefix + ".tls_security_level",
-                                 "port %d uses TLS wrapper mode, which needs encrypt or stronger" % relay.port)
+            raise RelayPlanError(
+                prefix + ".tls_security_level",
+                "port %d uses TLS wrapper mode, which needs encrypt or stronger" % relay.port,
+            )
 
     name = item.get("transport")
     if name is None:
@@ -149,19 +200,23 @@ def _route_service(inputs, prefix, item, relay):
     header_option, header_table = route_header_checks(inputs, prefix, item, name)
     if header_option is not None:
         options["smtp_header_checks"] = header_option
-    return name, {
-        "name": name,
-        "type": "unix",
-        "private": "-",
-        "unpriv": "-",
-        "chroot": "n",
-        "wakeup": "-",
-        "maxproc": "-",
-        "command": "smtp",
-        "options": options,
-        "exclusive_options": True,
-        "state": "present",
-    }, header_table
+    return (
+        name,
+        {
+            "name": name,
+            "type": "unix",
+            "private": "-",
+            "unpriv": "-",
+            "chroot": "n",
+            "wakeup": "-",
+            "maxproc": "-",
+            "command": "smtp",
+            "options": options,
+            "exclusive_options": True,
+            "state": "present",
+        },
+        header_table,
+    )
 
 
 def sender_routes_section(inputs, plan):
@@ -181,8 +236,9 @@ def sender_routes_section(inputs, plan):
         # Postfix looks senders up case-insensitively: @A.example and @a.example are one key.
         twin = next((entry["key"] for entry in entries if entry["key"].casefold() == sender.casefold()), None)
         if twin is not None:
-            raise RelayPlanError(prefix + ".sender", "%s is routed twice (as %s; Postfix compares senders without case)"
-                                 % (sender, twin))
+            raise RelayPlanError(
+                prefix + ".sender", "%s is routed twice (as %s; Postfix compares senders without case)" % (sender, twin)
+            )
         relay = route_relay(inputs.presets, item, prefix, "a sender route")
         if relay.auth == "oauth2":
             name = oauth2.account_name(relay)
@@ -190,19 +246,28 @@ def sender_routes_section(inputs, plan):
             entries.append({"key": sender, "value": relay.nexthop, "transport": oauth2.transport_name(name)})
             continue
         if relay.auth == "certificate":
-            raise RelayPlanError(prefix + ".auth", "a sender route shares the smtp transport's one client certificate; "
-                                 "use relay_domain_routes for a relay that checks certificates")
+            raise RelayPlanError(
+                prefix + ".auth",
+                "a sender route shares the smtp transport's one client certificate; "
+                "use relay_domain_routes for a relay that checks certificates",
+            )
         if relay.wrappermode != inputs.primary.wrappermode:
-            raise RelayPlanError(prefix + ".port", "TLS wrapper mode is one setting for the smtp transport; port %d and the "
-                                 "primary relay's port %d need different modes (use relay_domain_routes or a matching "
-                                 "port)" % (relay.port, inputs.primary.port))
+            raise RelayPlanError(
+                prefix + ".port",
+                "TLS wrapper mode is one setting for the smtp transport; port %d and the "
+                "primary relay's port %d need different modes (use relay_domain_routes or a matching "
+                "port)" % (relay.port, inputs.primary.port),
+            )
         if relay.has_credentials:
             logins = add_login(logins, sender, relay, prefix + ".username")
         entries.append({"key": sender, "value": relay.nexthop, "transport": "smtp"})
     # The pacing clones take every message that no sender route names (last in the list).
     pacing = ["randmap:{%s}" % ", ".join(plan.pacing)] if plan.pacing else []
-    main_cf = {"sender_dependent_relayhost_maps": None, "sender_dependent_default_transport_maps": ", ".join(pacing) or None,
-               "smtp_sender_dependent_authentication": None}
+    main_cf = {
+        "sender_dependent_relayhost_maps": None,
+        "sender_dependent_default_transport_maps": ", ".join(pacing) or None,
+        "smtp_sender_dependent_authentication": None,
+    }
     if not entries:
         return Plan(main_cf=main_cf)
     if oauth2_relays or inputs.primary.auth == "oauth2":
@@ -217,7 +282,7 @@ def sender_routes_section(inputs, plan):
     return Plan(
         main_cf=main_cf,
         tables=({"path": path, "type": inputs.database_type, "entries": rows},),
-        logins=logins[len(plan.logins):],
+        logins=logins[len(plan.logins) :],
         oauth2_relays=oauth2_relays,
     )
 
@@ -228,23 +293,32 @@ def fallback_section(inputs, plan):
         return Plan(main_cf={"smtp_fallback_relay": None})
     value = v.mapping("relay_fallback", inputs.fallback, FALLBACK_KEYS)
     if inputs.primary.auth == "oauth2":
-        raise RelayPlanError("relay_fallback", "cannot be combined with relay_auth oauth2: smtp_fallback_relay is a next "
-                             "hop of Postfix's smtp transport, and an OAuth 2.0 relay is reached through a pipe transport")
+        raise RelayPlanError(
+            "relay_fallback",
+            "cannot be combined with relay_auth oauth2: smtp_fallback_relay is a next "
+            "hop of Postfix's smtp transport, and an OAuth 2.0 relay is reached through a pipe transport",
+        )
     if inputs.sender_routes:
-        raise RelayPlanError("relay_fallback", "cannot be combined with relay_sender_routes: Postfix would offer a "
-                             "sender's own login to the fallback relay")
+        raise RelayPlanError(
+            "relay_fallback",
+            "cannot be combined with relay_sender_routes: Postfix would offer a "
+            "sender's own login to the fallback relay",
+        )
     relay = route_relay(inputs.presets, value, "relay_fallback", "a fallback relay")
     if not relay.has_credentials:
         raise RelayPlanError("relay_fallback.password", "a fallback relay needs its own credentials")
     if relay.nexthop == inputs.primary.nexthop:
         raise RelayPlanError("relay_fallback.host", "%s is the primary relay itself" % relay.nexthop)
     if relay.wrappermode != inputs.primary.wrappermode:
-        raise RelayPlanError("relay_fallback.port", "TLS wrapper mode is one setting for the smtp transport; port %d and the "
-                             "primary relay's port %d need different modes" % (relay.port, inputs.primary.port))
+        raise RelayPlanError(
+            "relay_fallback.port",
+            "TLS wrapper mode is one setting for the smtp transport; port %d and the "
+            "primary relay's port %d need different modes" % (relay.port, inputs.primary.port),
+        )
     return Plan(
         main_cf={"smtp_fallback_relay": relay.nexthop},
         fallback=relay,
-        logins=add_login(plan.logins, relay.nexthop, relay, "relay_fallback.username")[len(plan.logins):],
+        logins=add_login(plan.logins, relay.nexthop, relay, "relay_fallback.username")[len(plan.logins) :],
     )
 
 
@@ -256,8 +330,11 @@ def ses_sandbox_section(inputs, plan):
     if inputs.primary.provider != "ses":
         raise RelayPlanError("relay_ses_sandbox_recipients", "only applies with relay_provider ses")
     if inputs.sender_routes:
-        raise RelayPlanError("relay_ses_sandbox_recipients", "cannot be combined with relay_sender_routes "
-                             "(the allow-list would also stop mail routed to other relays per sender)")
+        raise RelayPlanError(
+            "relay_ses_sandbox_recipients",
+            "cannot be combined with relay_sender_routes "
+            "(the allow-list would also stop mail routed to other relays per sender)",
+        )
     routed = set(entry["key"] for entry in plan.transport)
     transport = []
     for index, recipient in enumerate(sandbox):

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """Authenticated submission on a relay server: applications log in with their own SASL user over
@@ -46,8 +46,11 @@ def submission_section(inputs, plan):
         wrapper_port = v.integer("relay_submission_tls_wrapper_port", wrapper_port, 1, 65535)
     for name, value in (("relay_submission_port", port), ("relay_submission_tls_wrapper_port", wrapper_port)):
         if value == SMTP_PORT:
-            raise RelayPlanError(name, "port 25 is the relay's own smtpd, which takes mail from relay_mynetworks only; "
-                                 "submission needs a port of its own (587, 465)")
+            raise RelayPlanError(
+                name,
+                "port 25 is the relay's own smtpd, which takes mail from relay_mynetworks only; "
+                "submission needs a port of its own (587, 465)",
+            )
     if wrapper_port == port:
         raise RelayPlanError("relay_submission_tls_wrapper_port", "must differ from relay_submission_port (%d)" % port)
 
@@ -57,12 +60,12 @@ def submission_section(inputs, plan):
         if not stale:
             return Plan()
         # Submission was turned off: remove the services and the users the role created.
-        return Plan(master_services=tuple(_absent(name) for name in stale),
-                    submission=_files(inputs, [], None, None))
+        return Plan(master_services=tuple(_absent(name) for name in stale), submission=_files(inputs, [], None, None))
 
     if inputs.mode != "relay_server":
-        raise RelayPlanError("relay_submission_users", "needs relay_mode relay_server: a %s listens on loopback only"
-                             % inputs.mode)
+        raise RelayPlanError(
+            "relay_submission_users", "needs relay_mode relay_server: a %s listens on loopback only" % inputs.mode
+        )
     cert = _host_path("relay_tls_server_cert", settings["relay_tls_server_cert"])
     key = _host_path("relay_tls_server_key", settings["relay_tls_server_key"])
     accounts = _users(users)
@@ -107,13 +110,17 @@ def _users(users):
             raise RelayPlanError(variable + ".name", "%r %s" % (name, problem))
         account_login = login(name, REALM)
         if account_login.lower() in seen:
-            raise RelayPlanError(variable + ".name", "%s is listed twice (also relay_submission_users[%d])"
-                                 % (account_login, seen[account_login.lower()]))
+            raise RelayPlanError(
+                variable + ".name",
+                "%s is listed twice (also relay_submission_users[%d])" % (account_login, seen[account_login.lower()]),
+            )
         seen[account_login.lower()] = index
         password = v.password(variable + ".password", user["password"])
         senders = v.as_list(variable + ".senders", user["senders"])
-        senders = [v.address_pattern("%s.senders[%d]" % (variable, number), sender).lower()
-                   for number, sender in enumerate(senders)]
+        senders = [
+            v.address_pattern("%s.senders[%d]" % (variable, number), sender).lower()
+            for number, sender in enumerate(senders)
+        ]
         accounts.append({"name": name, "login": account_login, "password": password, "senders": senders})
     return accounts
 
@@ -170,8 +177,17 @@ def _service(port, options):
     # Unchrooted (chroot n): libsasl2 opens the sasldb on every login, and inside Debian's chroot
     # /var/spool/postfix the configured path would name another file.
     return {
-        "name": str(port), "type": "inet", "private": "n", "unpriv": "-", "chroot": "n", "wakeup": "-",
-        "maxproc": "-", "command": "smtpd", "state": "present", "exclusive_options": True, "options": options,
+        "name": str(port),
+        "type": "inet",
+        "private": "n",
+        "unpriv": "-",
+        "chroot": "n",
+        "wakeup": "-",
+        "maxproc": "-",
+        "command": "smtpd",
+        "state": "present",
+        "exclusive_options": True,
+        "options": options,
     }
 
 
@@ -213,6 +229,8 @@ def _refuse_conflict(service, ports, wanted):
     port = service_port(service["name"])
     if service["name"] in wanted or port in ports:
         variable = ports.get(port, "relay_submission_port")
-        raise RelayPlanError(variable, "master.cf already has the service %s listening on port %s; remove it or choose "
-                             "another port (the role manages only the submission services it created)"
-                             % (service["name"], port))
+        raise RelayPlanError(
+            variable,
+            "master.cf already has the service %s listening on port %s; remove it or choose "
+            "another port (the role manages only the submission services it created)" % (service["name"], port),
+        )

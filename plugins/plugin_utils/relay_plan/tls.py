@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """TLS toward every relay: the level, the CA bundle, certificate pins, the minimum version in the
@@ -16,14 +16,17 @@ TLS_LEVELS = ("secure", "encrypt", "fingerprint")
 # Levels where Postfix may talk to a relay without TLS at all. The primary relay never gets them;
 # a domain route only without credentials. One sentence for both, so the rule reads the same.
 UNENCRYPTED_LEVELS = ("may", "none")
-UNENCRYPTED_LOGIN = ("%s lets Postfix log in without TLS, sending the password in clear; a relay with credentials "
-                     "needs secure, or encrypt where its certificate cannot be verified (encrypt does not verify it, "
-                     "see docs/security.md)")
+UNENCRYPTED_LOGIN = (
+    "%s lets Postfix log in without TLS, sending the password in clear; a relay with credentials "
+    "needs secure, or encrypt where its certificate cannot be verified (encrypt does not verify it, "
+    "see docs/security.md)"
+)
 TLS_MIN_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 
 def tls_syntax(facts):
-    """"modern" (Postfix >= 3.6 takes >=TLSv1.2) or "legacy"; unknown versions get legacy, which every version reads."""
+    """The TLS protocol syntax: "modern" (Postfix >= 3.6 takes >=TLSv1.2) or "legacy"; unknown versions
+    get legacy, which every version reads."""
     syntax = facts.get("tls_min_version_syntax")
     if syntax in ("modern", "legacy"):
         return syntax
@@ -63,8 +66,10 @@ def tls_section(inputs, plan):
     if inputs.tls_level == "fingerprint" and not fingerprints:
         raise RelayPlanError("relay_tls_fingerprints", "required when relay_tls_security_level is fingerprint")
     if fingerprints and inputs.tls_level != "fingerprint":
-        raise RelayPlanError("relay_tls_fingerprints",
-                             "only used with relay_tls_security_level fingerprint (it is %s)" % inputs.tls_level)
+        raise RelayPlanError(
+            "relay_tls_fingerprints",
+            "only used with relay_tls_security_level fingerprint (it is %s)" % inputs.tls_level,
+        )
 
     ca_file = settings["relay_tls_ca_file"] or facts.get("ca_file")
     if ca_file is None:
@@ -74,8 +79,11 @@ def tls_section(inputs, plan):
         raise RelayPlanError("relay_tls_ca_file", "must be an absolute path")
 
     if inputs.primary.auth == "oauth2" and inputs.tls_level != "secure":
-        raise RelayPlanError("relay_tls_security_level", "%s cannot be used with relay_auth oauth2: msmtp verifies the "
-                             "relay's certificate against the CA bundle (secure)" % inputs.tls_level)
+        raise RelayPlanError(
+            "relay_tls_security_level",
+            "%s cannot be used with relay_auth oauth2: msmtp verifies the "
+            "relay's certificate against the CA bundle (secure)" % inputs.tls_level,
+        )
     client_cert = inputs.primary.client_cert or (None, None)
     main_cf = {
         "smtp_tls_security_level": inputs.tls_level,
@@ -87,7 +95,8 @@ def tls_section(inputs, plan):
         "smtp_tls_fingerprint_digest": "sha256" if fingerprints else None,
         "smtp_tls_fingerprint_cert_match": [
             v.fingerprint("relay_tls_fingerprints[%d]" % index, value) for index, value in enumerate(fingerprints)
-        ] or None,
+        ]
+        or None,
     }
     minimum = v.choice("relay_tls_min_version", settings["relay_tls_min_version"], TLS_MIN_VERSIONS)
     protocols = tls_protocols(minimum, tls_syntax(facts))

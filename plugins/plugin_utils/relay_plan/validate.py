@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 #
 # PRIVATE to the smarthost.postfix collection: no compatibility promise to other collections.
 """The plan's validators: each takes the variable's name and its value, returns the value as the
@@ -144,7 +144,9 @@ def hostname(variable, value):
     if any(char.isspace() for char in value):
         raise RelayPlanError(variable, "must not contain whitespace")
     if value.startswith("[") or (":" in value and not is_ip(value)):
-        raise RelayPlanError(variable, "give the bare host name (%r); the role adds the brackets and the port itself" % value)
+        raise RelayPlanError(
+            variable, "give the bare host name (%r); the role adds the brackets and the port itself" % value
+        )
     if is_ip(value):
         return value
     if not is_hostname(value):
@@ -164,7 +166,9 @@ def address_pattern(variable, value):
     value = text(variable, value)
     local, sep, domain_part = value.rpartition("@")
     if not sep or (local and not LOCAL_PART.match(local)):
-        raise RelayPlanError(variable, "%r is not an address (user@example.com) or a domain pattern (@example.com)" % value)
+        raise RelayPlanError(
+            variable, "%r is not an address (user@example.com) or a domain pattern (@example.com)" % value
+        )
     domain(variable, domain_part)
     return value
 
@@ -176,7 +180,9 @@ def network(variable, value):
     try:
         parsed = ipaddress.ip_network(bare, strict=False)
     except ValueError:
-        raise RelayPlanError(variable, "%r is not an IP network such as 10.0.0.0/8 or [2001:db8::]/32" % value) from None
+        raise RelayPlanError(
+            variable, "%r is not an IP network such as 10.0.0.0/8 or [2001:db8::]/32" % value
+        ) from None
     if parsed.prefixlen == 0:
         raise RelayPlanError(variable, "%r would let the whole Internet relay through this host" % value)
     if parsed.version == 6:
@@ -187,19 +193,36 @@ def network(variable, value):
 # Addresses no client on the Internet has: private, shared (CGNAT), loopback, link-local,
 # documentation, benchmarking, multicast and reserved ranges. The rest is public.
 NON_PUBLIC_NETWORKS = {
-    4: [ipaddress.ip_network(net) for net in (
-        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-        "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
-        "224.0.0.0/4", "240.0.0.0/4")],
-    6: [ipaddress.ip_network(net) for net in (
-        "::/128", "::1/128", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8")],
+    4: [
+        ipaddress.ip_network(net)
+        for net in (
+            "0.0.0.0/8",
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.0.0.0/24",
+            "192.0.2.0/24",
+            "192.168.0.0/16",
+            "198.18.0.0/15",
+            "198.51.100.0/24",
+            "203.0.113.0/24",
+            "224.0.0.0/4",
+            "240.0.0.0/4",
+        )
+    ],
+    6: [
+        ipaddress.ip_network(net)
+        for net in ("::/128", "::1/128", "100::/64", "2001:db8::/32", "fc00::/7", "fe80::/10", "ff00::/8")
+    ],
 }
 # IPv4 clients may appear as IPv4-mapped IPv6 addresses: such networks count as IPv4.
 IPV4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 # The most public address space relay_mynetworks may trust, in total: as much as a /8 of IPv4
 # and a /16 of IPv6 (more than any one organisation's clients; [0.0.0.0/1, 128.0.0.0/1] or ::/1
 # would be an open relay that a /0 check lets through).
-PUBLIC_LIMIT = {4: (2 ** 24, "/8"), 6: (2 ** 112, "/16")}
+PUBLIC_LIMIT = {4: (2**24, "/8"), 6: (2**112, "/16")}
 
 
 def public_addresses(networks):
@@ -233,9 +256,12 @@ def public_bound(variable, values):
     for version, count in sorted(public_addresses(networks).items()):
         limit, size = PUBLIC_LIMIT[version]
         if count > limit:
-            raise RelayPlanError(variable, "together these networks let %s public IPv%d addresses relay through this host "
-                                 "without a login, more than a %s (%s); list the networks your clients use "
-                                 "(docs/security.md)" % ("{:,}".format(count), version, size, "{:,}".format(limit)))
+            raise RelayPlanError(
+                variable,
+                "together these networks let %s public IPv%d addresses relay through this host "
+                "without a login, more than a %s (%s); list the networks your clients use "
+                "(docs/security.md)" % (f"{count:,}", version, size, f"{limit:,}"),
+            )
     return values
 
 
@@ -268,13 +294,15 @@ def fingerprint(variable, value):
     digits = value.replace(":", "").strip().upper()
     if not re.match(r"^[0-9A-F]{64}$", digits):
         raise RelayPlanError(variable, "%r is not a SHA-256 fingerprint (64 hex digits, colons optional)" % value)
-    return ":".join(digits[i:i + 2] for i in range(0, 64, 2))
+    return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
 
 
 def service_name(variable, value):
     value = text(variable, value)
     if not SERVICE_NAME.match(value):
-        raise RelayPlanError(variable, "%r is not a usable master.cf service name (lowercase letters, digits, _ and -)" % value)
+        raise RelayPlanError(
+            variable, "%r is not a usable master.cf service name (lowercase letters, digits, _ and -)" % value
+        )
     return value
 
 

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fixtures of the emulator's unit tests: test certificates, one emulator per module, clean state per test."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import os
 import subprocess
 
 import pytest
-
 from emulator_harness import EMULATOR_DIR, Emulator, emulatorctl
 
 

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Harness for the emulator's unit tests: the emulator as a subprocess on 127.0.0.1 high ports, smtplib clients."""
 
 from __future__ import annotations
@@ -65,10 +65,27 @@ class Emulator:
         self.state_dir = str(state_dir)
         self.certs = certs
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(EMULATOR_DIR, "emulator.py"), "--host", "127.0.0.1",
-             "--starttls-ports", str(self.starttls_port), "--implicit-ports", str(self.implicit_port),
-             "--https-ports", str(self.https_port), "--certs", certs, "--state-dir", self.state_dir, *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                os.path.join(EMULATOR_DIR, "emulator.py"),
+                "--host",
+                "127.0.0.1",
+                "--starttls-ports",
+                str(self.starttls_port),
+                "--implicit-ports",
+                str(self.implicit_port),
+                "--https-ports",
+                str(self.https_port),
+                "--certs",
+                certs,
+                "--state-dir",
+                self.state_dir,
+                *extra_args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         line = self.process.stdout.readline()
         while line and "listening" not in line:
             line = self.process.stdout.readline()
@@ -98,8 +115,10 @@ class Emulator:
         """
         self.set_mode("normal")
         lifetime = emulatorctl.DEFAULT_TOKEN_LIFETIME
-        for kind, setter in (("oauth", lambda: self.set_oauth("normal", token_lifetime=lifetime)),
-                             ("access", self.set_access)):
+        for kind, setter in (
+            ("oauth", lambda: self.set_oauth("normal", token_lifetime=lifetime)),
+            ("access", self.set_access),
+        ):
             current = emulatorctl.read_settings(self.state_dir, kind)
             current.pop("serial", None)
             if current != emulatorctl.read_settings("/nonexistent", kind):
@@ -178,35 +197,51 @@ class _LoopbackHTTPS(HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
-def token_request(emulator, host="login.microsoftonline.com", path=MS_TOKEN_PATH, form=None, headers=None,
-                  method="POST"):
+def token_request(
+    emulator, host="login.microsoftonline.com", path=MS_TOKEN_PATH, form=None, headers=None, method="POST"
+):
     """One request to the emulator's token endpoint: (HTTP status, JSON body or text, elapsed seconds)."""
     connection = _LoopbackHTTPS(host, emulator.https_port, trusting(emulator.certs))
     body = urlencode(form or {})
     started = time.monotonic()
     try:
-        connection.request(method, path, body=body, headers=dict(
-            {"Content-Type": "application/x-www-form-urlencoded"}, **(headers or {})))
+        connection.request(
+            method,
+            path,
+            body=body,
+            headers=dict({"Content-Type": "application/x-www-form-urlencoded"}, **(headers or {})),
+        )
         response = connection.getresponse()
         data = response.read()
     finally:
         connection.close()
     elapsed = time.monotonic() - started
     text = data.decode("utf-8")
-    return response.status, (json.loads(text) if response.getheader("Content-Type", "").startswith("application/json")
-                             else text), elapsed
+    return (
+        response.status,
+        (json.loads(text) if response.getheader("Content-Type", "").startswith("application/json") else text),
+        elapsed,
+    )
 
 
 def microsoft_form(**overrides):
-    form = {"client_id": MS_APP["client_id"], "client_secret": MS_APP["client_secret"],
-            "scope": MS_APP["scope"], "grant_type": "client_credentials"}
+    form = {
+        "client_id": MS_APP["client_id"],
+        "client_secret": MS_APP["client_secret"],
+        "scope": MS_APP["scope"],
+        "grant_type": "client_credentials",
+    }
     form.update(overrides)
     return {k: v for k, v in form.items() if v is not None}
 
 
 def google_form(**overrides):
-    form = {"client_id": GOOGLE_CLIENT["client_id"], "client_secret": GOOGLE_CLIENT["client_secret"],
-            "refresh_token": GOOGLE_CLIENT["refresh_token"], "grant_type": "refresh_token"}
+    form = {
+        "client_id": GOOGLE_CLIENT["client_id"],
+        "client_secret": GOOGLE_CLIENT["client_secret"],
+        "refresh_token": GOOGLE_CLIENT["refresh_token"],
+        "grant_type": "refresh_token",
+    }
     form.update(overrides)
     return {k: v for k, v in form.items() if v is not None}
 

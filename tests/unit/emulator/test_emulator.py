@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The provider emulator, run as a subprocess on 127.0.0.1 high ports and driven with smtplib."""
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ import threading
 import time
 
 import pytest
-
 from emulator_harness import (
-    EMULATOR_DIR, MESSAGE, PROVIDERS, SENDGRID, SES, Emulator, connect, emulatorctl, login, send, trusting,
+    EMULATOR_DIR,
+    MESSAGE,
+    PROVIDERS,
+    SENDGRID,
+    SES,
+    Emulator,
+    connect,
+    emulatorctl,
+    login,
+    send,
+    trusting,
 )
-
 
 # -- TLS and AUTH ------------------------------------------------------------------------------
 
@@ -90,8 +98,10 @@ def test_unknown_username_is_refused_and_passwords_are_never_recorded(emulator):
     [unknown, ok] = emulator.records("auth")
     assert unknown["reason"] == "unknown username"
     assert ok["provider"] == "ses"
-    stored = "".join(open(os.path.join(emulator.state_dir, name), encoding="utf-8").read()
-                     for name in emulatorctl.RECORD_FILES.values())
+    stored = "".join(
+        open(os.path.join(emulator.state_dir, name), encoding="utf-8").read()
+        for name in emulatorctl.RECORD_FILES.values()
+    )
     assert "secret-that-must-not-appear" not in stored
     assert SES["password"] not in stored
 
@@ -116,7 +126,9 @@ def test_implicit_tls_port(emulator):
     assert message["certificate"] == "trusted"
 
 
-@pytest.mark.parametrize("hostname", sorted({h for p in PROVIDERS.values() for h in p["hostnames"]} | {"emulator", "localhost"}))
+@pytest.mark.parametrize(
+    "hostname", sorted({h for p in PROVIDERS.values() for h in p["hostnames"]} | {"emulator", "localhost"})
+)
 def test_certificate_verifies_for_every_provider_hostname(emulator, hostname):
     with connect(emulator, name=hostname) as client:
         assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
@@ -133,8 +145,12 @@ def test_message_record_and_provider_reply(emulator):
     assert message["mail_from"] == "sender@example.test"
     assert message["rcpt_to"] == ["one@example.net", "two@example.org"]
     assert message["headers"] == {
-        "from": "Sender <sender@example.test>", "to": "rcpt@example.net", "subject": "emulator check",
-        "message-id": "<check-1@example.test>", "x-test-tag": "tag-42", "x-mailer": "pytest",
+        "from": "Sender <sender@example.test>",
+        "to": "rcpt@example.net",
+        "subject": "emulator check",
+        "message-id": "<check-1@example.test>",
+        "x-test-tag": "tag-42",
+        "x-mailer": "pytest",
     }
     assert message["received_count"] == 2
     assert message["size"] == len(MESSAGE.encode())
@@ -152,7 +168,9 @@ def test_pipelined_commands_are_answered_in_order(emulator):
     with connect(emulator) as client:
         assert client.has_extn("pipelining")
         login(client, "sendgrid")
-        client.send("MAIL FROM:<sender@example.test>\r\nRCPT TO:<one@example.net>\r\nRCPT TO:<two@example.net>\r\nDATA\r\n")
+        client.send(
+            "MAIL FROM:<sender@example.test>\r\nRCPT TO:<one@example.net>\r\nRCPT TO:<two@example.net>\r\nDATA\r\n"
+        )
         assert [client.getreply()[0] for _unused in range(4)] == [250, 250, 250, 354]
         client.send(MESSAGE + ".\r\n")
         assert client.getreply()[0] == 250
@@ -207,8 +225,10 @@ def test_ses_sandbox_rejects_unverified_after_data(emulator):
         login(client, "ses")
         code, text = send(client, rcpts=("ok@verified.example", "stranger@example.net"))
         assert code == 554
-        assert text.decode() == ("Message rejected: Email address is not verified. The following identities "
-                                 "failed the check in region US-EAST-1: stranger@example.net")
+        assert text.decode() == (
+            "Message rejected: Email address is not verified. The following identities "
+            "failed the check in region US-EAST-1: stranger@example.net"
+        )
         assert send(client, rcpts=("ok@verified.example",))[0] == 250
     assert [m["rcpt_to"] for m in emulator.records()] == [["ok@verified.example"]]
     [rejection] = emulator.records("replies")
@@ -310,14 +330,17 @@ def test_down_mode_refuses_connections_and_drops_open_sessions(emulator):
 # -- control tool and process -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"mode": "sleepy"}, "mode must be one of"),
-    ({"mode": "no_starttls", "providers": ["ses"]}, "providers applies only"),
-    ({"mode": "normal", "rate": 3}, "rate and burst apply only"),
-    ({"mode": "rate_limit", "rate": 0}, "rate must be greater than 0"),
-    ({"mode": "ses_sandbox", "at": "helo"}, "at must be"),
-    ({"mode": "throttle", "colour": "red"}, "unknown mode field"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"mode": "sleepy"}, "mode must be one of"),
+        ({"mode": "no_starttls", "providers": ["ses"]}, "providers applies only"),
+        ({"mode": "normal", "rate": 3}, "rate and burst apply only"),
+        ({"mode": "rate_limit", "rate": 0}, "rate must be greater than 0"),
+        ({"mode": "ses_sandbox", "at": "helo"}, "at must be"),
+        ({"mode": "throttle", "colour": "red"}, "unknown mode field"),
+    ],
+)
 def test_invalid_modes_are_refused(doc, message):
     with pytest.raises(ValueError, match=message):
         emulatorctl.parse_mode(doc)
@@ -343,7 +366,9 @@ def test_control_cli_sets_mode_and_prints_counters(emulator):
     assert (counters["messages"], counters["auth"]["succeeded"], counters["mode"]["mode"]) == (1, 1, "rate_limit")
     records = json.loads(subprocess.run(ctl + ["records", "auth"], capture_output=True, text=True, check=True).stdout)
     assert [r["provider"] for r in records] == ["sendgrid"]
-    waited = subprocess.run(ctl + ["wait", "--messages", "2", "--timeout", "0.5"], capture_output=True, text=True, check=False)
+    waited = subprocess.run(
+        ctl + ["wait", "--messages", "2", "--timeout", "0.5"], capture_output=True, text=True, check=False
+    )
     assert waited.returncode == 1
     subprocess.run(ctl + ["reset"], check=True, capture_output=True)
     assert emulator.records() == []

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """TLS client certificates (Office 365 connector, custom mTLS) and relaying by allow-listed address."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import ssl
 import subprocess
 
 import pytest
-
 from emulator_harness import PROVIDERS, connect, login, send, trusting
 
 CONNECTOR_HOST = PROVIDERS["office365_connector"]["hostnames"][0]
@@ -28,13 +27,40 @@ def presenting(certs, name="client"):
 
 def test_make_certs_issues_client_certificates(certs):
     def subject_and_issuer(name):
-        shown = subprocess.run(["openssl", "x509", "-in", os.path.join(certs, name), "-noout", "-subject", "-issuer",
-                                "-nameopt", "RFC2253"], capture_output=True, text=True, check=True)
+        shown = subprocess.run(
+            [
+                "openssl",
+                "x509",
+                "-in",
+                os.path.join(certs, name),
+                "-noout",
+                "-subject",
+                "-issuer",
+                "-nameopt",
+                "RFC2253",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return shown.stdout.split("\n")[:2]
+
     assert subject_and_issuer("client.crt") == ["subject=" + CLIENT_SUBJECT, "issuer=" + TEST_CA]
     assert subject_and_issuer("rogue-client.crt") == ["subject=" + CLIENT_SUBJECT, "issuer=" + ROGUE_CA]
-    verify = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(certs, "ca.crt"), "-purpose", "sslclient",
-                             os.path.join(certs, "client.crt")], capture_output=True, text=True, check=False)
+    verify = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            os.path.join(certs, "ca.crt"),
+            "-purpose",
+            "sslclient",
+            os.path.join(certs, "client.crt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verify.returncode == 0, verify.stderr
     assert oct(os.stat(os.path.join(certs, "client.key")).st_mode & 0o777) == "0o600"
 
@@ -48,12 +74,22 @@ def test_connector_accepts_a_verified_client_certificate_without_auth(emulator, 
         assert text.decode().startswith("2.6.0 <") and text.decode().endswith("Queued mail for delivery")
     [message] = emulator.records()
     assert (message["provider"], message["access"], message["auth_mechanism"], message["username"]) == (
-        "office365_connector", "client_certificate", None, None)
+        "office365_connector",
+        "client_certificate",
+        None,
+        None,
+    )
     assert (message["client_cert_subject"], message["client_cert_issuer"], message["client_cert_verified"]) == (
-        CLIENT_SUBJECT, TEST_CA, True)
+        CLIENT_SUBJECT,
+        TEST_CA,
+        True,
+    )
     [connection] = emulator.closed_connections(1)
     assert (connection["client_cert_subject"], connection["client_cert_verified"], connection["access"]) == (
-        CLIENT_SUBJECT, True, "client_certificate")
+        CLIENT_SUBJECT,
+        True,
+        "client_certificate",
+    )
     assert emulator.records("auth") == []
 
 
@@ -105,7 +141,10 @@ def test_allow_listed_address_relays_without_certificate(emulator):
         assert send(client, "scanner@contoso.example.test")[0] == 250
     [message] = emulator.records()
     assert (message["provider"], message["access"], message["client_cert_subject"]) == (
-        "office365_connector", "ip", None)
+        "office365_connector",
+        "ip",
+        None,
+    )
     # --require-client-cert: the address no longer counts.
     emulator.set_access(allow_ips={"office365_connector": ["127.0.0.0/8"]}, require_client_cert=True)
     with connect(emulator, name=CONNECTOR_HOST) as client:
@@ -124,9 +163,28 @@ def test_workspace_relay_by_address(emulator):
 
 def test_a_certificate_from_an_unknown_ca_fails_the_handshake(emulator, tmp_path):
     key, crt = tmp_path / "self.key", tmp_path / "self.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                    "-keyout", str(key), "-out", str(crt), "-subj", "/CN=stranger.example.test", "-days", "1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-subj",
+            "/CN=stranger.example.test",
+            "-days",
+            "1",
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = trusting(emulator.certs)
     context.load_cert_chain(str(crt), str(key))
     with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionResetError)):
@@ -137,6 +195,7 @@ def test_a_certificate_from_an_unknown_ca_fails_the_handshake(emulator, tmp_path
 
 def test_access_settings_are_validated():
     import emulatorctl
+
     with pytest.raises(ValueError, match="ses does not accept clients by address"):
         emulatorctl.parse_access({"allow_ips": {"ses": ["10.0.0.1"]}})
     with pytest.raises(ValueError, match="is no IP address"):

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The emulator's OAuth 2.0 token endpoints (HTTPS) and AUTH XOAUTH2 with the tokens they issue."""
 
 from __future__ import annotations
@@ -15,10 +15,22 @@ import sys
 import time
 
 import pytest
-
 from emulator_harness import (
-    EMULATOR_DIR, GOOGLE_CLIENT, MS_APP, MS_TOKEN_PATH, OFFICE365, connect, emulatorctl,
-    google_form, google_token, login, microsoft_form, microsoft_token, send, token_request, xoauth2,
+    EMULATOR_DIR,
+    GOOGLE_CLIENT,
+    MS_APP,
+    MS_TOKEN_PATH,
+    OFFICE365,
+    connect,
+    emulatorctl,
+    google_form,
+    google_token,
+    login,
+    microsoft_form,
+    microsoft_token,
+    send,
+    token_request,
+    xoauth2,
 )
 
 MAILBOX = MS_APP["mailboxes"][0]
@@ -41,8 +53,10 @@ def auth_xoauth2(client, user, token):
 
 
 def stored_text(emulator):
-    return "".join(open(os.path.join(emulator.state_dir, name), encoding="utf-8").read()
-                   for name in emulatorctl.RECORD_FILES.values())
+    return "".join(
+        open(os.path.join(emulator.state_dir, name), encoding="utf-8").read()
+        for name in emulatorctl.RECORD_FILES.values()
+    )
 
 
 # -- Microsoft identity platform: client credentials grant --------------------------------------
@@ -59,7 +73,11 @@ def test_microsoft_client_credentials_grant(emulator):
     assert claims["exp"] - claims["iat"] == 3599
     [request] = emulator.records("tokens")
     assert (request["endpoint"], request["grant_type"], request["client_id"], request["tenant"]) == (
-        "microsoft", "client_credentials", MS_APP["client_id"], MS_APP["tenant_id"])
+        "microsoft",
+        "client_credentials",
+        MS_APP["client_id"],
+        MS_APP["tenant_id"],
+    )
     assert (request["success"], request["http_status"], request["error"]) == (True, 200, None)
     assert request["host"] == "login.microsoftonline.com:%d" % emulator.https_port
 
@@ -67,37 +85,99 @@ def test_microsoft_client_credentials_grant(emulator):
 def test_microsoft_tenant_domain_and_client_secret_basic(emulator):
     basic = base64.b64encode(("%s:%s" % (MS_APP["client_id"], MS_APP["client_secret"])).encode()).decode()
     status, body, _elapsed = token_request(
-        emulator, path="/%s/oauth2/v2.0/token" % MS_APP["tenant_domain"],
-        form=microsoft_form(client_id=None, client_secret=None), headers={"Authorization": "Basic " + basic})
+        emulator,
+        path="/%s/oauth2/v2.0/token" % MS_APP["tenant_domain"],
+        form=microsoft_form(client_id=None, client_secret=None),
+        headers={"Authorization": "Basic " + basic},
+    )
     assert status == 200, body
     assert jwt_claims(body["access_token"])["tid"] == MS_APP["tenant_id"]
 
 
-@pytest.mark.parametrize("path, overrides, http_status, error, code, words", [
-    (MS_TOKEN_PATH, {"client_secret": "wrong"}, 401, "invalid_client", 7000215,
-     "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client "
-     "secret value, not the client secret ID, for a secret added to app '%s'." % MS_APP["client_id"]),
-    (MS_TOKEN_PATH, {"client_id": "11111111-2222-4333-8444-555555555555"}, 400, "unauthorized_client", 700016,
-     "AADSTS700016: Application with identifier '11111111-2222-4333-8444-555555555555' was not found in the "
-     "directory '%s'." % MS_APP["tenant_id"]),
-    ("/99999999-0000-4000-a000-000000000000/oauth2/v2.0/token", {}, 400, "invalid_request", 90002,
-     "AADSTS90002: Tenant '99999999-0000-4000-a000-000000000000' not found."),
-    (MS_TOKEN_PATH, {"scope": "https://outlook.office365.com/SMTP.Send"}, 400, "invalid_scope", 1002012,
-     "AADSTS1002012: The provided value for scope https://outlook.office365.com/SMTP.Send is not valid."),
-    (MS_TOKEN_PATH, {"scope": None}, 400, "invalid_request", 900144,
-     "AADSTS900144: The request body must contain the following parameter: 'scope'."),
-    (MS_TOKEN_PATH, {"grant_type": None}, 400, "invalid_request", 900144,
-     "AADSTS900144: The request body must contain the following parameter: 'grant_type'."),
-    (MS_TOKEN_PATH, {"grant_type": "password"}, 400, "unsupported_grant_type", 70003,
-     "AADSTS70003: The app requested an unsupported grant type 'password'."),
-    (MS_TOKEN_PATH, {"client_secret": None}, 401, "invalid_client", 7000218,
-     "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or 'client_secret'."),
-])
+@pytest.mark.parametrize(
+    "path, overrides, http_status, error, code, words",
+    [
+        (
+            MS_TOKEN_PATH,
+            {"client_secret": "wrong"},
+            401,
+            "invalid_client",
+            7000215,
+            "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client "
+            "secret value, not the client secret ID, for a secret added to app '%s'." % MS_APP["client_id"],
+        ),
+        (
+            MS_TOKEN_PATH,
+            {"client_id": "11111111-2222-4333-8444-555555555555"},
+            400,
+            "unauthorized_client",
+            700016,
+            "AADSTS700016: Application with identifier '11111111-2222-4333-8444-555555555555' was not found in the "
+            "directory '%s'." % MS_APP["tenant_id"],
+        ),
+        (
+            "/99999999-0000-4000-a000-000000000000/oauth2/v2.0/token",
+            {},
+            400,
+            "invalid_request",
+            90002,
+            "AADSTS90002: Tenant '99999999-0000-4000-a000-000000000000' not found.",
+        ),
+        (
+            MS_TOKEN_PATH,
+            {"scope": "https://outlook.office365.com/SMTP.Send"},
+            400,
+            "invalid_scope",
+            1002012,
+            "AADSTS1002012: The provided value for scope https://outlook.office365.com/SMTP.Send is not valid.",
+        ),
+        (
+            MS_TOKEN_PATH,
+            {"scope": None},
+            400,
+            "invalid_request",
+            900144,
+            "AADSTS900144: The request body must contain the following parameter: 'scope'.",
+        ),
+        (
+            MS_TOKEN_PATH,
+            {"grant_type": None},
+            400,
+            "invalid_request",
+            900144,
+            "AADSTS900144: The request body must contain the following parameter: 'grant_type'.",
+        ),
+        (
+            MS_TOKEN_PATH,
+            {"grant_type": "password"},
+            400,
+            "unsupported_grant_type",
+            70003,
+            "AADSTS70003: The app requested an unsupported grant type 'password'.",
+        ),
+        (
+            MS_TOKEN_PATH,
+            {"client_secret": None},
+            401,
+            "invalid_client",
+            7000218,
+            "AADSTS7000218: The request body must contain the following parameter: 'client_assertion' or "
+            "'client_secret'.",
+        ),
+    ],
+)
 def test_microsoft_errors_as_entra_id_sends_them(emulator, path, overrides, http_status, error, code, words):
     status, body, _elapsed = token_request(emulator, path=path, form=microsoft_form(**overrides))
     assert status == http_status
-    assert list(body) == ["error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id",
-                          "error_uri"]
+    assert list(body) == [
+        "error",
+        "error_description",
+        "error_codes",
+        "timestamp",
+        "trace_id",
+        "correlation_id",
+        "error_uri",
+    ]
     assert (body["error"], body["error_codes"]) == (error, [code])
     assert body["error_description"].startswith(words)
     description_lines = body["error_description"].split("\r\n")
@@ -106,7 +186,11 @@ def test_microsoft_errors_as_entra_id_sends_them(emulator, path, overrides, http
     assert description_lines[3] == "Timestamp: " + body["timestamp"]
     [request] = emulator.records("tokens")
     assert (request["success"], request["error"], request["error_code"], request["http_status"]) == (
-        False, error, code, http_status)
+        False,
+        error,
+        code,
+        http_status,
+    )
 
 
 def test_a_token_for_another_resource_is_issued_but_refused_by_smtp(emulator):
@@ -128,21 +212,40 @@ def test_google_refresh_token_grant(emulator):
     assert body["access_token"].startswith("ya29.")
     [request] = emulator.records("tokens")
     assert (request["endpoint"], request["grant_type"], request["client_id"], request["success"]) == (
-        "google", "refresh_token", GOOGLE_CLIENT["client_id"], True)
+        "google",
+        "refresh_token",
+        GOOGLE_CLIENT["client_id"],
+        True,
+    )
     assert (request["account"], request["refresh_token_known"]) == (ACCOUNT, True)
 
 
-@pytest.mark.parametrize("overrides, http_status, body", [
-    ({"refresh_token": "1//0revoked"}, 400,
-     {"error": "invalid_grant", "error_description": "Token has been expired or revoked."}),
-    ({"client_id": "0-unknown.apps.googleusercontent.com"}, 401,
-     {"error": "invalid_client", "error_description": "The OAuth client was not found."}),
-    ({"client_secret": "GOCSPX-wrong"}, 401, {"error": "invalid_client", "error_description": "Unauthorized"}),
-    ({"refresh_token": None}, 400,
-     {"error": "invalid_request", "error_description": "Missing required parameter: refresh_token"}),
-    ({"grant_type": "authorization_code"}, 400,
-     {"error": "unsupported_grant_type", "error_description": "Invalid grant_type: authorization_code"}),
-])
+@pytest.mark.parametrize(
+    "overrides, http_status, body",
+    [
+        (
+            {"refresh_token": "1//0revoked"},
+            400,
+            {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+        ),
+        (
+            {"client_id": "0-unknown.apps.googleusercontent.com"},
+            401,
+            {"error": "invalid_client", "error_description": "The OAuth client was not found."},
+        ),
+        ({"client_secret": "GOCSPX-wrong"}, 401, {"error": "invalid_client", "error_description": "Unauthorized"}),
+        (
+            {"refresh_token": None},
+            400,
+            {"error": "invalid_request", "error_description": "Missing required parameter: refresh_token"},
+        ),
+        (
+            {"grant_type": "authorization_code"},
+            400,
+            {"error": "unsupported_grant_type", "error_description": "Invalid grant_type: authorization_code"},
+        ),
+    ],
+)
 def test_google_errors_as_google_sends_them(emulator, overrides, http_status, body):
     status, answer, _elapsed = google_request(emulator, **overrides)
     assert (status, answer) == (http_status, body)
@@ -152,15 +255,18 @@ def test_google_errors_as_google_sends_them(emulator, overrides, http_status, bo
 # -- failure modes of the endpoint ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode, microsoft_status, google_status", [
-    ("invalid_grant", 200, 400),
-    ("invalid_client_secret", 401, 401),
-    ("app_not_found", 400, 200),
-    ("tenant_not_found", 400, 200),
-    ("invalid_scope", 400, 200),
-    ("client_not_found", 200, 401),
-    ("unauthorized_client", 200, 401),
-])
+@pytest.mark.parametrize(
+    "mode, microsoft_status, google_status",
+    [
+        ("invalid_grant", 200, 400),
+        ("invalid_client_secret", 401, 401),
+        ("app_not_found", 400, 200),
+        ("tenant_not_found", 400, 200),
+        ("invalid_scope", 400, 200),
+        ("client_not_found", 200, 401),
+        ("unauthorized_client", 200, 401),
+    ],
+)
 def test_error_modes_answer_good_credentials_with_that_error(emulator, mode, microsoft_status, google_status):
     emulator.set_oauth(mode)
     microsoft = token_request(emulator, form=microsoft_form())
@@ -168,8 +274,12 @@ def test_error_modes_answer_good_credentials_with_that_error(emulator, mode, mic
     assert (microsoft[0], google[0]) == (microsoft_status, google_status)
     for status, body, _elapsed in (microsoft, google):
         if status != 200:
-            assert body["error"] == mode or mode in ("app_not_found", "tenant_not_found", "client_not_found",
-                                                     "invalid_client_secret")
+            assert body["error"] == mode or mode in (
+                "app_not_found",
+                "tenant_not_found",
+                "client_not_found",
+                "invalid_client_secret",
+            )
     records = emulator.records("tokens")
     assert [r["oauth_mode"] for r in records] == [mode, mode]
 
@@ -226,12 +336,20 @@ def test_xoauth2_office365_valid_token_and_message_record(emulator):
     [request] = emulator.records("tokens")
     [attempt] = emulator.records("auth")
     assert (attempt["mechanism"], attempt["username"], attempt["provider"], attempt["success"]) == (
-        "XOAUTH2", MAILBOX, "office365", True)
+        "XOAUTH2",
+        MAILBOX,
+        "office365",
+        True,
+    )
     assert (attempt["token_status"], attempt["token_client_id"]) == ("valid", MS_APP["client_id"])
     assert attempt["token_ref"] == request["token_ref"]
     [message] = emulator.records()
     assert (message["auth_mechanism"], message["username"], message["provider"], message["access"]) == (
-        "XOAUTH2", MAILBOX, "office365", "oauth2")
+        "XOAUTH2",
+        MAILBOX,
+        "office365",
+        "oauth2",
+    )
     assert (message["token_status"], message["token_ref"]) == ("valid", request["token_ref"])
     assert message["tls"] == "starttls"
     assert token not in json.dumps(emulator.records("auth") + emulator.records("messages"))
@@ -277,7 +395,10 @@ def test_gmail_refuses_a_bad_token_with_the_334_challenge_first(emulator):
         code, challenge = auth_xoauth2(client, ACCOUNT, "ya29.not-issued-here")
         assert code == 334
         assert json.loads(base64.b64decode(challenge)) == {
-            "status": "400", "schemes": "Bearer", "scope": "https://mail.google.com/"}
+            "status": "400",
+            "schemes": "Bearer",
+            "scope": "https://mail.google.com/",
+        }
         code, text = client.docmd("")
         assert code == 535
         lines = text.decode().split("\n")
@@ -311,8 +432,13 @@ def test_office365_refuses_tokens_it_did_not_issue_for_this_mailbox(emulator, ca
         assert answer == (535, b"5.7.3 Authentication unsuccessful [emulator]")
         with pytest.raises(smtplib.SMTPSenderRefused):
             client.sendmail(MAILBOX, ["rcpt@example.net"], "Subject: x\r\n\r\nx\r\n")
-    expected = {"unknown": "unknown", "wrong_user": "wrong_user", "foreign": "foreign",
-                "unregistered_app": "wrong_user", "malformed": "malformed"}[case]
+    expected = {
+        "unknown": "unknown",
+        "wrong_user": "wrong_user",
+        "foreign": "foreign",
+        "unregistered_app": "wrong_user",
+        "malformed": "malformed",
+    }[case]
     assert emulator.records("auth")[0]["token_status"] == expected
     assert emulator.records() == []
 
@@ -350,6 +476,7 @@ def test_xoauth2_in_the_clear_is_refused_and_its_user_recorded(emulator):
 
 def test_tokens_survive_a_restart(certs, tmp_path):
     from emulator_harness import Emulator
+
     first = Emulator(certs, tmp_path)
     try:
         token = microsoft_token(first)
@@ -376,19 +503,26 @@ def test_no_secret_reaches_any_record(emulator):
 
 def test_control_cli_oauth_and_counters(emulator):
     ctl = [sys.executable, os.path.join(EMULATOR_DIR, "emulatorctl.py"), "--dir", emulator.state_dir]
-    result = subprocess.run(ctl + ["oauth", "slow", "--delay", "0.5", "--token-lifetime", "20"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ctl + ["oauth", "slow", "--delay", "0.5", "--token-lifetime", "20"], capture_output=True, text=True, check=True
+    )
     assert json.loads(result.stdout)["token_lifetime"] == 20 and result.stderr == ""
     assert emulatorctl.read_status(emulator.state_dir)["oauth"]["mode"] == "slow"
-    refused = subprocess.run(ctl + ["oauth", "down", "--providers", "gmail"], capture_output=True, text=True,
-                             check=False)
+    refused = subprocess.run(
+        ctl + ["oauth", "down", "--providers", "gmail"], capture_output=True, text=True, check=False
+    )
     assert refused.returncode == 2 and "does not apply" in refused.stderr
-    refused = subprocess.run(ctl + ["oauth", "tenant_not_found", "--providers", "gmail"], capture_output=True,
-                             text=True, check=False)
+    refused = subprocess.run(
+        ctl + ["oauth", "tenant_not_found", "--providers", "gmail"], capture_output=True, text=True, check=False
+    )
     assert refused.returncode == 2 and "has no reply for gmail" in refused.stderr
     subprocess.run(ctl + ["oauth", "normal"], capture_output=True, text=True, check=True)
     assert token_request(emulator, form=microsoft_form())[1]["expires_in"] == 20
     counters = json.loads(subprocess.run(ctl + ["counters"], capture_output=True, text=True, check=True).stdout)
     assert counters["tokens"] == {"requests": 1, "issued": 1, "refused": 0}
-    assert json.loads(subprocess.run(ctl + ["records", "tokens"], capture_output=True, text=True,
-                                     check=True).stdout)[0]["expires_in"] == 20
+    assert (
+        json.loads(subprocess.run(ctl + ["records", "tokens"], capture_output=True, text=True, check=True).stdout)[0][
+            "expires_in"
+        ]
+        == 20
+    )

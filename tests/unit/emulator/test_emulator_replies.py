@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The providers' published refusals (replies.json), each at its SMTP stage, and the modes that make them."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import sys
 import threading
 
 import pytest
-
 from emulator_harness import EMULATOR_DIR, PROVIDERS, connect, emulatorctl, login, send, trusting
 
 with open(os.path.join(EMULATOR_DIR, "replies.json"), encoding="utf-8") as _handle:
@@ -28,8 +27,10 @@ SES_HOST = PROVIDERS["ses"]["hostnames"][0]
 
 def message(sender="sender@example.test", size=0):
     body = "x" * 76 + "\r\n"
-    return ("From: Sender <%s>\r\nTo: rcpt@example.net\r\nSubject: provider replies\r\nX-Test-Tag: replies\r\n\r\n%s"
-            % (sender, body * (size // len(body) + 1) if size else "body\r\n"))
+    return "From: Sender <%s>\r\nTo: rcpt@example.net\r\nSubject: provider replies\r\nX-Test-Tag: replies\r\n\r\n%s" % (
+        sender,
+        body * (size // len(body) + 1) if size else "body\r\n",
+    )
 
 
 def text_of(case, provider, stage=None):
@@ -83,16 +84,19 @@ def test_size_limits_are_the_published_figures():
     assert sizes["office365"]["advertised_size"] == 150 * 1024 * 1024
 
 
-@pytest.mark.parametrize("doc, message_text", [
-    ({"mode": "daily_limit", "providers": ["sendgrid"]}, "daily_limit has no reply text for sendgrid"),
-    ({"mode": "send_as_denied", "providers": ["gmail"]}, "no reply text for gmail"),
-    ({"mode": "size_limit"}, "size_limit needs max_size"),
-    ({"mode": "daily_limit", "after": -1}, "after must be a whole number of at least 0"),
-    ({"mode": "concurrency_limit", "max_connections": 0}, "max_connections must be"),
-    ({"mode": "basic_auth_disabled", "at": "rcpt"}, "at must be one of auth, mail"),
-    ({"mode": "throttle", "verified": ["a@b"]}, "verified applies only"),
-    ({"mode": "normal", "after": 3}, "after applies only to the daily_limit mode"),
-])
+@pytest.mark.parametrize(
+    "doc, message_text",
+    [
+        ({"mode": "daily_limit", "providers": ["sendgrid"]}, "daily_limit has no reply text for sendgrid"),
+        ({"mode": "send_as_denied", "providers": ["gmail"]}, "no reply text for gmail"),
+        ({"mode": "size_limit"}, "size_limit needs max_size"),
+        ({"mode": "daily_limit", "after": -1}, "after must be a whole number of at least 0"),
+        ({"mode": "concurrency_limit", "max_connections": 0}, "max_connections must be"),
+        ({"mode": "basic_auth_disabled", "at": "rcpt"}, "at must be one of auth, mail"),
+        ({"mode": "throttle", "verified": ["a@b"]}, "verified applies only"),
+        ({"mode": "normal", "after": 3}, "after applies only to the daily_limit mode"),
+    ],
+)
 def test_invalid_provider_modes_are_refused(doc, message_text):
     with pytest.raises(ValueError, match=message_text):
         emulatorctl.parse_mode(doc)
@@ -101,12 +105,15 @@ def test_invalid_provider_modes_are_refused(doc, message_text):
 # -- authentication texts -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider, hostname, expected", [
-    ("office365", OFFICE365_HOST, "535 5.7.3 Authentication unsuccessful [emulator]"),
-    ("office365", "emulator", "535 5.7.3 Authentication unsuccessful [emulator]"),  # no SNI, as Postfix
-    ("gmail", GMAIL_HOST, text_of("auth_failed", "gmail")),
-    ("sendgrid", "smtp.sendgrid.net", "535 5.7.8 Authentication credentials invalid"),
-])
+@pytest.mark.parametrize(
+    "provider, hostname, expected",
+    [
+        ("office365", OFFICE365_HOST, "535 5.7.3 Authentication unsuccessful [emulator]"),
+        ("office365", "emulator", "535 5.7.3 Authentication unsuccessful [emulator]"),  # no SNI, as Postfix
+        ("gmail", GMAIL_HOST, text_of("auth_failed", "gmail")),
+        ("sendgrid", "smtp.sendgrid.net", "535 5.7.8 Authentication credentials invalid"),
+    ],
+)
 def test_wrong_password_gets_the_providers_text(emulator, provider, hostname, expected):
     with connect(emulator, name=hostname) as client:
         client.user, client.password = PROVIDERS[provider]["username"], "wrong"
@@ -132,8 +139,9 @@ def test_basic_auth_disabled_refuses_passwords_at_auth(emulator, mechanism):
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             login(client, "office365", mechanism)
     assert refused.value.smtp_code == 535
-    assert refused.value.smtp_error == (b"5.7.139 Authentication unsuccessful, basic authentication is disabled. "
-                                        b"[emulator]")
+    assert refused.value.smtp_error == (
+        b"5.7.139 Authentication unsuccessful, basic authentication is disabled. [emulator]"
+    )
     [attempt] = emulator.records("auth")
     assert (attempt["success"], attempt["reason"]) == (False, "mode basic_auth_disabled")
     # Providers without the text are left alone.
@@ -146,7 +154,9 @@ def test_basic_auth_disabled_at_mail_answers_5_7_30_after_a_good_login(emulator)
     with connect(emulator, name=OFFICE365_HOST) as client:
         assert login(client, "office365")[0] == 235
         assert client.mail("relay@contoso.example.test") == (
-            550, b"5.7.30 Basic authentication is not supported for Client Submission.")
+            550,
+            b"5.7.30 Basic authentication is not supported for Client Submission.",
+        )
     [reply] = emulator.records("replies")
     assert (reply["code"], reply["stage"], reply["mode"]) == ("550", "mail", "basic_auth_disabled")
     assert emulator.records() == []
@@ -204,7 +214,9 @@ def test_daily_limit_answers_each_providers_text_at_its_stage(emulator):
     with connect(emulator, name=OFFICE365_HOST) as client:
         login(client, "office365")
         assert send(client, "relay@contoso.example.test", message=message("relay@contoso.example.test")) == (
-            554, b"5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException")
+            554,
+            b"5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+        )
     with connect(emulator) as client:  # SendGrid has no daily-limit text: not affected
         login(client, "sendgrid")
         assert send(client)[0] == 250
@@ -232,8 +244,10 @@ def test_concurrency_limit_refuses_sessions_beyond_k_with_432(emulator):
         assert send(clients[1], sender, message=message(sender))[0] == 250
         code, text = send(clients[2], sender, message=message(sender))
         assert code == 432
-        assert text == (b"4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending "
-                        b"for more information. [Hostname=emulator]")
+        assert text == (
+            b"4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending "
+            b"for more information. [Hostname=emulator]"
+        )
         clients[0].quit()
         emulator.closed_connections(1)
         clients[2].rset()
@@ -256,8 +270,10 @@ def test_send_as_denied_names_mailbox_and_address(emulator):
         login(client, "office365")
         code, text = send(client, mailbox, message=message("other@contoso.example.test"))
         assert code == 554
-        assert text.decode().startswith("5.2.252 SendAsDenied; %s not allowed to send as other@contoso.example.test; "
-                                        "STOREDRV.Submission.Exception:SendAsDeniedException" % mailbox)
+        assert text.decode().startswith(
+            "5.2.252 SendAsDenied; %s not allowed to send as other@contoso.example.test; "
+            "STOREDRV.Submission.Exception:SendAsDeniedException" % mailbox
+        )
         assert send(client, mailbox, message=message(mailbox))[0] == 250
     emulator.set_mode("send_as_denied", verified=["@contoso.example.test"])
     with connect(emulator, name=OFFICE365_HOST) as client:
@@ -329,10 +345,16 @@ def test_size_limit_uses_the_providers_text(emulator):
     assert text.decode().startswith("5.2.3 Your message exceeded Google's message size limits. Please visit\n")
 
 
-@pytest.mark.parametrize("hostname, size", [
-    (OFFICE365_HOST, 157286400), (GMAIL_HOST, 35882577), (SES_HOST, 41943040),
-    ("smtp.sendgrid.net", 33554432), ("emulator", 157286400),
-])
+@pytest.mark.parametrize(
+    "hostname, size",
+    [
+        (OFFICE365_HOST, 157286400),
+        (GMAIL_HOST, 35882577),
+        (SES_HOST, 41943040),
+        ("smtp.sendgrid.net", 33554432),
+        ("emulator", 157286400),
+    ],
+)
 def test_ehlo_size_is_the_providers_when_sni_names_it(emulator, hostname, size):
     with connect(emulator, name=hostname, implicit=True) as client:
         assert client.esmtp_features["size"] == str(size)
@@ -347,11 +369,16 @@ def test_ses_throttle_text_is_the_published_one(emulator):
 
 def test_control_cli_knows_the_new_modes(emulator):
     ctl = [sys.executable, os.path.join(EMULATOR_DIR, "emulatorctl.py"), "--dir", emulator.state_dir]
-    result = subprocess.run(ctl + ["mode", "daily_limit", "--providers", "gmail", "--after", "10"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ctl + ["mode", "daily_limit", "--providers", "gmail", "--after", "10"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(result.stdout)["after"] == 10 and result.stderr == ""
-    refused = subprocess.run(ctl + ["mode", "daily_limit", "--providers", "postmark"], capture_output=True, text=True,
-                             check=False)
+    refused = subprocess.run(
+        ctl + ["mode", "daily_limit", "--providers", "postmark"], capture_output=True, text=True, check=False
+    )
     assert refused.returncode == 2 and "no reply text for postmark" in refused.stderr
 
 

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The smarthost.postfix.relay_plan filter: the plan as Ansible sees it."""
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ with open(os.path.join(ROOT, "roles", "relay", "defaults", "main.yml")) as _hand
     DEFAULTS = yaml.safe_load(_handle)
 with open(os.path.join(ROOT, "roles", "relay", "vars", "main.yml")) as _handle:
     PASSED = re.findall(r"'(relay_[a-z0-9_]+)': ", yaml.safe_load(_handle)["__relay_settings"])
-FACTS = {"os_family": "Debian", "postfix_version": "3.7.11", "default_database_type": "hash",
-         "ca_file": "/etc/ssl/certs/ca-certificates.crt", "domain": "example.com"}
+FACTS = {
+    "os_family": "Debian",
+    "postfix_version": "3.7.11",
+    "default_database_type": "hash",
+    "ca_file": "/etc/ssl/certs/ca-certificates.crt",
+    "domain": "example.com",
+}
 
 relay_plan = FilterModule().filters()["relay_plan"]
 
@@ -38,7 +43,8 @@ def test_filter_returns_the_plan():
     result = relay_plan(settings(relay_provider="postmark", relay_password="server-token-1"), PRESETS, FACTS)
     assert result["relayhost"] == "[smtp.postmarkapp.com]:587"
     assert result["sasl_map"]["entries"] == [
-        {"key": "[smtp.postmarkapp.com]:587", "username": "server-token-1", "password": "server-token-1"}]
+        {"key": "[smtp.postmarkapp.com]:587", "username": "server-token-1", "password": "server-token-1"}
+    ]
 
 
 def test_filter_raises_ansible_filter_error_naming_the_variable():
@@ -49,8 +55,9 @@ def test_filter_raises_ansible_filter_error_naming_the_variable():
 
 def test_filter_returns_the_error_on_request():
     # What the role does: a task then fails with exactly this message, one line naming the variable.
-    result = relay_plan(settings(relay_provider="sendgrid", relay_password="key", relay_port=0), PRESETS, FACTS,
-                        errors="return")
+    result = relay_plan(
+        settings(relay_provider="sendgrid", relay_password="key", relay_port=0), PRESETS, FACTS, errors="return"
+    )
     assert result == {"error": "relay_port: 0 is out of range; use 1-65535", "variable": "relay_port"}
 
 

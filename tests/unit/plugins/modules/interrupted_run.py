@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright (c) 2025, smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Run a module's main() in this process and stop at a named stage, so a test can SIGKILL it there.
 
     python interrupted_run.py MODULE ARGS_JSON STAGE MARKER
@@ -25,7 +25,7 @@ import time
 
 
 def pause_here(marker):
-    with open(marker, 'w') as handle:
+    with open(marker, "w") as handle:
         handle.write(str(os.getpid()))
     time.sleep(600)
 
@@ -38,22 +38,24 @@ def arm(stage, marker):
     def rename(source, destination, *args, **kwargs):
         name = os.path.basename(str(source))
         parent = os.path.basename(os.path.dirname(str(source)))
-        if stage == 'temp-written' and name.startswith('.sasl_passwd.'):
+        if stage == "temp-written" and name.startswith(".sasl_passwd."):
             pause_here(marker)
-        if stage == 'postmap-built' and parent.startswith('.postmap-'):
+        if stage == "postmap-built" and parent.startswith(".postmap-"):
             pause_here(marker)
         return real_rename(source, destination, *args, **kwargs)
+
     os.rename = rename
 
-    if stage == 'copying':
+    if stage == "copying":
         real_copy = transaction.private_copy
 
         def private_copy(source, destination):
             result = real_copy(source, destination)
             pause_here(marker)
             return result
+
         transaction.private_copy = private_copy
-    if stage == 'checking':
+    if stage == "checking":
         postfix.Postfix.check = lambda self: pause_here(marker)
 
 
@@ -66,14 +68,16 @@ def main():
         from ansible.module_utils.testing import patch_module_args
     except ImportError:  # ansible-core < 2.19
         from unittest import mock
+
         from ansible.module_utils import basic
 
         def patch_module_args(module_args):
-            return mock.patch.object(basic, '_ANSIBLE_ARGS', json.dumps({'ANSIBLE_MODULE_ARGS': module_args}).encode())
-    module = importlib.import_module('ansible_collections.smarthost.postfix.plugins.modules.' + module_name)
+            return mock.patch.object(basic, "_ANSIBLE_ARGS", json.dumps({"ANSIBLE_MODULE_ARGS": module_args}).encode())
+
+    module = importlib.import_module("ansible_collections.smarthost.postfix.plugins.modules." + module_name)
     with patch_module_args(args):
         module.main()
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
     main()

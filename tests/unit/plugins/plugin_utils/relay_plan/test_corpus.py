@@ -1,4 +1,5 @@
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The plan's recorded behaviour: every case in corpus/cases.json gives exactly corpus/expected.json.
 

@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """One source of truth per role variable: argument_specs names and documents it, defaults/main.yml
 holds its default, vars/main.yml passes it to the plan, and the plan reads it, with no default of
 its own. Each test fails when two of them name different sets."""
@@ -16,8 +16,12 @@ import re
 import yaml
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import INDEXED_TYPES
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import RelayPlanError, read_inputs, relay_plan
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import model
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import (
+    RelayPlanError,
+    model,
+    read_inputs,
+    relay_plan,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
@@ -37,8 +41,14 @@ with open(os.path.join(HERE, "corpus", "cases.json"), encoding="utf-8") as _hand
     CORPUS = json.load(_handle)["cases"]
 
 # Variables the role's tasks use themselves; the plan never sees them.
-ROLE_ONLY = {"relay_install_packages", "relay_remove_conflicting_mta", "relay_keep_backups", "relay_probe_before_switch",
-             "relay_manage_selinux", "relay_manage_firewall"}
+ROLE_ONLY = {
+    "relay_install_packages",
+    "relay_remove_conflicting_mta",
+    "relay_keep_backups",
+    "relay_probe_before_switch",
+    "relay_manage_selinux",
+    "relay_manage_firewall",
+}
 
 
 def test_argument_specs_and_defaults_name_the_same_variables():

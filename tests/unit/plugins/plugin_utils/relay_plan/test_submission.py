@@ -1,6 +1,6 @@
-# -*- coding: utf-8 -*-
-# Copyright: smarthost.postfix maintainers
+# Copyright (c) smarthost.postfix maintainers
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Authenticated submission in the plan: the service's overrides, the sender login map, the users
 the sasldb gets, what stays as it was on port 25, and every validation error.
 
@@ -26,6 +26,8 @@ from ansible_collections.smarthost.postfix.tests.unit.plugins.plugin_utils.relay
 )
 from ansible_collections.smarthost.postfix.tests.unit.plugins.plugin_utils.relay_plan.test_relay_plan import (
     debian_facts as _debian_facts,
+)
+from ansible_collections.smarthost.postfix.tests.unit.plugins.plugin_utils.relay_plan.test_relay_plan import (
     redhat_facts as _redhat_facts,
 )
 
@@ -37,8 +39,13 @@ USERS = [
 ]
 CERT = "/etc/ssl/certs/relay.example.com.pem"
 KEY = "/etc/ssl/private/relay.example.com.key"
-RELAY = dict(relay_provider="sendgrid", relay_password=PASSWORD, relay_mode="relay_server",
-             relay_mynetworks=["10.0.0.0/8"], relay_sender_domain="example.com")
+RELAY = dict(
+    relay_provider="sendgrid",
+    relay_password=PASSWORD,
+    relay_mode="relay_server",
+    relay_mynetworks=["10.0.0.0/8"],
+    relay_sender_domain="example.com",
+)
 SUBMISSION = dict(RELAY, relay_submission_users=USERS, relay_tls_server_cert=CERT, relay_tls_server_key=KEY)
 
 # What Postfix's SASL_README and TLS_README give a submission service, and this role's choices:
@@ -102,8 +109,13 @@ def test_the_submission_service_takes_sasl_users_over_tls_only():
     result = plan(**SUBMISSION)
     service = services(result, "587")
     assert {key: service[key] for key in ("type", "private", "chroot", "command", "state", "exclusive_options")} == {
-        "type": "inet", "private": "n", "chroot": "n", "command": "smtpd", "state": "present",
-        "exclusive_options": True}
+        "type": "inet",
+        "private": "n",
+        "chroot": "n",
+        "command": "smtpd",
+        "state": "present",
+        "exclusive_options": True,
+    }
     assert service["options"] == EXPECTED_OPTIONS
     # Nothing but a SASL login passes, and no option value has whitespace (postconf -P refuses it).
     for name in ("smtpd_client_restrictions", "smtpd_relay_restrictions", "smtpd_recipient_restrictions"):
@@ -128,8 +140,10 @@ def test_the_users_and_files_the_sasldb_module_gets():
         "sasldb": "/etc/postfix/submission/sasldb2",
         "config_file": "/etc/postfix/submission/smtpd.conf",
         "realm": "submission",
-        "users": [{"name": "billing-app", "password": APP_PASSWORD},
-                  {"name": "crm@example.org", "password": CRM_PASSWORD}],
+        "users": [
+            {"name": "billing-app", "password": APP_PASSWORD},
+            {"name": "crm@example.org", "password": CRM_PASSWORD},
+        ],
         "tls_cert": CERT,
         "tls_key": KEY,
     }
@@ -162,12 +176,14 @@ def test_another_port_and_map_type_and_the_legacy_tls_syntax():
 
 
 def test_services_the_role_created_and_no_longer_wants_are_removed():
-    facts = debian_facts(inet_services=[
-        {"name": "smtp", "syslog_name": None},
-        {"name": "2587", "syslog_name": "postfix/smarthost-submission"},
-        {"name": "465", "syslog_name": "postfix/smarthost-submissions"},
-        {"name": "587", "syslog_name": "postfix/smarthost-submission"},
-    ])
+    facts = debian_facts(
+        inet_services=[
+            {"name": "smtp", "syslog_name": None},
+            {"name": "2587", "syslog_name": "postfix/smarthost-submission"},
+            {"name": "465", "syslog_name": "postfix/smarthost-submissions"},
+            {"name": "587", "syslog_name": "postfix/smarthost-submission"},
+        ]
+    )
     result = plan(facts, **SUBMISSION)
     assert services(result, "587")["state"] == "present"
     assert services(result, "2587") == {"name": "2587", "type": "inet", "state": "absent"}
@@ -176,8 +192,12 @@ def test_services_the_role_created_and_no_longer_wants_are_removed():
 
 
 def test_turning_submission_off_removes_its_services_and_users():
-    facts = debian_facts(inet_services=[{"name": "smtp", "syslog_name": None},
-                                        {"name": "587", "syslog_name": "postfix/smarthost-submission"}])
+    facts = debian_facts(
+        inet_services=[
+            {"name": "smtp", "syslog_name": None},
+            {"name": "587", "syslog_name": "postfix/smarthost-submission"},
+        ]
+    )
     result = plan(facts, **RELAY)
     assert services(result) == {"587": {"name": "587", "type": "inet", "state": "absent"}}
     assert result["submission"]["users"] == [] and result["submission"]["sasldb"] == "/etc/postfix/submission/sasldb2"
@@ -185,13 +205,16 @@ def test_turning_submission_off_removes_its_services_and_users():
     assert "sasl2-bin" not in result["packages"]
 
 
-@pytest.mark.parametrize("found, variable", [
-    ({"name": "submission", "syslog_name": "postfix/submission"}, "relay_submission_port"),
-    ({"name": "587", "syslog_name": None}, "relay_submission_port"),
-    ({"name": "127.0.0.1:587", "syslog_name": None}, "relay_submission_port"),
-    ({"name": "smtps", "syslog_name": "postfix/smtps"}, "relay_submission_tls_wrapper_port"),
-    ({"name": "submissions", "syslog_name": None}, "relay_submission_tls_wrapper_port"),
-])
+@pytest.mark.parametrize(
+    "found, variable",
+    [
+        ({"name": "submission", "syslog_name": "postfix/submission"}, "relay_submission_port"),
+        ({"name": "587", "syslog_name": None}, "relay_submission_port"),
+        ({"name": "127.0.0.1:587", "syslog_name": None}, "relay_submission_port"),
+        ({"name": "smtps", "syslog_name": "postfix/smtps"}, "relay_submission_tls_wrapper_port"),
+        ({"name": "submissions", "syslog_name": None}, "relay_submission_tls_wrapper_port"),
+    ],
+)
 def test_a_port_another_service_holds_is_refused_before_any_change(found, variable):
     facts = debian_facts(inet_services=[{"name": "smtp", "syslog_name": None}, found])
     with pytest.raises(RelayPlanError) as error:
@@ -201,16 +224,29 @@ def test_a_port_another_service_holds_is_refused_before_any_change(found, variab
 
 
 def test_services_on_other_ports_are_left_alone():
-    facts = debian_facts(inet_services=[{"name": "smtp", "syslog_name": None}, {"name": "dovecot", "syslog_name": None},
-                                        {"name": "10025", "syslog_name": "postfix/content-filter"}])
+    facts = debian_facts(
+        inet_services=[
+            {"name": "smtp", "syslog_name": None},
+            {"name": "dovecot", "syslog_name": None},
+            {"name": "10025", "syslog_name": "postfix/content-filter"},
+        ]
+    )
     result = plan(facts, **SUBMISSION)
     assert set(services(result)) == {"587"}
 
 
-@pytest.mark.parametrize("name, port", [
-    ("submission", 587), ("587", 587), ("[::1]:587", 587), ("0.0.0.0:465", 465), ("smtps", 465), ("smtp", 25),
-    ("dovecot", None),
-])
+@pytest.mark.parametrize(
+    "name, port",
+    [
+        ("submission", 587),
+        ("587", 587),
+        ("[::1]:587", 587),
+        ("0.0.0.0:465", 465),
+        ("smtps", 465),
+        ("smtp", 25),
+        ("dovecot", None),
+    ],
+)
 def test_service_ports(name, port):
     assert service_port(name) == port
 
@@ -222,9 +258,18 @@ def _user(**overrides):
 
 
 ERRORS = [
-    (dict(RELAY, relay_mode="null_client", relay_mynetworks=[], relay_submission_users=[_user()],
-          relay_tls_server_cert=CERT, relay_tls_server_key=KEY),
-     "relay_submission_users", "needs relay_mode relay_server"),
+    (
+        dict(
+            RELAY,
+            relay_mode="null_client",
+            relay_mynetworks=[],
+            relay_submission_users=[_user()],
+            relay_tls_server_cert=CERT,
+            relay_tls_server_key=KEY,
+        ),
+        "relay_submission_users",
+        "needs relay_mode relay_server",
+    ),
     (dict(SUBMISSION, relay_tls_server_cert=None), "relay_tls_server_cert", "required with relay_submission_users"),
     (dict(SUBMISSION, relay_tls_server_key=None), "relay_tls_server_key", "required with relay_submission_users"),
     (dict(SUBMISSION, relay_tls_server_key="private/relay.key"), "relay_tls_server_key", "absolute path"),
@@ -238,30 +283,57 @@ ERRORS = [
     (dict(RELAY, relay_submission_port=25), "relay_submission_port", "port 25"),
     (dict(SUBMISSION, relay_submission_users="app"), "relay_submission_users", "must be a list"),
     (dict(SUBMISSION, relay_submission_users=["app"]), "relay_submission_users[0]", "must be a dictionary"),
-    (dict(SUBMISSION, relay_submission_users=[_user(sender=["a@example.com"])]), "relay_submission_users[0]",
-     "unknown key(s) sender"),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(sender=["a@example.com"])]),
+        "relay_submission_users[0]",
+        "unknown key(s) sender",
+    ),
     (dict(SUBMISSION, relay_submission_users=[_user(name=None)]), "relay_submission_users[0].name", "required"),
     (dict(SUBMISSION, relay_submission_users=[_user(name="app one")]), "relay_submission_users[0].name", "letters"),
     (dict(SUBMISSION, relay_submission_users=[_user(name="app:x")]), "relay_submission_users[0].name", "letters"),
     (dict(SUBMISSION, relay_submission_users=[_user(name="app@")]), "relay_submission_users[0].name", "domain"),
-    (dict(SUBMISSION, relay_submission_users=[_user(), _user(name="APP")]), "relay_submission_users[1].name",
-     "APP@submission is listed twice"),
-    (dict(SUBMISSION, relay_submission_users=[_user(), _user(name="app@submission")]),
-     "relay_submission_users[1].name", "listed twice (also relay_submission_users[0])"),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(), _user(name="APP")]),
+        "relay_submission_users[1].name",
+        "APP@submission is listed twice",
+    ),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(), _user(name="app@submission")]),
+        "relay_submission_users[1].name",
+        "listed twice (also relay_submission_users[0])",
+    ),
     (dict(SUBMISSION, relay_submission_users=[_user(password=None)]), "relay_submission_users[0].password", "required"),
-    (dict(SUBMISSION, relay_submission_users=[_user(password=APP_PASSWORD + "\n")]),
-     "relay_submission_users[0].password", "line break"),
-    (dict(SUBMISSION, relay_submission_users=[_user(password=" " + APP_PASSWORD)]),
-     "relay_submission_users[0].password", "whitespace"),
-    (dict(SUBMISSION, relay_submission_users=[_user(password=12345678)]), "relay_submission_users[0].password",
-     "must be a string"),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(password=APP_PASSWORD + "\n")]),
+        "relay_submission_users[0].password",
+        "line break",
+    ),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(password=" " + APP_PASSWORD)]),
+        "relay_submission_users[0].password",
+        "whitespace",
+    ),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(password=12345678)]),
+        "relay_submission_users[0].password",
+        "must be a string",
+    ),
     (dict(SUBMISSION, relay_submission_users=[_user(senders=[])]), "relay_submission_users[0].senders", "required"),
-    (dict(SUBMISSION, relay_submission_users=[_user(senders="app@example.com")]), "relay_submission_users[0].senders",
-     "must be a list"),
-    (dict(SUBMISSION, relay_submission_users=[_user(senders=["app@example.com", "app"])]),
-     "relay_submission_users[0].senders[1]", "not an address"),
-    (dict(SUBMISSION, relay_submission_users=[_user(senders=["app@exa mple.com"])]),
-     "relay_submission_users[0].senders[0]", "whitespace"),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(senders="app@example.com")]),
+        "relay_submission_users[0].senders",
+        "must be a list",
+    ),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(senders=["app@example.com", "app"])]),
+        "relay_submission_users[0].senders[1]",
+        "not an address",
+    ),
+    (
+        dict(SUBMISSION, relay_submission_users=[_user(senders=["app@exa mple.com"])]),
+        "relay_submission_users[0].senders[0]",
+        "whitespace",
+    ),
 ]
 
 
@@ -277,20 +349,29 @@ def test_bad_submission_settings_are_refused_naming_the_variable(overrides, vari
 def test_postfix_takes_the_service_and_the_map_as_planned(run_module, postfix_dir):
     """The real postconf writes every override as planned, postfix check accepts it, and
     postmap finds each sender's owners; a second run changes nothing."""
-    result = plan(debian_facts(inet_services=[{"name": "smtp", "syslog_name": None}]),
-                  relay_config_dir=str(postfix_dir), relay_submission_tls_wrapper_port=465, **SUBMISSION)
+    result = plan(
+        debian_facts(inet_services=[{"name": "smtp", "syslog_name": None}]),
+        relay_config_dir=str(postfix_dir),
+        relay_submission_tls_wrapper_port=465,
+        **SUBMISSION,
+    )
     args = dict(config_dir=str(postfix_dir), parameters={}, services=result["master_services"], tables=result["tables"])
     first = run_module("postfix_config", args)
     assert first["changed"] and first["checked"], first
     assert {"465/inet", "587/inet"} <= set(first["changed_services"])
-    listed = subprocess.run(["postconf", "-c", str(postfix_dir), "-P"], stdout=subprocess.PIPE, text=True,
-                            check=True).stdout
+    listed = subprocess.run(
+        ["postconf", "-c", str(postfix_dir), "-P"], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
     written = dict(line.split(" = ", 1) for line in listed.splitlines() if line.startswith("587/inet/"))
-    expected = dict(EXPECTED_OPTIONS, cyrus_sasl_config_path=str(postfix_dir) + "/submission",
-                    smtpd_sender_login_maps="hash:%s/submission_senders" % postfix_dir)
+    expected = dict(
+        EXPECTED_OPTIONS,
+        cyrus_sasl_config_path=str(postfix_dir) + "/submission",
+        smtpd_sender_login_maps="hash:%s/submission_senders" % postfix_dir,
+    )
     assert written == {"587/inet/%s" % name: value for name, value in expected.items()}
-    entry = subprocess.run(["postconf", "-c", str(postfix_dir), "-M", "587/inet"], stdout=subprocess.PIPE, text=True,
-                           check=True).stdout.split()
+    entry = subprocess.run(
+        ["postconf", "-c", str(postfix_dir), "-M", "587/inet"], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout.split()
     assert entry[:7] == ["587", "inet", "n", "-", "n", "-", "-"] and entry[7] == "smtpd"
     table = "hash:%s/submission_senders" % postfix_dir
     assert lookup(postfix_dir, table, "billing@example.com") == "billing-app@submission, crm@example.org"
@@ -299,5 +380,6 @@ def test_postfix_takes_the_service_and_the_map_as_planned(run_module, postfix_di
 
 
 def lookup(config_dir, table, key):
-    return subprocess.run(["postmap", "-c", str(config_dir), "-q", key, table], stdout=subprocess.PIPE, text=True,
-                          check=False).stdout.strip()
+    return subprocess.run(
+        ["postmap", "-c", str(config_dir), "-q", key, table], stdout=subprocess.PIPE, text=True, check=False
+    ).stdout.strip()
