@@ -40,6 +40,7 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import (
     physical_lines,
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.sasl import sasl_entries, sasl_masks
+from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import probe as smtp_probe
 
 SECRET_MODE = 0o600
 TABLE_MODE = 0o644
@@ -175,12 +176,15 @@ def apply_configuration(
     check_mode=False,
     backup=False,
     want_diff=True,
+    before_write=None,
 ):
     """Bring main.cf, master.cf and the listed tables to the requested state as one change.
 
     Tables hold exactly the listed entries (comments are kept). Returns the module result,
     with a `diff` list of every file's before and after. The whole change holds the lock on
     every directory it writes in, and first finishes what a killed run left there.
+    before_write(result), when given, sees the planned change (in check mode too) before any file
+    is written, and may stop it by raising.
     """
     specs = _table_specs(postfix, sasl_maps, tables)
     directories = _directories(postfix, [spec["path"] for spec in specs])
@@ -195,14 +199,16 @@ def apply_configuration(
             ]
             recovered += recover(directory, names, check_mode)
         result = _apply_locked(
-            postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff
+            postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff, before_write
         )
     result["_warnings"] = recovered + result["_warnings"]
     result["changed"] = result["changed"] or bool(recovered)
     return result
 
 
-def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff):
+def _apply_locked(
+    postfix, specs, parameters, services, allow_unknown, check, check_mode, backup, want_diff, before_write
+):
     planned = {spec["path"]: _manage(postfix, spec, check_mode=True, want_diff=want_diff) for spec in specs}
     config = configure(postfix, parameters=parameters, services=services, allow_unknown=allow_unknown, check_mode=True)
     stale = [name for spec in specs for name in stale_compiled_files(spec["path"], spec["type"])]
@@ -221,6 +227,8 @@ def _apply_locked(postfix, specs, parameters, services, allow_unknown, check, ch
         + config["diff"],
         "_warnings": [warning for outcome in planned.values() for warning in outcome["_warnings"]],
     }
+    if result["changed"] and before_write is not None:
+        before_write(result)
     if check_mode or not result["changed"]:
         return result
 
@@ -273,3 +281,47 @@ def _table_summary(outcome):
         key: outcome[key]
         for key in ("map", "type", "changed", "keys_added", "keys_removed", "keys_updated", "compiled")
     }
+
+
+def login_to_probe(probe, result, sasl_maps):
+    """(username, password) to probe the relay with when the change switches relayhost or changes the
+    login under probe["key"] in the first SASL map; None when neither changes."""
+    login = None
+    for entry in (sasl_maps[0].get("entries") or []) if sasl_maps else []:
+        if entry["key"].lower() == probe["key"].lower():
+            login = (entry["username"], entry["password"])
+    summary = result["tables"].get(sasl_maps[0]["path"], {}) if sasl_maps else {}
+    changed_keys = [key.lower() for key in summary.get("keys_added", []) + summary.get("keys_updated", [])]
+    if "relayhost" in result["changed_parameters"] or probe["key"].lower() in changed_keys:
+        return login or (None, None)
+    return None
+
+
+def probe_before_write(probe, sasl_maps, run_probe=None):
+    """before_write for apply_configuration: probe the relay with the new login (a switch, or a rotated
+    key) and refuse the change when the relay does not take it, naming the cause and its remedy."""
+    if not probe:
+        return None
+
+    def check(result):
+        login = login_to_probe(probe, result, sasl_maps)
+        if login is None:
+            return
+        username, password = login
+        outcome = (run_probe or smtp_probe)(
+            probe["host"],
+            port=probe["port"],
+            tls=probe.get("tls") or "starttls",
+            username=username,
+            password=password,
+            ca_file=probe.get("ca_file"),
+            verify=probe.get("verify", True),
+        )
+        result["probed"] = {key: outcome.get(key) for key in ("ok", "cause", "auth_mechanism", "authenticated")}
+        if not outcome["ok"]:
+            raise ValidationError(
+                "relay %s port %s refused the new configuration before anything was written (%s): %s - %s"
+                % (probe["host"], probe["port"], outcome["cause"], outcome["message"], outcome["remedy"])
+            )
+
+    return check

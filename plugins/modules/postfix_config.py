@@ -141,6 +141,40 @@ options:
       - The rollback on failure does not depend on this.
     type: bool
     default: false
+  probe:
+    description:
+      - Before anything is written, log in to the relay with the new credentials without sending mail
+        (as M(smarthost.postfix.relay_probe) does), whenever this change switches C(relayhost) or changes
+        the SASL entry O(probe.key) of the first O(sasl_maps) item; a rotated key that the relay refuses,
+        or a new relay that cannot be reached, fails the task with the cause and its remedy, and the
+        previous configuration keeps relaying. Also in check mode, which then predicts the failure.
+      - Without it nothing is probed.
+    type: dict
+    suboptions:
+      key:
+        description: The SASL map key whose login is probed (the relayhost, for example V([smtp.sendgrid.net]:587)).
+        type: str
+        required: true
+      host:
+        description: The relay's host name.
+        type: str
+        required: true
+      port:
+        description: The relay's port.
+        type: int
+        required: true
+      tls:
+        description: V(starttls) or V(implicit) (wrapper mode).
+        type: str
+        choices: [starttls, implicit]
+        default: starttls
+      verify:
+        description: Verify the relay's certificate (as C(smtp_tls_security_level=secure) does).
+        type: bool
+        default: true
+      ca_file:
+        description: The CA bundle to verify against; default the OS bundle.
+        type: path
 attributes:
   check_mode:
     description: Plans every file and reports what would change; writes nothing and runs no C(postfix check).
@@ -199,6 +233,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+probed:
+  description:
+    - What the probe before the write found (O(probe)), when the change switched C(relayhost) or changed the
+      probed login; V(ok), the V(cause) of a failure, the V(auth_mechanism) and whether it V(authenticated).
+  returned: when probed
+  type: dict
+  sample: {ok: true, cause: null, auth_mechanism: PLAIN, authenticated: true}
 changed_parameters:
   description: C(main.cf) parameter names that were (or in check mode would be) set or removed.
   returned: always
@@ -261,7 +302,10 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.module_support i
 )
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import SASL_MAP_TYPES, TABLE_TYPES
-from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
+from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import (
+    apply_configuration,
+    probe_before_write,
+)
 
 
 def main():
@@ -310,6 +354,17 @@ def main():
             allow_unknown=dict(type="bool", default=False),
             check=dict(type="bool", default=True),
             backup=dict(type="bool", default=False),
+            probe=dict(
+                type="dict",
+                options=dict(
+                    key=dict(type="str", required=True, no_log=False),
+                    host=dict(type="str", required=True),
+                    port=dict(type="int", required=True),
+                    tls=dict(type="str", choices=["starttls", "implicit"], default="starttls"),
+                    verify=dict(type="bool", default=True),
+                    ca_file=dict(type="path"),
+                ),
+            ),
         ),
         supports_check_mode=True,
     )
@@ -327,6 +382,7 @@ def main():
             check_mode=module.check_mode,
             backup=module.params["backup"],
             want_diff=module._diff,  # pylint: disable=protected-access
+            before_write=probe_before_write(module.params["probe"], module.params["sasl_maps"]),
         ),
         path=postfix.config_dir or "/etc/postfix",
         postfix=postfix,

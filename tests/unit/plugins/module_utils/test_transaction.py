@@ -6,6 +6,7 @@ postconf, postmap and postfix check on throwaway config dirs (the module's own t
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -16,8 +17,12 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.rules import Val
 from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import (
     Snapshot,
     apply_configuration,
+    login_to_probe,
+    probe_before_write,
     stale_compiled_files,
 )
+from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import probe as smtp_probe
+from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import smtp_servers as servers
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup, postconf
 
 KEY = "[relay.example.test]:587"
@@ -135,3 +140,123 @@ def test_stale_compiled_files_are_the_other_types_beside_a_table(tmp_path):
         (tmp_path / ("sasl_passwd" + suffix)).write_text("")
     assert stale_compiled_files(str(table), "lmdb") == [str(table) + ".cdb", str(table) + ".db"]
     assert stale_compiled_files(str(table), "hash") == [str(table) + ".cdb", str(table) + ".lmdb"]
+
+
+# --------------------------------------------------------------------------- the probe before the write
+
+
+def test_before_write_sees_the_planned_change_and_a_raise_leaves_every_file(postfix_dir):
+    postfix = Postfix(str(postfix_dir))
+    path = postfix_dir / "sasl_passwd"
+    before = (postfix_dir / "main.cf").read_bytes()
+    seen = []
+
+    def refuse(result):
+        seen.append(result["changed_parameters"])
+        raise ValidationError("refused by the probe")
+
+    with pytest.raises(ValidationError, match="refused by the probe"):
+        apply_configuration(postfix, parameters={"relayhost": KEY}, sasl_maps=sasl_map(path), before_write=refuse)
+    assert seen == [["relayhost"]]
+    assert (postfix_dir / "main.cf").read_bytes() == before
+    assert not path.exists()
+
+
+def test_before_write_is_not_called_when_nothing_changes(postfix_dir):
+    postfix = Postfix(str(postfix_dir))
+    path = postfix_dir / "sasl_passwd"
+    apply_configuration(postfix, parameters={"relayhost": KEY}, sasl_maps=sasl_map(path))
+    calls = []
+    again = apply_configuration(
+        postfix, parameters={"relayhost": KEY}, sasl_maps=sasl_map(path), before_write=calls.append
+    )
+    assert not again["changed"] and calls == []
+
+
+def planned(changed_parameters=(), added=(), updated=(), path="/etc/postfix/sasl_passwd"):
+    return {
+        "changed_parameters": list(changed_parameters),
+        "tables": {path: {"keys_added": list(added), "keys_updated": list(updated), "keys_removed": []}},
+    }
+
+
+@pytest.mark.parametrize(
+    "result, login",
+    [
+        (planned(changed_parameters=["relayhost"]), ("u", "new-Secret")),  # a switch to this relay
+        (planned(updated=[KEY.upper()]), ("u", "new-Secret")),  # a rotated key (keys compare as Postfix does)
+        (planned(added=[KEY]), ("u", "new-Secret")),  # first login for the relay
+        (planned(updated=["[other.example.test]:587"]), None),  # another relay's login changed
+        (planned(changed_parameters=["message_size_limit"]), None),  # nothing about the relay
+    ],
+)
+def test_the_login_is_probed_only_when_the_switch_or_the_key_changes(result, login):
+    sasl_maps = sasl_map("/etc/postfix/sasl_passwd", password="new-Secret")
+    assert login_to_probe({"key": KEY}, result, sasl_maps) == login
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return servers.make_pki(str(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture(scope="module")
+def relay(pki):
+    """A STARTTLS relay that takes servers.USERNAME / servers.PASSWORD only."""
+    handler = servers.RelayHandler()
+    context = servers.server_context(pki["server_cert"], pki["server_key"])
+    controller, port = servers.start_smtp(handler, "starttls", context)
+    yield handler, port
+    controller.stop()
+
+
+def rotation(postfix_dir, password):
+    path = postfix_dir / "sasl_passwd"
+    return [
+        {
+            "path": str(path),
+            "type": "hash",
+            "entries": [{"key": KEY, "username": servers.USERNAME, "password": password}],
+        }
+    ]
+
+
+def test_a_rotation_is_written_only_when_the_relay_takes_the_new_password(postfix_dir, pki, relay, settle):
+    handler, port = relay
+    postfix = Postfix(str(postfix_dir))
+    path = postfix_dir / "sasl_passwd"
+    parameters = {"relayhost": KEY, "smtp_sasl_password_maps": "hash:%s" % path}
+    apply_configuration(postfix, parameters=parameters, sasl_maps=rotation(postfix_dir, "the-Old-secret"))
+    settle()
+    # The real probe against a real TLS relay; only the name the test certificate carries is injected.
+    run_probe = functools.partial(smtp_probe, server_name=servers.RELAY_NAME, timeout=5, helo_name="probe.test")
+    probe = {"key": KEY, "host": "127.0.0.1", "port": port, "tls": "starttls", "ca_file": pki["ca"]}
+
+    def rotate(password):
+        maps = rotation(postfix_dir, password)
+        return apply_configuration(
+            postfix, parameters=parameters, sasl_maps=maps, before_write=probe_before_write(probe, maps, run_probe)
+        )
+
+    before = {name: (postfix_dir / name).read_bytes() for name in ("main.cf", "sasl_passwd", "sasl_passwd.db")}
+    with pytest.raises(ValidationError, match=r"before anything was written \(credentials_rejected\)") as raised:
+        rotate("wr0ng-rotated-Secret")
+    assert "wr0ng-rotated-Secret" not in str(raised.value)
+    assert {name: (postfix_dir / name).read_bytes() for name in before} == before
+    assert lookup(postfix_dir, "hash:%s" % path, KEY) == "%s:the-Old-secret" % servers.USERNAME
+    assert handler.logins[-1] == ("PLAIN", servers.USERNAME.encode(), b"wr0ng-rotated-Secret")
+
+    settle()
+    rotated = rotate(servers.PASSWORD)
+    assert rotated["changed"] and rotated["probed"] == {
+        "ok": True,
+        "cause": None,
+        "auth_mechanism": "PLAIN",
+        "authenticated": True,
+    }
+    assert lookup(postfix_dir, "hash:%s" % path, KEY) == "%s:%s" % (servers.USERNAME, servers.PASSWORD)
+    assert handler.messages == []  # a probe never sends mail
+
+    settle()
+    unchanged = rotate(servers.PASSWORD)
+    assert not unchanged["changed"] and "probed" not in unchanged

@@ -220,3 +220,30 @@ def test_password_never_in_a_failure_message(apply, postfix_dir):
     args["sasl_maps"][0]["entries"][0]["password"] = PASSWORD + "\n"
     result = apply(args)
     assert result["failed"] and "line break" in result["msg"]
+
+
+def unreachable_probe():
+    """A probe of 127.0.0.1 on a port nothing listens on: refused at once, the cause is connection_refused."""
+    from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.smtp_servers import free_port
+
+    return {"key": SES, "host": "127.0.0.1", "port": free_port()}
+
+
+def test_a_rotation_the_probe_cannot_confirm_writes_nothing_in_check_mode_or_for_real(apply, postfix_dir):
+    apply(relay_args(postfix_dir))
+    before = state_of(postfix_dir)
+    rotated = dict(relay_args(postfix_dir, password=NEW_PASSWORD), probe=unreachable_probe())
+    for check_mode in (True, False):
+        result = apply(rotated, check_mode=check_mode)
+        assert result["failed"], check_mode
+        assert "refused the new configuration before anything was written (connection_refused)" in result["msg"]
+        assert state_of(postfix_dir) == before
+    assert lookup(postfix_dir, "hash:%s/sasl_passwd" % postfix_dir, SES) == "AKIAEXAMPLE:" + PASSWORD
+
+
+def test_a_change_that_leaves_the_relay_and_its_login_alone_is_not_probed(apply, postfix_dir):
+    apply(relay_args(postfix_dir))
+    args = dict(relay_args(postfix_dir, message_size_limit="20480000"), probe=unreachable_probe())
+    result = apply(args)
+    assert result["changed"] and result["changed_parameters"] == ["message_size_limit"]
+    assert "probed" not in result
