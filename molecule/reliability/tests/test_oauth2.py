@@ -187,9 +187,11 @@ def test_200_messages_during_an_identity_provider_outage_all_arrive_once(outcome
         else:
             # Retried every few seconds (backoff 5s here), deferred mail moves back to the active queue:
             # the counts when all of it was deferred at once are the ones to keep.
-            queued = rel.wait_until(
-                lambda: (lambda counts: counts if counts["deferred"] >= sent else None)(rel.queue_counts(host)), 180
-            ) or rel.queue_counts(host)
+            def all_deferred():
+                counts = rel.queue_counts(host)
+                return counts if counts["deferred"] >= sent else None
+
+            queued = rel.wait_until(all_deferred, 180) or rel.queue_counts(host)
         during = rel.arrival_figures(prefix, sent)
     finally:
         harness.emulator_oauth("normal")

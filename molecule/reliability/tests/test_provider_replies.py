@@ -28,14 +28,13 @@ def test_gmails_daily_limit_defers_and_every_message_arrives_once_when_it_lifts(
     harness.emulator_mode("daily_limit", "--after", str(allowed), "--providers", "gmail")
     try:
         rel.submit(host, prefix, sent, parallel=4)
-        before_lift = rel.wait_until(
-            lambda: (
-                lambda arrived, counts: (
-                    (arrived, counts) if arrived >= allowed and counts["deferred"] >= sent - allowed else None
-                )
-            )(rel.arrival_figures(prefix, sent)["arrived"], rel.queue_counts(host)),
-            180,
-        )
+
+        def limit_reached():
+            """(arrived, queue counts) once the allowed messages arrived and the rest wait deferred."""
+            arrived, counts = rel.arrival_figures(prefix, sent)["arrived"], rel.queue_counts(host)
+            return (arrived, counts) if arrived >= allowed and counts["deferred"] >= sent - allowed else None
+
+        before_lift = rel.wait_until(limit_reached, 180)
         reasons = set(rel.delay_reasons(host))
     finally:
         harness.emulator_mode("normal")
