@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, PostfixError
 from ansible_collections.smarthost.postfix.plugins.module_utils.rules import ValidationError
+from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import probe as smtp_probe
 from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import (
     Snapshot,
     apply_configuration,
@@ -21,7 +22,6 @@ from ansible_collections.smarthost.postfix.plugins.module_utils.transaction impo
     probe_before_write,
     stale_compiled_files,
 )
-from ansible_collections.smarthost.postfix.plugins.module_utils.smtp_probe import probe as smtp_probe
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import smtp_servers as servers
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup, postconf
 
