@@ -13,7 +13,15 @@ document is written by hand: every row and figure comes from the JSON.
 import json
 import sys
 
-SECTIONS = ("Faults", "Delivery metrics", "Load", "Security", "OAuth 2.0 and certificates", "Bad input")
+SECTIONS = (
+    "Faults",
+    "Delivery metrics",
+    "Load",
+    "Security",
+    "OAuth 2.0 and certificates",
+    "Bad input",
+    "Decommission",
+)
 COUNTS = ("sent", "arrived", "lost", "duplicated")
 
 

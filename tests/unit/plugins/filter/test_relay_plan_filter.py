@@ -88,3 +88,19 @@ def test_vaulted_password_is_used_as_its_text():
 
     result = relay_plan(settings(relay_provider="sendgrid", relay_password=EncryptedString()), PRESETS, FACTS)
     assert result["sasl_map"]["entries"][0]["password"] == "decrypted-secret"
+
+
+def test_the_decommission_filter_takes_a_plan_and_refuses_an_error():
+    from ansible_collections.smarthost.postfix.plugins.filter.relay_decommission import FilterModule as Decommission
+
+    undo = Decommission().filters()["relay_decommission"]
+    plan = FilterModule().filters()["relay_plan"](
+        dict({name: DEFAULTS.get(name) for name in PASSED}, relay_provider="sendgrid", relay_password="SG.key"),
+        PRESETS,
+        FACTS,
+    )
+    assert undo(plan)["main_cf"]["relayhost"] is None
+    assert "/etc/postfix/sasl_passwd" in undo(plan)["secret_files"]
+    for bad in ({"error": "relay_port: out of range", "variable": "relay_port"}, None, {}):
+        with pytest.raises(AnsibleFilterError, match="relay_plan result"):
+            undo(bad)

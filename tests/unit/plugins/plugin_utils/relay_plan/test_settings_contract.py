@@ -48,6 +48,9 @@ ROLE_ONLY = {
     "relay_probe_before_switch",
     "relay_manage_selinux",
     "relay_manage_firewall",
+    "relay_state",
+    "relay_absent_postfix",
+    "relay_absent_drain_timeout",
 }
 
 
