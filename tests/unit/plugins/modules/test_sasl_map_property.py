@@ -100,7 +100,14 @@ def postmap_lookup(config_dir, map_name, keys):
     return answers
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Derandomized: the same 120 examples every run, so the share the test below counts is stable.
+@settings(
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(entries=ENTRIES)
 def test_every_accepted_entry_reads_back_exactly(postfix_dir, entries):
     path = str(postfix_dir / ("sasl_passwd_%d" % next(COUNTER)))

@@ -55,11 +55,11 @@ def secrets_of(plan):
 
 def test_the_corpus_has_plans_with_secrets_to_remove():
     assert len(PLANS) > 100
-    assert sum(1 for _, plan in PLANS if plan["oauth2"]) > 3
-    assert sum(1 for _, plan in PLANS if plan["submission"]) > 3
+    assert sum(1 for _name, plan in PLANS if plan["oauth2"]) > 3
+    assert sum(1 for _name, plan in PLANS if plan["submission"]) > 3
 
 
-@pytest.mark.parametrize("name, plan", PLANS, ids=[name for name, _ in PLANS])
+@pytest.mark.parametrize("name, plan", PLANS, ids=[name for name, _plan in PLANS])
 def test_every_parameter_service_and_map_of_the_plan_is_undone(name, plan):
     undo = decommission(plan)
     local_only = local_only_parameters(plan["database_type"])
