@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmarks of smarthost.postfix (issue 7), driven by benchmarks/run.sh.
 
-    bench.py measure   run every phase on containers, write benchmarks/results/results.json
+    bench.py measure   run every phase (on containers, the last three on this machine),
+                       write benchmarks/results/results.json
     bench.py report    write docs/performance.md from results.json
 
 Each phase stores its runs as it finishes them, so a phase that fails leaves
@@ -1348,6 +1349,42 @@ def phase_pacing(results):
     remove_hosts([PACING_HOSTS[version][0] for version in versions])
 
 
+# ------------------------------------------------------------------ on this machine: large maps and logs
+# name: (script in benchmarks/, seconds it may take: over ten times a run on 2 busy cores). The scripts'
+# default sizes are the issues' (14 and 18: 10,000 and 100,000 map entries, a 100 MB log); they run on
+# this machine with the real postfix tools, no container.
+HOST_PHASES = {
+    "maps": ("map_scale.py", 3600),
+    "mail_trace": ("mail_trace_bench.py", 900),
+    "queue_info": ("queue_info_bench.py", 900),
+}
+
+
+def script_phase(name):
+    """A phase that runs its benchmarks/ script with --json and keeps the figures under its name."""
+    script, timeout = HOST_PHASES[name]
+
+    def function(results):
+        figures = os.path.join(STATE, "%s.json" % name)
+        # A run that fails must not leave the previous run's figures to be read as its own.
+        if os.path.exists(figures):
+            os.remove(figures)
+        collections = os.path.join(REPO, ".build", "collections")
+        env = dict(
+            os.environ,
+            # map_scale.py finds ansible-playbook on PATH; the others import the collection.
+            PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""),
+            PYTHONPATH=os.pathsep.join(filter(None, (collections, os.environ.get("PYTHONPATH")))),
+        )
+        out = run([sys.executable, os.path.join(BENCH_DIR, script), "--json", figures], env=env, timeout=timeout)
+        for line in out.stdout.splitlines():
+            log(line)
+        with open(figures, encoding="utf-8") as handle:
+            results[name].update(json.load(handle))
+
+    return function
+
+
 # ------------------------------------------------------------------ environment
 def environment():
     def out(cmd):
@@ -1385,19 +1422,22 @@ def measure():
     results.update({"counts": COUNTS, "environment": environment()})
     save_results(results)
     started = time.monotonic()
-    # The role probes the smarthost before its first switch, so the emulator runs from the start.
-    start_emulator(write_inventory("emulator", []))
-    for name, function in (
+    phases = [
         ("single_host", phase_converge),
         ("fleet", phase_fleet),
         ("relay", phase_relay),
         ("profile", phase_profile),
         ("rate", phase_rate),
         ("pacing", phase_pacing),
-    ):
-        if not only or name in only:
-            results.pop(name, None)
-            phase(results, name, function)
+    ] + [(name, script_phase(name)) for name in HOST_PHASES]
+    phases = [(name, function) for name, function in phases if not only or name in only]
+    # The role probes the smarthost before its first switch, so the emulator runs from the start; the
+    # phases on this machine need none, and a run of only those starts no container.
+    if any(name not in HOST_PHASES for name, _function in phases):
+        start_emulator(write_inventory("emulator", []))
+    for name, function in phases:
+        results.pop(name, None)
+        phase(results, name, function)
     if not only:
         results["total_seconds"] = round(time.monotonic() - started, 1)
     save_results(results)

@@ -29,8 +29,6 @@ import subprocess
 import sys
 import tempfile
 
-from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
-
 CHILD = r"""
 import json, sys, time
 from ansible_collections.smarthost.postfix.plugins.module_utils import maillog
@@ -67,11 +65,11 @@ MODES = (
 )
 
 
-def measure(mode, path, since, runs):
+def measure(mode, path, since, message_id, runs):
     samples = []
     for _run in range(runs):
         output = subprocess.run(
-            [sys.executable, "-c", CHILD, mode, path, since, maillog_gen.TRACED_MESSAGE_ID],
+            [sys.executable, "-c", CHILD, mode, path, since, message_id],
             check=True,
             capture_output=True,
             text=True,
@@ -87,7 +85,32 @@ def measure(mode, path, since, runs):
     }
 
 
+def markdown(figures):
+    """The figures as printed here and in docs/performance.md (benchmarks/report.py)."""
+    lines = [
+        "mail_trace first pass on a %.0f MB log of %d lines (median of %d runs, peak RSS of the child):"
+        % (figures["log_bytes"] / 1e6, figures["log_lines"], figures["runs"]),
+        "",
+        "| first pass | time | peak RSS |",
+        "|---|---|---|",
+    ]
+    # In the order of MODES: results.json keeps its keys sorted.
+    order = [mode[0] for mode in MODES if mode[0] in figures["modes"]]
+    for label in order + sorted(set(figures["modes"]) - set(order)):
+        result = figures["modes"][label]
+        lines.append("| %s | %.3f s | %.0f MB |" % (label, result["seconds"], result["peak_rss_mib"]))
+    lines += [
+        "",
+        "(a bare interpreter with the module imported: %.0f MB)"
+        % min(r["interpreter_rss_mib"] for r in figures["modes"].values()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
+    # Imported here: report.py imports this file for markdown() without the collection on its path.
+    from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3, help="runs per mode; the median time and the highest RSS count")
@@ -109,19 +132,9 @@ def main(argv=None):
             "modes": {},
         }
         for label, mode, with_since in MODES:
-            figures["modes"][label] = measure(mode, path, sent_at.isoformat() if with_since else "-", args.runs)
-    print(
-        "mail_trace first pass on a %.0f MB log of %d lines (median of %d runs, peak RSS of the child):"
-        % (size / 1e6, line_count, args.runs)
-    )
-    print("| first pass | time | peak RSS |")
-    print("|---|---|---|")
-    for label, result in figures["modes"].items():
-        print("| %s | %.3f s | %.0f MB |" % (label, result["seconds"], result["peak_rss_mib"]))
-    print(
-        "(a bare interpreter with the module imported: %.0f MB)"
-        % min(r["interpreter_rss_mib"] for r in figures["modes"].values())
-    )
+            since = sent_at.isoformat() if with_since else "-"
+            figures["modes"][label] = measure(mode, path, since, maillog_gen.TRACED_MESSAGE_ID, args.runs)
+    sys.stdout.write(markdown(figures))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)

@@ -12,7 +12,7 @@ tests/unit/plugins/module_utils/maillog_gen.py) and runs each way of reading it 
   1d window, counted            interval: 1d - the whole file streamed and counted
 
 Usage (from the repository root):
-  PYTHONPATH=.build/collections .venv/bin/python benchmarks/queue_info_bench.py [--size-mb 100] [--runs 3]
+  PYTHONPATH=.build/collections .venv/bin/python benchmarks/queue_info_bench.py [--size-mb 100] [--runs 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-
-from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
 
 CHILD = r"""
 import datetime, json, os, sys, time
@@ -78,7 +76,35 @@ def measure(mode, path, end, hours, runs):
     }
 
 
+def markdown(figures):
+    """The figures as printed here and in docs/performance.md (benchmarks/report.py)."""
+    lines = [
+        "queue_info reading a %.0f MB log of one day (median of %d runs, peak RSS of the child):"
+        % (figures["log_bytes"] / 1e6, figures["runs"]),
+        "",
+        "| read | time | peak RSS | deliveries counted |",
+        "|---|---|---|---|",
+    ]
+    # In the order of MODES: results.json keeps its keys sorted.
+    order = [mode[0] for mode in MODES if mode[0] in figures["modes"]]
+    for label in order + sorted(set(figures["modes"]) - set(order)):
+        result = figures["modes"][label]
+        lines.append(
+            "| %s | %.3f s | %.0f MB | %s |"
+            % (label, result["seconds"], result["peak_rss_mib"], result["sent"] if "window" in label else "-")
+        )
+    lines += [
+        "",
+        "(a bare interpreter with the modules imported: %.0f MB)"
+        % min(r["interpreter_rss_mib"] for r in figures["modes"].values()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
+    # Imported here: report.py imports this file for markdown() without the collection on its path.
+    from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils import maillog_gen
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3, help="runs per mode; the median time and the highest RSS count")
@@ -98,21 +124,7 @@ def main(argv=None):
         }
         for label, mode, hours in MODES:
             figures["modes"][label] = measure(mode, path, end.timestamp() + 1, hours, args.runs)
-    print(
-        "queue_info reading a %.0f MB log of one day (median of %d runs, peak RSS of the child):"
-        % (size / 1e6, args.runs)
-    )
-    print("| read | time | peak RSS | deliveries counted |")
-    print("|---|---|---|---|")
-    for label, result in figures["modes"].items():
-        print(
-            "| %s | %.3f s | %.0f MB | %s |"
-            % (label, result["seconds"], result["peak_rss_mib"], result["sent"] if "window" in label else "-")
-        )
-    print(
-        "(a bare interpreter with the modules imported: %.0f MB)"
-        % min(r["interpreter_rss_mib"] for r in figures["modes"].values())
-    )
+    sys.stdout.write(markdown(figures))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)
