@@ -357,6 +357,41 @@ def test_rejected_configuration_with_a_credential_change_restores_the_credential
     assert not reasons, reasons
 
 
+def test_a_rotated_password_the_relay_refuses_is_never_written(outcome):
+    """Rotation is probed: a mistyped new password fails the run before any write; the old one keeps relaying."""
+    host = rel.target()
+    settle(host)
+    mistyped = "Rel-Canary-Rotation-%s" % harness.new_tag()[-12:]
+    before = rel.postfix_files_checksum(host)
+    outcome.set(
+        section="Faults",
+        item="rotation to a password the relay refuses",
+        tried="converge with a new relay_password the smarthost does not know (the probe on, the default); "
+        "then one message with sendmail",
+    )
+    rc, output = rel.converge("-e", "relay_password=%s" % mistyped)
+    unchanged = rel.postfix_files_checksum(host) == before
+    figures = rel.deliver_one(host, harness.new_tag())
+    refusal = rel.fatal_excerpt(output, limit=300)
+    outcome.set(
+        **figures,
+        happened="role failed (rc %d) naming %s; /etc/postfix %s; the password printed %d time(s); "
+        "a message sent afterwards arrived %d time(s)"
+        % (
+            rc,
+            "credentials_rejected" if "credentials_rejected" in output else "no cause",
+            "byte-identical" if unchanged else "CHANGED",
+            output.count(mistyped),
+            figures["arrived"],
+        ),
+    )
+    assert rc != 0 and "refused the new configuration before anything was written" in output, refusal
+    assert "credentials_rejected" in output and "check relay_username and relay_password" in output, refusal
+    assert unchanged
+    assert mistyped not in output
+    assert figures["arrived"] == 1 and figures["duplicated"] == 0, figures
+
+
 def test_restart_with_mail_queued_loses_nothing(outcome):
     host = rel.target()
     settle(host)
