@@ -325,7 +325,7 @@ def test_rejected_configuration_with_a_credential_change_restores_the_credential
         "-e",
         '{"relay_extra_parameters": {"default_process_limit": "many"}}',
         "-e",
-        "relay_probe_before_switch=false",
+        '{"relay_probe_before_switch": false}',
     )
     maps_after = {name: rel.file_sha256(host, "/etc/postfix/%s" % name) for name in maps_before}
     new_password_live = host.run("grep -qF -- %s /etc/postfix/sasl_passwd", wrong_password).rc == 0

@@ -126,7 +126,7 @@ def test_converge_with_vvv_and_diff_prints_no_password_and_secret_files_stay_060
         "-e",
         "relay_keep_backups=true",
         "-e",
-        "relay_probe_before_switch=false",
+        '{"relay_probe_before_switch": false}',
     )
     recap = harness.play_recap(changed_output).get(rel.RELAY, {})
     files_with_new = secret_files(host, [new_password])
