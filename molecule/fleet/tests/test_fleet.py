@@ -45,7 +45,8 @@ EXPECTED = {
     "fleet-billing": ("custom", PROVIDERS["custom"]["username"], "[relay.example.test]:587"),
     "fleet-alerts": ("fallback", PROVIDERS["fallback"]["username"], "[relay.example.test]:587"),
 }
-PASSWORDS = [entry["password"] for entry in PROVIDERS.values()]
+# Every secret the emulator knows: passwords, OAuth 2.0 client secrets and refresh tokens (the connector has none).
+PASSWORDS = harness.secrets()
 WORK = tempfile.mkdtemp(prefix="inventories-", dir=harness.EPHEMERAL_DIR or None)
 
 CONNECTION = {
