@@ -118,6 +118,8 @@ def test_converge_with_vvv_and_diff_prints_no_password_and_secret_files_stay_060
     )
     started = time.monotonic()
     # A password the emulator does not know: without the probe (which would refuse it) it is written.
+    # The switch goes in as an operator types it, key=value: a string, which the role must read as a
+    # boolean (ansible-core 2.19 refuses a bare string as a conditional).
     rc_change, changed_output = rel.converge(
         "-vvv",
         "--diff",
@@ -126,7 +128,7 @@ def test_converge_with_vvv_and_diff_prints_no_password_and_secret_files_stay_060
         "-e",
         "relay_keep_backups=true",
         "-e",
-        '{"relay_probe_before_switch": false}',
+        "relay_probe_before_switch=false",
     )
     recap = harness.play_recap(changed_output).get(rel.RELAY, {})
     files_with_new = secret_files(host, [new_password])
