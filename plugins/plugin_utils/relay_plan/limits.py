@@ -8,6 +8,7 @@ connections to the relays are kept and reused."""
 
 from __future__ import annotations
 
+import fractions
 import math
 import re
 
@@ -50,27 +51,44 @@ REPLY_TEXT = re.compile(r"^[A-Za-z0-9 _:.-]+$")
 
 # Pacing above one message a second takes clones of the smtp transport, each paced on its own.
 MAX_PACING_CLONES = 50
-# A design is taken once it reaches this share of the rate asked for (never above it).
-PACING_CLOSE_ENOUGH = 0.98
+# A design is taken once it reaches this share of the rate asked for (never above it): each clone
+# more is one more message that a tick can release at once.
+PACING_CLOSE_ENOUGH = fractions.Fraction(95, 100)
 PACING_CLONE = "smtp_pace%d"
 
 
 def pacing_design(messages_per_second):
-    """(clones K, delay D seconds): K transports each sending one message every D whole seconds pace at
-    K/D messages a second, never above the rate asked for, and within 2% of it with the fewest clones that get there.
+    """The whole-second rate delays of the clones that pace messages_per_second: never above the
+    rate, within 5% of it, and as few clones firing at once as that takes.
 
-    A rate delay takes whole seconds only (72ms stalls Postfix 3.7), so 14/s is 14 clones at 1 s,
-    3.5/s is 7 at 2 s, 0.3/s 3 at 10 s, 0.5/s one at 2 s.
+    The queue manager's timers tick in whole seconds, so every clone that is due fires at the same
+    tick: K clones at one delay D send K messages in one second, then none for D - 1 seconds. One
+    clone per whole message a second at 1 s, then each further clone at the shortest delay that
+    does not overshoot what is left (ceil(1 / left)), keeps what a tick releases near the rate
+    itself: 14/s is 14 x 1 s; 3.5/s is 3 x 1 s + 2 s (3 or 4 a second, where 7 x 2 s would send 7
+    at once); 0.5/s is one clone at 2 s; 0.0058/s one at 173 s.
     """
-    best = None
-    for clones in range(1, MAX_PACING_CLONES + 1):
-        delay = int(math.ceil(clones / messages_per_second - 1e-9))
-        achieved = clones / float(delay)
-        if best is None or achieved > best[0] / float(best[1]) + 1e-12:
-            best = (clones, delay)
-        if achieved >= PACING_CLOSE_ENOUGH * messages_per_second:
-            break
-    return best
+    # Exact arithmetic on the rate as meant (3.5 is 7/2, 0.023 is 23/1000, 1/86400 a day): never above it.
+    target = fractions.Fraction(messages_per_second).limit_denominator(10**6)
+    delays = [1] * int(target)
+    total = fractions.Fraction(len(delays))
+    while total < PACING_CLOSE_ENOUGH * target:
+        delay = math.ceil(1 / (target - total))
+        delays.append(delay)
+        total += fractions.Fraction(1, delay)
+    return tuple(delays)
+
+
+def pacing_weights(delays):
+    """randmap entries per clone in proportion to its speed (1/delay), in the smallest whole numbers."""
+    common = 1
+    for delay in delays:
+        common = common * delay // math.gcd(common, delay)
+    counts = [common // delay for delay in delays]
+    divisor = 0
+    for count in counts:
+        divisor = math.gcd(divisor, count)
+    return tuple(count // divisor for count in counts)
 
 
 def limits_section(inputs, plan):
@@ -142,14 +160,15 @@ def limits_section(inputs, plan):
 def _pacing(inputs, rate, values, main_cf):
     """Pace the smtp transport at rate: one rate delay, or clones chosen at random per message
     (randmap, Postfix 3.0+) that each keep their own delay. main_cf gets the clones' limits; returns
-    (clone names, their master.cf services)."""
+    (the randmap's entries, each clone as often as its share of the rate, and their master.cf services)."""
     if not rate:
         return (), ()
-    clones, delay = pacing_design(rate)
-    if clones == 1:
-        main_cf["smtp_destination_rate_delay"] = "%ds" % delay
+    # Refused before a design is drawn: 1e9 would be a billion clones.
+    delays = pacing_design(rate) if rate < MAX_PACING_CLONES + 1 else None
+    if delays is not None and len(delays) == 1:
+        main_cf["smtp_destination_rate_delay"] = "%ds" % delays[0]
         return (), ()
-    if clones >= MAX_PACING_CLONES and clones / float(delay) < 0.9 * rate:
+    if delays is None or len(delays) > MAX_PACING_CLONES:
         raise RelayPlanError(
             "relay_max_send_rate",
             "%g messages a second is more than %d paced clones of the smtp "
@@ -163,9 +182,9 @@ def _pacing(inputs, rate, values, main_cf):
             "pacing above one message a second needs Postfix 3.0 or later "
             "(randmap); this host has %s" % inputs.facts.get("postfix_version"),
         )
-    names = tuple(PACING_CLONE % index for index in range(1, clones + 1))
+    names = tuple(PACING_CLONE % index for index in range(1, len(delays) + 1))
     services = []
-    for name in names:
+    for name, delay in zip(names, delays):
         main_cf["%s_destination_rate_delay" % name] = "%ds" % delay
         if values["smtp_destination_recipient_limit"]:
             main_cf["%s_destination_recipient_limit" % name] = values["smtp_destination_recipient_limit"]
@@ -181,12 +200,16 @@ def _pacing(inputs, rate, values, main_cf):
                 "wakeup": "-",
                 "maxproc": "-",
                 "command": "smtp",
-                "options": {},
+                # The clone that delivered shows in the log (postfix/smtp_pace3/smtp[pid]): an uneven
+                # share of a burst is visible to whoever reads it.
+                "options": {"syslog_name": "postfix/%s" % name},
                 "exclusive_options": True,
                 "state": "present",
             }
         )
-    return names, tuple(services)
+    # randmap picks uniformly from its list: a clone appears as often as it is fast.
+    entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _ in range(weight))
+    return entries, tuple(services)
 
 
 def deferrals_section(inputs, plan):

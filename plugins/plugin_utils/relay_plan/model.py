@@ -148,7 +148,8 @@ class Plan:
     transport: transport_maps entries; local_domains: domains delivered here; fallback: the
     fallback Relay; oauth2_relays: (account name, Relay) of each OAuth 2.0 relay, which
     oauth2_accounts turns into what the role installs; send_rates: (transport, messages per
-    second) paced outside Postfix; pacing: the clones of the smtp transport that pace it;
+    second) paced outside Postfix; pacing: the randmap entries of the smtp transport's pacing
+    clones (a clone as often as it is fast);
     client_keys: TLS client keys on the host (kept root-only);
     submission: the sasldb users and files of authenticated submission (secret), or None;
     aliases, probe: see the package docstring.

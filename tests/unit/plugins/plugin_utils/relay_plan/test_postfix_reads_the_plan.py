@@ -179,5 +179,7 @@ def test_postfix_takes_the_pacing_clones(postfix_dir):
         .strip()
         .startswith("randmap:{smtp_pace1,")
     )
-    assert postconf(postfix_dir, "-h", "smtp_pace7_destination_rate_delay").strip() == "2s"
-    assert postconf(postfix_dir, "-M", "smtp_pace7/unix").split()[:2] == ["smtp_pace7", "unix"]
+    assert postconf(postfix_dir, "-h", "smtp_pace4_destination_rate_delay").strip() == "2s"
+    service = postconf(postfix_dir, "-M", "smtp_pace4/unix").split()
+    assert service[:2] == ["smtp_pace4", "unix"]
+    assert service[-1] == "syslog_name=postfix/smtp_pace4"

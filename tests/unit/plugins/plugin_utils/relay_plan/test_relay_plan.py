@@ -9,13 +9,15 @@ the presets, so a wrong endpoint, port or user name rule in roles/relay/vars/pre
 
 from __future__ import annotations
 
+import fractions
+import math
 import os
 
 import pytest
 import yaml
 
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import RelayPlanError, relay_plan
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import pacing_design
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limits import pacing_design, pacing_weights
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import tls_protocols
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", ".."))
@@ -128,7 +130,8 @@ PRESET_CASES = {
         "[smtp.gmail.com]:587",
         "someone@gmail.com",
         "no",
-        "173s",
+        # A daily quota is not a rate: no pacing (the 550 5.4.5 daily-limit reply is deferred instead).
+        None,
         None,
         "100",
     ),
@@ -818,30 +821,37 @@ def test_unused_features_are_removed_from_main_cf():
 
 
 @pytest.mark.parametrize(
-    "rate, clones, delay",
+    "rate, delays",
     [
-        # Whole seconds only (Postfix 3.7.11 stalls after one delivery with "72ms"): K clones at D seconds
-        # pace at K/D, never above the rate and within 2% of it with as few clones as that takes.
-        (14, 14, 1),
-        (3.5, 7, 2),
-        (1, 1, 1),
-        (0.5, 1, 2),
-        (0.3, 3, 10),
-        (0.15, 3, 20),
-        (0.0058, 1, 173),
-        (0.023, 1, 44),
+        # Whole seconds only (Postfix 3.7.11 stalls after one delivery with "72ms"): one clone per whole
+        # message a second at 1 s, then the fraction left with the fewest slower clones that reach 95%.
+        (14, (1,) * 14),
+        (3.5, (1, 1, 1, 2)),
+        (1, (1,)),
+        (0.5, (2,)),
+        (0.3, (4, 20)),
+        (1.9, (1, 2, 3)),
+        (13.7, (1,) * 13 + (2,)),
+        (0.0058, (173,)),
+        (0.023, (44,)),
     ],
 )
-def test_pacing_design(rate, clones, delay):
-    assert pacing_design(rate) == (clones, delay)
-    assert 0.9 * rate <= clones / float(delay) <= rate
+def test_pacing_design(rate, delays):
+    assert pacing_design(rate) == delays
 
 
-@pytest.mark.parametrize("rate", [0.7, 1.3, 2.2, 6.6, 9.9, 13.7, 14, 17.5, 33, 49.5])
-def test_pacing_design_never_exceeds_and_reaches_ninety_percent(rate):
-    clones, delay = pacing_design(rate)
-    assert clones / float(delay) <= rate + 1e-9
-    assert clones / float(delay) >= 0.9 * rate
+@pytest.mark.parametrize("rate", [0.7, 0.95, 1.3, 2.2, 6.6, 9.9, 13.7, 14, 17.5, 33, 49.5, 0.3, 0.023])
+def test_pacing_design_never_exceeds_and_reaches_ninety_five_percent(rate):
+    exact = fractions.Fraction(repr(rate)) if isinstance(rate, float) else fractions.Fraction(rate)
+    paced = sum(fractions.Fraction(1, delay) for delay in pacing_design(rate))
+    assert fractions.Fraction(95, 100) * exact <= paced <= exact
+    # What one tick can release at once: the clones, at most two more than the rate rounded up.
+    assert len(pacing_design(rate)) <= math.ceil(rate) + 2
+
+
+@pytest.mark.parametrize("delays, weights", [((1, 1, 1, 2), (2, 2, 2, 1)), ((1, 2, 3), (6, 3, 2)), ((44,), (1,))])
+def test_pacing_weights_follow_speed(delays, weights):
+    assert pacing_weights(delays) == weights
 
 
 def ses(**overrides):
@@ -855,7 +865,9 @@ def test_a_production_ses_rate_is_paced_by_clones_of_the_smtp_transport():
     main_cf = result["main_cf"]
     clones = [item for item in result["master_services"] if item["name"].startswith("smtp_pace")]
     assert [item["name"] for item in clones] == ["smtp_pace%d" % index for index in range(1, 15)]
-    assert all(item["command"] == "smtp" and not item["options"] for item in clones)
+    assert all(
+        item["command"] == "smtp" and item["options"] == {"syslog_name": "postfix/%s" % item["name"]} for item in clones
+    )
     # randmap picks a clone per message; each clone keeps one message a second to the relay.
     assert main_cf["sender_dependent_default_transport_maps"] == "randmap:{%s}" % ", ".join(
         "smtp_pace%d" % index for index in range(1, 15)
@@ -867,8 +879,12 @@ def test_a_production_ses_rate_is_paced_by_clones_of_the_smtp_transport():
 
 def test_a_fractional_rate_and_the_sandbox_rate():
     main_cf = ses(relay_max_send_rate=3.5)["main_cf"]
-    assert main_cf["sender_dependent_default_transport_maps"].count("smtp_pace") == 7
-    assert main_cf["smtp_pace1_destination_rate_delay"] == "2s"
+    # Three clones at 1 s and one at 2 s, which randmap picks half as often: 3 or 4 a second, never 7.
+    assert main_cf["sender_dependent_default_transport_maps"] == (
+        "randmap:{smtp_pace1, smtp_pace1, smtp_pace2, smtp_pace2, smtp_pace3, smtp_pace3, smtp_pace4}"
+    )
+    assert [main_cf["smtp_pace%d_destination_rate_delay" % index] for index in range(1, 5)] == ["1s", "1s", "1s", "2s"]
+    assert "smtp_pace5_destination_rate_delay" not in main_cf
     sandbox = ses()["main_cf"]
     assert sandbox["smtp_destination_rate_delay"] == "1s"
     assert sandbox["sender_dependent_default_transport_maps"] is None
@@ -897,6 +913,7 @@ def test_pacing_keeps_sender_routes_in_front_of_the_clones():
     [
         (dict(relay_max_send_rate=14, relay_destination_recipient_limit=1), "relay_destination_recipient_limit"),
         (dict(relay_max_send_rate=500), "relay_max_send_rate"),
+        (dict(relay_max_send_rate=1e9), "relay_max_send_rate"),
     ],
 )
 def test_pacing_that_cannot_work_is_refused(overrides, variable):
