@@ -11,18 +11,23 @@ clones of the smtp transport, each a queue of its own, chosen per message at ran
 (`randmap:`, Postfix 3.0+) through `sender_dependent_default_transport_maps`, which keeps the next
 hop from `relayhost` or `sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.
 
-    design(rate)        the clone delays for a rate: whole seconds, sum of 1/delay <= rate
-    settings(...)       the main.cf parameters and master.cf lines for a design
-    apply(...)          write them on a bench host (the role does not emit them yet)
+The design is the plan's (plugins/plugin_utils/relay_plan/limits.py), and the benchmark measures it
+as the role converges it. What is here writes designs the role refuses or does not ship, for comparison:
 
-The plan (plugins/plugin_utils/relay_plan/) is expected to emit the same entries; until it does, the
-benchmark writes them itself on a host the role converged unpaced.
+    design(rate)        the plan's clone delays for a rate, as a list
+    uniform_design(...) K clones at one delay, the first idea in issue 15
+    settings(...)       main.cf parameters and master.cf lines for any design, written by hand
 """
 
 from __future__ import annotations
 
 import fractions
-import math
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".build", "collections"))
+# pylint: disable-next=wrong-import-position
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import limits  # noqa: E402
 
 # Under a backlog a paced relay must reach this share of the rate it was given.
 FLOOR = fractions.Fraction(9, 10)
@@ -37,25 +42,10 @@ def _fraction(rate):
     return value
 
 
-def design(rate, floor=FLOOR):
-    """Delays in whole seconds of the clones that pace `rate` messages a second.
-
-    One clone per whole message a second at a 1 s delay (they all fire at the same tick, so a
-    provider sees at most that many in any second), then the fraction that is left greedily: each
-    further clone at the shortest whole-second delay that does not overshoot what is left
-    (delay = ceil(1 / left)), until the clones reach `floor` of the rate. The sum of 1/delay never
-    exceeds the rate. Examples: 14 -> 14 x 1 s; 3.5 -> 3 x 1 s + 1 x 2 s; 0.5 -> 1 x 2 s;
-    0.023 -> 1 x 44 s (0.0227/s); 1.9 -> 1 s, 2 s, 3 s (1.83/s).
-    """
-    target = _fraction(rate)
-    delays = [1] * int(target)
-    total = fractions.Fraction(len(delays))
-    while total < floor * target:
-        left = target - total
-        delay = math.ceil(1 / left)
-        delays.append(delay)
-        total += fractions.Fraction(1, delay)
-    return delays
+def design(rate):
+    """The plan's clone delays for `rate` (14 -> 14 x 1 s; 3.5 -> 3 x 1 s + 1 x 2 s; 0.5 -> 1 x 2 s)."""
+    _fraction(rate)
+    return list(limits.pacing_design(rate))
 
 
 def uniform_design(rate, floor=FLOOR):
@@ -75,15 +65,8 @@ def rate_of(delays):
 
 
 def weights(delays):
-    """randmap entries per clone in proportion to its speed (1/delay), smallest whole numbers."""
-    common = 1
-    for delay in delays:
-        common = common * delay // math.gcd(common, delay)
-    counts = [common // delay for delay in delays]
-    divisor = 0
-    for count in counts:
-        divisor = math.gcd(divisor, count)
-    return [count // divisor for count in counts]
+    """randmap entries per clone in proportion to its speed (1/delay): the plan's rule."""
+    return list(limits.pacing_weights(delays))
 
 
 def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True):

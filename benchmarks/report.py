@@ -249,13 +249,13 @@ def rate(data):
 
 
 SCENARIOS = {
-    "design": "recommended clones",
-    "design_burst2s": "recommended clones, provider allows 2 s of burst",
-    "uniform": "K equal clones (issue's first idea)",
-    "same_recipient": "one recipient for the whole burst",
-    "recipient_limit_1": "recipient limit 1 on the clones",
-    "office365": "Office 365 preset proposal (0.5/s)",
-    "gmail": "Gmail preset proposal (1/s, no limit enforced)",
+    "design": "the role's clones",
+    "design_burst2s": "the role's clones, provider allows 2 s of burst",
+    "uniform": "K equal clones (issue's first idea), *by hand*",
+    "same_recipient": "the role's clones, one recipient for the whole burst",
+    "recipient_limit_1": "recipient limit 1 on the clones, *by hand* (the role refuses it)",
+    "office365": "Office 365 preset's rate (0.5/s, 30 a minute)",
+    "gmail": "Gmail preset: no pacing (a daily quota, no rate published)",
 }
 
 
@@ -475,7 +475,7 @@ def target_rows(single, fleet_rows, relay_ratios, rate_rows, results_holder):
         )
         targets.append(
             (
-                "Pacing prototype (clones, `benchmarks/pacing.py`) at %g/s, %d messages, emulator enforcing %g/s: "
+                "SES preset paced at %g/s (`relay_max_send_rate`), %d messages, emulator enforcing %g/s: "
                 "zero 454 and at least 90%%" % (rate_value, messages, rate_value),
                 measured,
                 all(pacing_met(entry) for entry in by_version.values()),
@@ -876,16 +876,17 @@ def pacing_section(add, results):
     if not runs:
         return
     versions = {key: value.get("postfix_version") for key, value in (data.get("hosts") or {}).items()}
-    add("## Pacing at a provider's rate: a prototype (issue 15)")
+    add("## Pacing at a provider's rate (issue 15)")
     add("")
-    add("Not what the role ships yet: on hosts the role converged unpaced (SES preset, `relay_max_send_rate: 0`),")
-    add("the benchmark adds clones of the smtp transport (`benchmarks/pacing.py`). Postfix paces one (transport,")
-    add("next hop) queue with a whole-second `_destination_rate_delay`, one delivery at a time, and the queue")
-    add("manager's timers are whole seconds: a paced queue resumes at the next whole-second tick, all due queues at")
-    add("the same tick. So a rate N gets floor(N) clones at 1 s and the fraction left from clones at longer delays")
-    add("(each at ceil(1/left) s) until the clones reach 90 % of N, never above N. Each message picks a clone at")
-    add("random, weighted by speed, with `randmap:` in `sender_dependent_default_transport_maps`, which keeps the")
-    add("next hop from `relayhost` or `sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.")
+    add("What the role ships: each run converges the SES preset with `relay_max_send_rate: N` from the same unpaced")
+    add("configuration (rows marked *by hand* write a design the role refuses or does not ship, for comparison).")
+    add("Postfix paces one (transport, next hop) queue with a whole-second `_destination_rate_delay`, one delivery")
+    add("at a time, and the queue manager's timers are whole seconds: a paced queue resumes at the next whole-second")
+    add("tick, all due queues at the same tick. So the plan gives a rate N floor(N) clones at 1 s and the fraction")
+    add("left from clones at longer delays (each at ceil(1/left) s) until they reach 95 % of N, never above N. Each")
+    add("message picks a clone at random, weighted by speed, with `randmap:` in")
+    add("`sender_dependent_default_transport_maps`, which keeps the next hop from `relayhost` or")
+    add("`sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.")
     add("The emulator enforces N with a token bucket of ceil(N) messages (at 3.5/s a provider must take 4 in some")
     add("second: 7 in every 2); one run per rate also with two seconds' worth, as SES allows short bursts. smtp-source")
     add(
