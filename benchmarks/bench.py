@@ -1120,6 +1120,8 @@ def pacing_run(
     finally:
         emulator("mode normal", container)
     stamps = sorted(record["ts"] for record in read_records(records_path))
+    replies_path = os.path.join(os.path.dirname(records_path), "replies.jsonl")
+    refused = sorted(record["ts"] for record in read_records(replies_path) if record.get("code") == "454")
     per_clone, delays_seen = {}, []
     for line in postfix_journal(host, cursor):
         match = re.search(r"postfix/(?:(smtp(?:_pace)?\d+)/)?smtp\[\d+\]: .*delay=([0-9.]+),.*status=sent", line)
@@ -1162,6 +1164,8 @@ def pacing_run(
         "first_seconds": [sum(1 for stamp in stamps if int(stamp - stamps[0]) == second) for second in range(6)]
         if stamps
         else [],
+        # When the 454 replies came, in seconds from the first delivery (the first 50).
+        "refused_at": [round(stamp - stamps[0], 2) for stamp in refused[:50]] if stamps else [],
         "tls_sessions": counters["auth"]["succeeded"],
         "connections": counters["connections"],
         "latency_p50": percentile(delays_seen, 0.50),

@@ -17,6 +17,7 @@ import statistics
 import mail_trace_bench  # benchmarks/*.py: the scripts' own tables, not a second copy
 import map_scale
 import queue_info_bench
+import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SES_RATE = 14.0
@@ -953,6 +954,7 @@ def pacing_section(add, results):
     )
     add('"Busiest clone" is its messages times its delay: the burst cannot end before it does.')
     add("")
+    preset_limits(add)
     checks = data.get("route_checks") or []
     if checks:
         add("Routes with the clones in place (Debian 12, one message each; provider from the emulator's record of the")
@@ -976,6 +978,45 @@ def pacing_section(add, results):
                 )
             )
         add("")
+
+
+PRESETS = os.path.join(REPO, "roles", "relay", "vars", "presets.yml")
+# Why each preset paces as it does; the figures come from presets.yml.
+PRESET_WHY = {
+    "ses": "SES publishes a rate per second (the sandbox's 1/s; a production account's own, which "
+    "`relay_max_send_rate` takes, divided among the hosts sharing the account) and allows short bursts above it",
+    "office365": "Exchange Online publishes 30 messages a minute per mailbox: 0.5/s is one delivery every 2 s, 30 in "
+    "any minute once a burst runs; its first minute can hold 31 (the first message leaves when it arrives, the "
+    "second at the next tick, 1 to 2 s later: the most in 60 s column above); a quota reply is deferred",
+    "gmail": "Google publishes a daily quota and no rate: spread evenly, 500 a day was one message every 173 s, "
+    "which drained a burst of 20 in 58 minutes; now the burst leaves at once and the daily-limit reply is deferred "
+    "until the quota clears",
+}
+
+
+def preset_limits(add):
+    """Which limit the SES, Office 365 and Gmail presets enforce, from presets.yml."""
+    with open(PRESETS, encoding="utf-8") as handle:
+        presets = yaml.safe_load(handle)["__relay_presets"]
+    add("Which limit each preset enforces (`roles/relay/vars/presets.yml`), and why:")
+    add("")
+    add("| preset | pace | connections | recipients per message | deferred, not bounced | why |")
+    add("|---|---|---|---|---|---|")
+    for name, why in PRESET_WHY.items():
+        limits = presets[name].get("postfix") or {}
+        rate = limits.get("max_send_rate")
+        add(
+            "| %s | %s | %s | %s | %s | %s |"
+            % (
+                name,
+                "%g/s" % rate if rate else "none",
+                limits.get("destination_concurrency_limit") or "Postfix's default",
+                limits.get("destination_recipient_limit") or "-",
+                ", ".join("`%s`" % text for text in presets[name].get("deferrable_replies") or []) or "-",
+                why,
+            )
+        )
+    add("")
 
 
 def maps_section(add, data):
@@ -1093,12 +1134,29 @@ def pacing_explanations(results):
                 continue
             reasons = []
             if entry["replies_454"]:
-                reasons.append(
+                first = (entry.get("first_seconds") or [0])[0]
+                at_start = min(entry["replies_454"], max(0, first - int(entry["burst"])))
+                text = (
                     "%d messages got a 454: the emulator saw up to %d deliveries within one second "
                     "against a bucket of %g (the clones' first deliveries go out as the burst arrives, the "
                     "next ones at the following whole-second tick, so the first second can carry up to "
-                    "twice the clones)" % (entry["replies_454"], entry["max_in_1s"], entry["burst"])
+                    "twice the clones; %d deliveries above the bucket in the first second)"
+                    % (entry["replies_454"], entry["max_in_1s"], entry["burst"], at_start)
                 )
+                later = [stamp for stamp in entry.get("refused_at") or [] if stamp >= 1.0]
+                if entry["replies_454"] > at_start and (entry.get("designed_rate") or 0) >= entry["rate"] * 0.999:
+                    text += (
+                        "; the other %d came later%s: a design at the full rate leaves the bucket no slack, so "
+                        "any tick that reaches the provider less than a whole second after the one before "
+                        "finds it short"
+                        % (
+                            entry["replies_454"] - at_start,
+                            " (at %s s into the burst)" % ", ".join("%g" % stamp for stamp in later[:8])
+                            if later
+                            else "",
+                        )
+                    )
+                reasons.append(text)
             if entry["fraction"] < RATE_TARGET:
                 per_clone = entry.get("per_clone") or []
                 reasons.append(
