@@ -208,7 +208,7 @@ def _pacing(inputs, rate, values, main_cf):
             }
         )
     # randmap picks uniformly from its list: a clone appears as often as it is fast.
-    entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _ in range(weight))
+    entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _copy in range(weight))
     return entries, tuple(services)
 
 
