@@ -81,13 +81,9 @@ def pacing_design(messages_per_second):
 
 def pacing_weights(delays):
     """randmap entries per clone in proportion to its speed (1/delay), in the smallest whole numbers."""
-    common = 1
-    for delay in delays:
-        common = common * delay // math.gcd(common, delay)
+    common = math.lcm(*delays)
     counts = [common // delay for delay in delays]
-    divisor = 0
-    for count in counts:
-        divisor = math.gcd(divisor, count)
+    divisor = math.gcd(*counts)
     return tuple(count // divisor for count in counts)
 
 
