@@ -33,7 +33,8 @@ import pacing  # benchmarks/pacing.py
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_DIR = os.path.join(REPO, "benchmarks")
 STATE = os.path.join(BENCH_DIR, "results")
-RESULTS = os.path.join(STATE, "results.json")
+# The pacing phase runs beside the others in a process of its own, which keeps its figures apart.
+RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(STATE, "results.json")
 REPORT = os.path.join(REPO, "docs", "performance.md")
 NETWORK = "smarthost-bench"
 EMULATOR = "smarthost-emulator-bench"
@@ -84,7 +85,7 @@ PLAIN_GUIDE = [
 
 # ------------------------------------------------------------------ plumbing
 def log(message):
-    print("bench: %s" % message, flush=True)
+    print("%s: %s" % (os.environ.get("BENCH_LOG_NAME", "bench"), message), flush=True)
 
 
 def run(cmd, check=True, env=None, timeout=None):
@@ -970,8 +971,14 @@ def phase_rate(results):
 # Debian 12 (Postfix 3.7) and Debian 13 (Postfix 3.10), each against an emulator of its own, so both
 # run at once: a paced run is long and costs little CPU. The second emulator sits on a network of
 # its own under the same provider names.
+# Each paced host has an emulator of its own, apart from the one the other phases reset and reconfigure.
 PACING_HOSTS = {
-    "12": ("bench-pace12", NETWORK, EMULATOR, RECORDS),
+    "12": (
+        "bench-pace12",
+        NETWORK + "-c",
+        EMULATOR + "-c",
+        os.path.join(EMULATOR_STATE, "records-c", "messages.jsonl"),
+    ),
     "13": (
         "bench-pace13",
         NETWORK + "-b",
@@ -1063,7 +1070,7 @@ def max_in_window(stamps, width=1.0):
     return best
 
 
-def converge_pacing(host, rate, recipient_limit):
+def converge_pacing(host, rate, recipient_limit, role_vars=None):
     """The role as shipped, from the unpaced configuration, with relay_max_send_rate: rate."""
     dexec(
         host,
@@ -1073,7 +1080,7 @@ def converge_pacing(host, rate, recipient_limit):
     )
     playbook(
         write_inventory("pace-%s" % host, [host]),
-        extra_vars={"relay_max_send_rate": rate, "relay_destination_recipient_limit": recipient_limit},
+        extra_vars=dict(role_vars or {}, relay_max_send_rate=rate, relay_destination_recipient_limit=recipient_limit),
     )
 
 
@@ -1260,9 +1267,9 @@ def pacing_host(version, results, lock):
 def route_check(data):
     """Clones with sender and domain routes, then with a fallback relay: where each message went.
 
-    The role converges the routes (unpaced), the clones for 14/s go on top, and one message per case
-    is sent with sendmail. The emulator's record names the provider whose credentials logged in;
-    Postfix's log names the transport (clones log as postfix/smtpN/smtp).
+    The role converges the routes with relay_max_send_rate 14, and one message per case is sent with
+    sendmail. The emulator's record names the provider whose credentials logged in; Postfix's log
+    names the transport (the clones log as postfix/smtp_paceN/smtp).
     """
     host, _network, container, records_path = PACING_HOSTS["12"]
     found = providers()
@@ -1288,8 +1295,8 @@ def route_check(data):
             },
             None,
             [
-                ("bench@example.test", "primary@example.test", "ses", r"smtp\d+"),
-                ("news@marketing.example.test", "sender-route@example.test", "sendgrid", r"smtp\d+"),
+                ("bench@example.test", "primary@example.test", "ses", r"smtp_pace\d+"),
+                ("news@marketing.example.test", "sender-route@example.test", "sendgrid", r"smtp_pace\d+"),
                 # A route's own transport carries no syslog_name: it logs as postfix/smtp, not as a clone.
                 ("bench@example.test", "someone@partner.example.test", "mailgun", r"smtp"),
             ],
@@ -1306,15 +1313,15 @@ def route_check(data):
                 }
             },
             {"relayhost": "[%s]:2599" % found["ses"]["hostnames"][0]},
-            [("bench@example.test", "fallback@example.test", "fallback", r"smtp\d+")],
+            [("bench@example.test", "fallback@example.test", "fallback", r"smtp_pace\d+")],
         ),
     ]
-    inventory = write_inventory("pace12-routes", [host])
     checks = []
     for case, role_vars, extra, messages in cases:
-        playbook(inventory, extra_vars=dict(role_vars, relay_max_send_rate=0))
-        dexec(host, "rm -rf %s && cp -a /etc/postfix %s" % (PACING_BASE, PACING_BASE))
-        apply_pacing(host, pacing.design(14), 50, extra=extra)
+        converge_pacing(host, 14, 50, role_vars)
+        if extra:
+            assignments = " ".join("'%s=%s'" % item for item in sorted(extra.items()))
+            dexec(host, "postconf -e %s && postfix reload" % assignments)
         emulator("reset", container)
         cursor = host_cursor(host)
         for sender, recipient, _provider, _transport in messages:
@@ -1354,12 +1361,14 @@ def phase_pacing(results):
     data = results.setdefault("pacing", {})
     data["runs"] = []
     versions = [value for value in os.environ.get("BENCH_PACING_VERSIONS", "12,13").split(",") if value]
-    if "13" in versions:
-        start_second_emulator(*PACING_HOSTS["13"][1:])
     data["hosts"] = {}
     for version in versions:
-        host, network, _container, _records = PACING_HOSTS[version]
+        host, network, container, records = PACING_HOSTS[version]
+        start_second_emulator(network, container, records)
         start_hosts([host], cached_image(version), network=network)
+        # Beside the relay phase: on the emulator's core, not on the one whose CPU that phase measures.
+        if (os.cpu_count() or 1) >= 2:
+            run(["docker", "update", "--cpuset-cpus", str((os.cpu_count() or 1) - 1), host, container])
         trust_test_ca([host])
         # Every log line must reach the journal: per-clone counts and latency come from it.
         dexec(
@@ -1457,8 +1466,40 @@ def environment():
     }
 
 
+def start_beside(name):
+    """The phase `name` in a process of its own, writing a results file of its own."""
+    path = os.path.join(STATE, "results-%s.json" % name)
+    if os.path.exists(path):
+        os.remove(path)
+    env = dict(
+        os.environ, BENCH_PHASES=name, BENCH_RESULTS=path, BENCH_LOG_NAME="bench[%s]" % name, BENCH_EMULATOR_UP="1"
+    )
+    log("phase %s runs beside the others (its log lines say bench[%s])" % (name, name))
+    return name, path, subprocess.Popen([sys.executable, os.path.abspath(__file__), "measure"], env=env)
+
+
+def join_beside(results, beside):
+    """Wait for a phase started by start_beside and take its figures (or say why there are none)."""
+    name, path, process = beside
+    code = process.wait()
+    figures = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            figures = json.load(handle).get(name) or {}
+    if code != 0 and "error" not in figures:
+        figures["error"] = "its process exited with status %d" % code
+    figures["ran_beside_other_phases"] = True
+    results[name] = figures
+
+
 def measure():
-    """Every phase, or those named in BENCH_PHASES (kept with the other phases' earlier results)."""
+    """Every phase, or those named in BENCH_PHASES (kept with the other phases' earlier results).
+
+    The pacing phase mostly waits on the provider's rate (most of an hour), so beside other phases
+    it runs in a process of its own, its hosts and emulators on the emulator's core, and its figures
+    join the others' at the end. Its own children's CPU is then not counted as the controller's in
+    the fleet phase, which reads this process's.
+    """
     os.makedirs(STATE, exist_ok=True)
     only = [name for name in os.environ.get("BENCH_PHASES", "").split(",") if name]
     results = load_results() if only else {}
@@ -1476,11 +1517,17 @@ def measure():
     phases = [(name, function) for name, function in phases if not only or name in only]
     # The role probes the smarthost before its first switch, so the emulator runs from the start; the
     # phases on this machine need none, and a run of only those starts no container.
-    if any(name not in HOST_PHASES for name, _function in phases):
+    if any(name not in HOST_PHASES for name, _function in phases) and not os.environ.get("BENCH_EMULATOR_UP"):
         start_emulator(write_inventory("emulator", []))
+    beside = None
+    if len(phases) > 1 and any(name == "pacing" for name, _function in phases):
+        phases = [(name, function) for name, function in phases if name != "pacing"]
+        beside = start_beside("pacing")
     for name, function in phases:
         results.pop(name, None)
         phase(results, name, function)
+    if beside:
+        join_beside(results, beside)
     if not only:
         results["total_seconds"] = round(time.monotonic() - started, 1)
     save_results(results)

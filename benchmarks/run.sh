@@ -13,8 +13,8 @@ python=$repo/.venv/bin/python3
 
 cleanup() {
     docker ps -aq --filter label=smarthost-bench=1 | xargs -r docker rm -f -v >/dev/null 2>&1 || true
-    docker rm -f -v smarthost-emulator-bench smarthost-emulator-bench-b >/dev/null 2>&1 || true
-    docker network rm "$network" "$network-b" >/dev/null 2>&1 || true
+    docker rm -f -v smarthost-emulator-bench smarthost-emulator-bench-b smarthost-emulator-bench-c >/dev/null 2>&1 || true
+    docker network rm "$network" "$network-b" "$network-c" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
