@@ -894,6 +894,9 @@ def pacing_section(add, results):
         "sends every message to a recipient of its own (`-N`) unless the scenario says otherwise. Postfix %s."
         % " and ".join("%s (Debian %s)" % (value, key) for key, value in sorted(versions.items()))
     )
+    if data.get("ran_beside_other_phases"):
+        add("This phase ran beside the others, which its runs mostly spend waiting on the rate: each paced host")
+        add("with an emulator of its own, both on the emulator's core, away from the relay phase's measured core.")
     add("")
     for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):
         item = data["configs"][rate_value]
@@ -957,8 +960,10 @@ def pacing_section(add, results):
     preset_limits(add)
     checks = data.get("route_checks") or []
     if checks:
-        add("Routes with the clones in place (Debian 12, one message each; provider from the emulator's record of the")
-        add("login, transport from Postfix's log):")
+        add("Routes with the clones in place (Debian 12, the role converged with `relay_max_send_rate: 14`, one")
+        add("message each; provider from the emulator's record of the login, transport from Postfix's log). A sender")
+        add("route goes through the clones to its own next hop, so its queues are paced at the primary's rate apart")
+        add("from the primary's; a domain route is a transport of its own and is not paced by the primary's rate:")
         add("")
         add("| case | sender | recipient | expected | provider | transport | relay | TLS | ok |")
         add("|---|---|---|---|---|---|---|---|---|")
