@@ -968,10 +968,9 @@ def phase_rate(results):
 
 
 # ------------------------------------------------------------------ 8: pacing at a provider's rate
-# Debian 12 (Postfix 3.7) and Debian 13 (Postfix 3.10), each against an emulator of its own, so both
-# run at once: a paced run is long and costs little CPU. The second emulator sits on a network of
-# its own under the same provider names.
-# Each paced host has an emulator of its own, apart from the one the other phases reset and reconfigure.
+# Debian 12 (Postfix 3.7) and Debian 13 (Postfix 3.10), each against an emulator of its own on a
+# network of its own under the same provider names, apart from the one the other phases reset and
+# reconfigure: both run at once, beside those phases, as a paced run is long and costs little CPU.
 PACING_HOSTS = {
     "12": (
         "bench-pace12",
@@ -996,7 +995,7 @@ def cached_image(version):
     return "smarthost-postfix/debian:%s-postfix-cached" % version
 
 
-def start_second_emulator(network, container, records_path):
+def start_pacing_emulator(network, container, records_path):
     """The emulator image once more, on its own network under every provider hostname (as prepare.yml does)."""
     run(["docker", "rm", "-f", "-v", container], check=False)
     run(["docker", "network", "create", network], check=False)
@@ -1042,20 +1041,23 @@ def host_cursor(host):
     return match.group(1) if match else None
 
 
-def apply_pacing(host, delays, recipient_limit, extra=None):
+def postconf_assignments(settings):
+    """main.cf settings as `postconf -e` arguments, quoted for the shell."""
+    return " ".join("'%s=%s'" % item for item in sorted(settings.items()))
+
+
+def apply_pacing(host, delays, recipient_limit):
     """The converged configuration back in place, then the clones and their randmap on top."""
     # Clones run like the smtp service they copy (chrooted on Debian).
     chroot = dexec(host, "postconf -c %s -M smtp/unix" % PACING_BASE).stdout.split()[4]
     main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot)
-    main_cf.update(extra or {})
-    assignments = " ".join("'%s=%s'" % item for item in sorted(main_cf.items()))
     dexec(
         host,
         "set -e; systemctl stop postfix; rm -rf /etc/postfix; cp -a %s /etc/postfix; "
         "printf '%%s\\n' %s >> /etc/postfix/master.cf; postconf -e %s; "
         "postsuper -d ALL >/dev/null 2>&1 || true; systemctl reset-failed postfix@- postfix 2>/dev/null || true; "
         "systemctl start postfix; for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1"
-        % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), assignments),
+        % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), postconf_assignments(main_cf)),
     )
     return main_cf, master_cf
 
@@ -1320,8 +1322,7 @@ def route_check(data):
     for case, role_vars, extra, messages in cases:
         converge_pacing(host, 14, 50, role_vars)
         if extra:
-            assignments = " ".join("'%s=%s'" % item for item in sorted(extra.items()))
-            dexec(host, "postconf -e %s && postfix reload" % assignments)
+            dexec(host, "postconf -e %s && postfix reload" % postconf_assignments(extra))
         emulator("reset", container)
         cursor = host_cursor(host)
         for sender, recipient, _provider, _transport in messages:
@@ -1364,11 +1365,12 @@ def phase_pacing(results):
     data["hosts"] = {}
     for version in versions:
         host, network, container, records = PACING_HOSTS[version]
-        start_second_emulator(network, container, records)
+        start_pacing_emulator(network, container, records)
         start_hosts([host], cached_image(version), network=network)
         # Beside the relay phase: on the emulator's core, not on the one whose CPU that phase measures.
-        if (os.cpu_count() or 1) >= 2:
-            run(["docker", "update", "--cpuset-cpus", str((os.cpu_count() or 1) - 1), host, container])
+        last_cpu = (os.cpu_count() or 1) - 1
+        if last_cpu:
+            run(["docker", "update", "--cpuset-cpus", str(last_cpu), host, container])
         trust_test_ca([host])
         # Every log line must reach the journal: per-clone counts and latency come from it.
         dexec(
