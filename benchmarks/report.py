@@ -1174,6 +1174,18 @@ def pacing_explanations(results):
                         fmt(entry.get("ideal_seconds"), 0),
                     )
                 )
+                busiest = entry.get("busiest_clone_seconds")
+                if busiest and entry["seconds"] > busiest * 1.05:
+                    reasons.append(
+                        "and the burst took %s s, %s s more than the busiest clone's share at its delay: its "
+                        "deliveries came %.2f times their delay apart on average (not broken down by this run; the "
+                        "suspects are the turns the 454 replies took and the queue manager's whole-second timers)"
+                        % (
+                            fmt(entry["seconds"], 0),
+                            fmt(entry["seconds"] - busiest, 0),
+                            entry["seconds"] / busiest,
+                        )
+                    )
             out.append(
                 "**Pacing %g/s, %d messages, Postfix %s: %s.**"
                 % (rate_value, messages, versions.get(version, version), "; ".join(reasons) or "see the table")
