@@ -295,9 +295,9 @@ def rate_delay_of(results, config):
     delays = {}
     lines = results.get("relay", {}).get("postconf_n", {}).get(config, [])
     for line in lines:
-        name, _sep, value = line.partition("=")
-        if name.strip().endswith("_destination_rate_delay"):
-            delays[name.strip()] = value.strip()
+        name, _sep, value = (part.strip() for part in line.partition("="))
+        if name.endswith("_destination_rate_delay"):
+            delays[name] = value
     if "smtp_destination_rate_delay" in delays:
         return delays["smtp_destination_rate_delay"]
     # Clones pace only while the randmap sends mail to them (a later unpaced converge leaves their settings).
@@ -1403,10 +1403,11 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
         text = (
             "**SES 14/s, one recipient: zero 454 replies, but %s msg/s = %s of the allowed rate instead of "
             "90 %%.** This phase sends the whole burst to one address (smtp-source without `-N`). The role paces "
-            "14/s with 14 clones of the smtp transport at `1s` each, one chosen at random per address lookup, and "
+            "14/s with clones of the smtp transport (%s), one chosen at random per address lookup, and "
             "Postfix's address resolver reuses its answer for the same address (30 s): every message of the burst "
             "goes down one clone, one a second, as in the pacing table's one-recipient row. Bursts to many "
-            "recipients spread over the clones (the pacing section)." % (fmt(paced["rate"], 2), pct(paced["fraction"]))
+            "recipients spread over the clones (the pacing section)."
+            % (fmt(paced["rate"], 2), pct(paced["fraction"]), rate_delay_of(results, "paced") or "no clones")
         )
         if unpaced:
             text += (
