@@ -375,19 +375,21 @@ class Postfix:
             return self.postconf("-h", "relayhost").strip()
         return ""
 
-    def inet_services(self):
-        """master.cf's inet services as [{name, syslog_name}] (syslog_name: its -o override or None).
+    def services(self):
+        """master.cf's services by type, {"inet": [{name, syslog_name}], "unix": [...], ...}
+        (syslog_name: its -o override or None); empty before both main.cf and master.cf exist.
 
-        What listens where, and which services a tool marked as its own by their syslog_name;
-        empty without a main.cf or master.cf (nothing is configured yet).
+        What listens where (inet), and which services a tool marked as its own by their
+        syslog_name: the relay role's submission services (inet) and pacing clones (unix).
         """
+        found = {}
         if not (os.path.exists(self.main_cf_path()) and os.path.exists(self.master_cf_path())):
-            return []
-        return [
-            {"name": entry.name, "syslog_name": entry.options.get("syslog_name")}
-            for entry in self.master_entries().values()
-            if entry.type == "inet"
-        ]
+            return found
+        for entry in self.master_entries().values():
+            found.setdefault(entry.type, []).append(
+                {"name": entry.name, "syslog_name": entry.options.get("syslog_name")}
+            )
+        return found
 
     def map_types(self):
         """Lookup table types this Postfix supports (`postconf -m`)."""
@@ -492,6 +494,7 @@ def describe(postfix):
         "relayhost": None,
         "main_cf_exists": False,
         "inet_services": [],
+        "unix_services": [],
     }
     if not facts["installed"]:
         return facts
@@ -502,5 +505,7 @@ def describe(postfix):
     facts["map_types"] = postfix.map_types()
     facts["relayhost"] = postfix.relayhost()
     facts["main_cf_exists"] = os.path.exists(postfix.main_cf_path())
-    facts["inet_services"] = postfix.inet_services()
+    services = postfix.services()
+    facts["inet_services"] = services.get("inet", [])
+    facts["unix_services"] = services.get("unix", [])
     return facts

@@ -139,6 +139,18 @@ inet_services:
   sample:
     - {name: smtp, syslog_name: null}
     - {name: "587", syslog_name: postfix/smarthost-submission}
+unix_services:
+  description:
+    - The C(master.cf) services of type C(unix) (delivery agents and internal services), each with its
+      C(syslog_name) override or null; empty before C(main.cf) exists.
+    - The relay role tells the pacing clones it created (C(smtp_pace1), ...) by their C(syslog_name), and
+      removes those the current pacing no longer uses.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {name: smtp, syslog_name: null}
+    - {name: smtp_pace1, syslog_name: postfix/smtp_pace1}
 os_family:
   description:
     - V(Debian) or V(RedHat) for the distributions of those families (from C(/etc/os-release) C(ID)

@@ -115,5 +115,55 @@ def test_switch_to_a_relay_that_rejects_the_login_is_refused_before_any_change()
     assert target.check_output("postconf -h relayhost") == "[smtp.sendgrid.net]:587"
 
 
+def smtp_clones(target):
+    """The pacing clones master.cf has and the smtp_pace* parameters main.cf sets."""
+    services = [
+        line.split()[0] for line in target.check_output("postconf -M").splitlines() if line.startswith("smtp_pace")
+    ]
+    parameters = [
+        line.split(" = ")[0] for line in target.check_output("postconf -n").splitlines() if line.startswith("smtp_pace")
+    ]
+    return services, parameters
+
+
+def delivered_through(target, since):
+    """The syslog names of the smtp processes that delivered mail (status=sent) since the epoch second."""
+    journal = target.run("journalctl --no-pager -o short-unix --since @%s SYSLOG_FACILITY=2", str(since)).stdout
+    # "<time> <host> postfix/smtp_pace2/smtp[4242]: 4Fq...: to=<...>, relay=..., status=sent (250 ...)"
+    return sorted({line.split()[2].split("[", 1)[0] for line in journal.splitlines() if " status=sent " in line})
+
+
+def test_a_paced_relay_delivers_through_its_clones_and_leaves_none_behind_when_paced_less():
+    """relay_max_send_rate 3.5 makes four clones that carry the primary's mail; converging back to
+    the preset's one message a second (one rate delay on smtp) removes all of them."""
+    target = harness.host(RELAY)
+    converge = os.path.join(harness.PROJECT_DIR, "molecule", "resources", "playbooks", "converge.yml")
+    try:
+        rc, output = harness.run_playbook(converge, "--limit", RELAY, "-e", "relay_max_send_rate=3.5")
+        assert rc == 0, output[-2000:]
+        services, parameters = smtp_clones(target)
+        assert services == ["smtp_pace1", "smtp_pace2", "smtp_pace3", "smtp_pace4"]
+        assert len(parameters) == 12
+        since = int(target.check_output("date +%s"))
+        tag = harness.send_with_sendmail(target, "root", "user@recipient.example.test", harness.new_tag())
+        record = harness.wait_for_message(tag)
+        assert record is not None, harness.queue_report(target)
+        assert record["provider"] == "ses" and record["username"] == providers()["ses"]["username"]
+        assert record["tls_version"] in ("TLSv1.2", "TLSv1.3")
+        assert [name for name in delivered_through(target, since) if name.startswith("postfix/smtp_pace")], (
+            delivered_through(target, since)
+        )
+    finally:
+        rc, output = harness.run_playbook(converge, "--limit", RELAY)
+    assert rc == 0, output[-2000:]
+    assert smtp_clones(target) == ([], [])
+    assert target.check_output("postconf -h smtp_destination_rate_delay") == "1s"
+    since = int(target.check_output("date +%s"))
+    tag = harness.send_with_sendmail(target, "root", "user@recipient.example.test", harness.new_tag())
+    record = harness.wait_for_message(tag)
+    assert record is not None, harness.queue_report(target)
+    assert delivered_through(target, since) == ["postfix/smtp"]
+
+
 def test_check_mode_changes_nothing():
     harness.assert_check_mode_changes_nothing(harness.inventory_hosts("relays"))

@@ -55,6 +55,7 @@ MAX_PACING_CLONES = 50
 # more is one more message that a tick can release at once.
 PACING_CLOSE_ENOUGH = fractions.Fraction(95, 100)
 PACING_CLONE = "smtp_pace%d"
+CLONE_NAME = re.compile(r"^smtp_pace[1-9][0-9]*$")
 
 
 def pacing_design(messages_per_second):
@@ -141,51 +142,35 @@ def limits_section(inputs, plan):
                 "delivery Postfix takes each recipient as a destination of its own, so "
                 "relay_max_send_rate would pace nothing (use 2 or more, or 0 for Postfix's default)",
             )
-        main_cf = {"smtp_destination_rate_delay": None}
-        main_cf.update(values)
-        main_cf.update(sizes)
-        clones, services = _pacing(inputs, rate, values, main_cf)
-        return Plan(main_cf=main_cf, master_services=services, pacing=clones)
+        pacing = _pacing(inputs, rate, values["smtp_destination_recipient_limit"])
+        main_cf = {"smtp_destination_rate_delay": None, **values, **sizes}
+        main_cf.update(pacing.main_cf)
+        return Plan(main_cf=main_cf, master_services=pacing.master_services, pacing=pacing.pacing)
     transport = oauth2.transport_name(oauth2.PRIMARY_ACCOUNT)
-    main_cf = {parameter: None for parameter in ["smtp_destination_rate_delay"] + list(values)}
+    stale = _stale_clones_removed(inputs.facts, ())
+    main_cf = dict(stale.main_cf, **dict.fromkeys(["smtp_destination_rate_delay"] + list(values)))
     main_cf["%s_destination_concurrency_limit" % transport] = values["smtp_destination_concurrency_limit"]
     main_cf.update(sizes)
-    return Plan(main_cf=main_cf, send_rates=((transport, rate),) if rate else ())
+    return Plan(main_cf=main_cf, master_services=stale.master_services, send_rates=((transport, rate),) if rate else ())
 
 
-def _pacing(inputs, rate, values, main_cf):
+def _pacing(inputs, rate, recipient_limit):
     """Pace the smtp transport at rate: one rate delay, or clones chosen at random per message
-    (randmap, Postfix 3.0+) that each keep their own delay. main_cf gets the clones' limits; returns
-    (the randmap's entries, each clone as often as its share of the rate, and their master.cf services)."""
-    if not rate:
-        return (), ()
-    # Refused before a design is drawn: 1e9 would be a billion clones.
-    delays = pacing_design(rate) if rate < MAX_PACING_CLONES + 1 else None
-    if delays is not None and len(delays) == 1:
-        main_cf["smtp_destination_rate_delay"] = "%ds" % delays[0]
-        return (), ()
-    if delays is None or len(delays) > MAX_PACING_CLONES:
-        raise RelayPlanError(
-            "relay_max_send_rate",
-            "%g messages a second is more than %d paced clones of the smtp "
-            "transport can hold; use 0 and let the provider's throttling replies pace the host"
-            % (rate, MAX_PACING_CLONES),
-        )
-    version = v.postfix_version_tuple(inputs.facts.get("postfix_version"))
-    if version is not None and version < (3, 0):
-        raise RelayPlanError(
-            "relay_max_send_rate",
-            "pacing above one message a second needs Postfix 3.0 or later "
-            "(randmap); this host has %s" % inputs.facts.get("postfix_version"),
-        )
-    names = tuple(PACING_CLONE % index for index in range(1, len(delays) + 1))
-    services = []
+    (randmap, Postfix 3.0+) that each keep their own delay and limits. The randmap's entries name
+    each clone as often as its share of the rate; clones an earlier run made that this design does
+    not use are removed with their parameters."""
+    delays = _pacing_delays(inputs, rate)
+    single = len(delays) == 1
+    names = () if single else tuple(PACING_CLONE % index for index in range(1, len(delays) + 1))
+    stale = _stale_clones_removed(inputs.facts, names)
+    main_cf = dict(stale.main_cf, smtp_destination_rate_delay="%ds" % delays[0] if single else None)
+    services = list(stale.master_services)
     for name, delay in zip(names, delays):
-        main_cf["%s_destination_rate_delay" % name] = "%ds" % delay
-        if values["smtp_destination_recipient_limit"]:
-            main_cf["%s_destination_recipient_limit" % name] = values["smtp_destination_recipient_limit"]
+        rate_delay, recipients, failed_cohort = _clone_parameters(name)
+        main_cf[rate_delay] = "%ds" % delay
+        main_cf[recipients] = recipient_limit
         # A throttled session must not mark the relay dead for the clone (concurrency is 1 per clone).
-        main_cf["%s_destination_concurrency_failed_cohort_limit" % name] = "10"
+        main_cf[failed_cohort] = "10"
         services.append(
             {
                 "name": name,
@@ -197,7 +182,7 @@ def _pacing(inputs, rate, values, main_cf):
                 "maxproc": "-",
                 "command": "smtp",
                 # The clone that delivered shows in the log (postfix/smtp_pace3/smtp[pid]): an uneven
-                # share of a burst is visible to whoever reads it.
+                # share of a burst is visible to whoever reads it, and the next run knows it as ours.
                 "options": {"syslog_name": "postfix/%s" % name},
                 "exclusive_options": True,
                 "state": "present",
@@ -205,7 +190,57 @@ def _pacing(inputs, rate, values, main_cf):
         )
     # randmap picks uniformly from its list: a clone appears as often as it is fast.
     entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _copy in range(weight))
-    return entries, tuple(services)
+    return Plan(main_cf=main_cf, master_services=tuple(services), pacing=entries if names else ())
+
+
+def _pacing_delays(inputs, rate):
+    """pacing_design(rate), () without a rate; refused where clones cannot hold it or Postfix lacks randmap."""
+    if not rate:
+        return ()
+    # Refused before a design is drawn: 1e9 would be a billion clones.
+    delays = pacing_design(rate) if rate < MAX_PACING_CLONES + 1 else None
+    if delays is None or len(delays) > MAX_PACING_CLONES:
+        raise RelayPlanError(
+            "relay_max_send_rate",
+            "%g messages a second is more than %d paced clones of the smtp "
+            "transport can hold; use 0 and let the provider's throttling replies pace the host"
+            % (rate, MAX_PACING_CLONES),
+        )
+    version = v.postfix_version_tuple(inputs.facts.get("postfix_version"))
+    if len(delays) > 1 and version is not None and version < (3, 0):
+        raise RelayPlanError(
+            "relay_max_send_rate",
+            "pacing above one message a second needs Postfix 3.0 or later "
+            "(randmap); this host has %s" % inputs.facts.get("postfix_version"),
+        )
+    return delays
+
+
+def _clone_parameters(name):
+    """The main.cf parameters a pacing clone is written with: rate delay, recipient limit, failed cohort limit."""
+    return tuple(
+        "%s_destination_%s" % (name, limit)
+        for limit in ("rate_delay", "recipient_limit", "concurrency_failed_cohort_limit")
+    )
+
+
+def _stale_clones_removed(facts, wanted):
+    """Pacing clones master.cf has (postfix_info's unix services, marked by their syslog_name) that
+    are not wanted, removed with their parameters: a lower rate, no rate or an OAuth 2.0 relay
+    leaves no clone behind."""
+    found = facts.get("unix_services") or []
+    stale = [
+        service["name"]
+        for service in found
+        if isinstance(service, dict)
+        and CLONE_NAME.match(str(service.get("name") or ""))
+        and service.get("syslog_name") == "postfix/%s" % service["name"]
+        and service["name"] not in wanted
+    ]
+    return Plan(
+        main_cf={parameter: None for name in stale for parameter in _clone_parameters(name)},
+        master_services=tuple({"name": name, "type": "unix", "state": "absent"} for name in stale),
+    )
 
 
 def deferrals_section(inputs, plan):

@@ -96,6 +96,20 @@ def test_facts_come_from_postconf(postfix_dir):
     assert facts["config_directory"] == str(postfix_dir)
 
 
+def test_facts_list_services_by_type_with_their_syslog_names(postfix_dir):
+    """One master.cf read gives both lists: what listens (inet) and the delivery agents (unix)."""
+    facts = describe(Postfix(str(postfix_dir)))
+    assert {"name": "smtp", "syslog_name": None} in facts["inet_services"]
+    assert {"name": "relay", "syslog_name": "postfix/$service_name"} in facts["unix_services"]
+    assert all(service["name"] != "smtp" or service["syslog_name"] is None for service in facts["unix_services"])
+    assert "pickup" not in [service["name"] for service in facts["inet_services"]]
+
+
+def test_no_services_before_main_cf_exists(postfix_dir):
+    (postfix_dir / "main.cf").unlink()
+    assert Postfix(str(postfix_dir)).services() == {}
+
+
 def test_map_types_without_main_cf(postfix_dir):
     (postfix_dir / "main.cf").unlink()
     postfix = Postfix(str(postfix_dir))

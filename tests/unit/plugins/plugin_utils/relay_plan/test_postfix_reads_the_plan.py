@@ -183,3 +183,51 @@ def test_postfix_takes_the_pacing_clones(postfix_dir):
     service = postconf(postfix_dir, "-M", "smtp_pace4/unix").split()
     assert service[:2] == ["smtp_pace4", "unix"]
     assert service[-1] == "syslog_name=postfix/smtp_pace4"
+
+
+def test_a_lower_rate_leaves_no_clone_behind(postfix_dir):
+    """14/s then 3.5/s then unpaced on one config dir, each plan drawn from what postfix_info reads
+    there: master.cf and main.cf end with exactly the clones the last design uses."""
+    from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, describe
+    from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
+
+    def converge(rate):
+        postfix = Postfix(str(postfix_dir))
+        facts = dict(FACTS, unix_services=describe(postfix)["unix_services"])
+        settings = dict(DEFAULTS, relay_sender_domain="example.com", relay_config_dir=str(postfix_dir))
+        settings.update(
+            relay_provider="ses",
+            relay_ses_region="us-east-1",
+            relay_username="AKIA",
+            relay_password="p-Secret",
+            relay_max_send_rate=rate,
+            relay_tls_connection_reuse=False,
+        )
+        result = relay_plan(settings, PRESETS, facts)
+        applied = apply_configuration(
+            postfix,
+            parameters=result["main_cf"],
+            services=result["master_services"],
+            sasl_maps=[result["sasl_map"]],
+            tables=result["tables"],
+        )
+        assert applied["checked"]
+
+    def clones():
+        services = sorted(
+            line.split()[0] for line in postconf(postfix_dir, "-M").splitlines() if line.startswith("smtp_pace")
+        )
+        parameters = sorted(
+            line.split(" = ")[0] for line in postconf(postfix_dir, "-n").splitlines() if line.startswith("smtp_pace")
+        )
+        return services, parameters
+
+    converge(14)
+    services, parameters = clones()
+    assert len(services) == 14 and len(parameters) == 42
+    converge(3.5)
+    assert clones()[0] == ["smtp_pace1", "smtp_pace2", "smtp_pace3", "smtp_pace4"]
+    assert len(clones()[1]) == 12
+    converge(0)
+    assert clones() == ([], [])
+    assert postconf(postfix_dir, "-h", "sender_dependent_default_transport_maps").strip() == ""

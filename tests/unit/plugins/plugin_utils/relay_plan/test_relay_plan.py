@@ -890,6 +890,64 @@ def test_a_fractional_rate_and_the_sandbox_rate():
     assert sandbox["sender_dependent_default_transport_maps"] is None
 
 
+def clones_found(count, marked=True):
+    """postfix_info's unix services after a run that made count clones (and Postfix's own smtp)."""
+    found = [{"name": "smtp", "syslog_name": None}, {"name": "relay", "syslog_name": "postfix/$service_name"}]
+    return found + [
+        {"name": "smtp_pace%d" % index, "syslog_name": "postfix/smtp_pace%d" % index if marked else None}
+        for index in range(1, count + 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    "rate, kept",
+    [
+        (14, 14),  # the same design: nothing to remove
+        (3.5, 4),  # fewer clones: 5 to 14 go
+        (0.5, 0),  # one rate delay on smtp itself
+        (0, 0),  # no pacing
+    ],
+)
+def test_a_lower_rate_removes_the_clones_and_parameters_it_no_longer_uses(rate, kept):
+    result = ses(relay_max_send_rate=rate, facts=debian_facts(unix_services=clones_found(14)))
+    main_cf = result["main_cf"]
+    removed = [item["name"] for item in result["master_services"] if item.get("state") == "absent"]
+    assert removed == ["smtp_pace%d" % index for index in range(kept + 1, 15)]
+    assert all(
+        item == {"name": item["name"], "type": "unix", "state": "absent"}
+        for item in result["master_services"]
+        if item["name"] in removed
+    )
+    for index in range(kept + 1, 15):
+        for limit in ("rate_delay", "recipient_limit", "concurrency_failed_cohort_limit"):
+            assert main_cf["smtp_pace%d_destination_%s" % (index, limit)] is None
+    assert all(main_cf["smtp_pace%d_destination_rate_delay" % index] for index in range(1, kept + 1))
+    # Postfix's own services are never the role's to remove.
+    assert not {"smtp", "relay"} & set(removed)
+
+
+def test_only_clones_the_role_marked_are_removed():
+    """A service an operator named smtp_pace1 by hand, without the role's syslog_name, stays."""
+    result = ses(relay_max_send_rate=0, facts=debian_facts(unix_services=clones_found(2, marked=False)))
+    assert not [item for item in result["master_services"] if item["name"].startswith("smtp_pace")]
+    assert "smtp_pace1_destination_rate_delay" not in result["main_cf"]
+
+
+def test_an_oauth2_relay_removes_the_clones_of_an_earlier_paced_one():
+    result = plan(
+        relay_provider="office365",
+        relay_auth="oauth2",
+        relay_username="relay@contoso.com",
+        relay_oauth2_tenant="contoso.onmicrosoft.com",
+        relay_oauth2_client_id="id",
+        relay_oauth2_client_secret="s-Secret1",
+        facts=debian_facts(unix_services=clones_found(3)),
+    )
+    removed = [item["name"] for item in result["master_services"] if item.get("state") == "absent"]
+    assert removed == ["smtp_pace1", "smtp_pace2", "smtp_pace3"]
+    assert result["main_cf"]["smtp_pace3_destination_concurrency_failed_cohort_limit"] is None
+
+
 def test_pacing_keeps_sender_routes_in_front_of_the_clones():
     senders = [
         {
