@@ -363,17 +363,20 @@ class Postfix:
         # -d: a compile-time fact, readable even before main.cf exists.
         return self.postconf("-dh", "mail_version").strip()
 
+    def values(self, *names):
+        """{name: effective value} of main.cf parameters in one postconf call; Postfix's defaults
+        before main.cf exists (an empty relayhost, the built-in default_database_type)."""
+        option = "-h" if os.path.exists(self.main_cf_path()) else "-dh"
+        lines = self.postconf(option, *names).split("\n")
+        return {name: line.strip() for name, line in zip(names, lines)}
+
     def default_database_type(self):
         """The effective default_database_type (main.cf may override the built-in one)."""
-        if os.path.exists(self.main_cf_path()):
-            return self.postconf("-h", "default_database_type").strip()
-        return self.postconf("-dh", "default_database_type").strip()
+        return self.values("default_database_type")["default_database_type"]
 
     def relayhost(self):
         """Where this host relays now; empty without a main.cf or without a relayhost."""
-        if os.path.exists(self.main_cf_path()):
-            return self.postconf("-h", "relayhost").strip()
-        return ""
+        return self.values("relayhost")["relayhost"]
 
     def services(self):
         """master.cf's services by type, {"inet": [{name, syslog_name}], "unix": [...], ...}
@@ -501,9 +504,9 @@ def describe(postfix):
     facts["mail_version"] = postfix.mail_version()
     facts["tls_min_version_syntax"] = tls_min_version_syntax(facts["mail_version"])
     facts["config_directory"] = postfix.config_directory()
-    facts["default_database_type"] = postfix.default_database_type()
+    # One postconf call for both: each costs a no-op run ~20 ms on the target.
+    facts.update(postfix.values("default_database_type", "relayhost"))
     facts["map_types"] = postfix.map_types()
-    facts["relayhost"] = postfix.relayhost()
     facts["main_cf_exists"] = os.path.exists(postfix.main_cf_path())
     services = postfix.services()
     facts["inet_services"] = services.get("inet", [])

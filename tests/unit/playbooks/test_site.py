@@ -145,7 +145,7 @@ def site(inventory):
 
 
 def decisions(output):
-    results = task_results(output, "Decide every host's provider, or why it has none")
+    results = task_results(output, "Decide every host's provider, or why it has none, and which hosts roll out")
     assert len(results) == 1, results  # once for the play, not once per host
     return next(iter(results.values()))[1]["ansible_facts"]["__relay_site_decisions"]
 

@@ -105,6 +105,22 @@ def test_facts_list_services_by_type_with_their_syslog_names(postfix_dir):
     assert "pickup" not in [service["name"] for service in facts["inet_services"]]
 
 
+def test_values_read_several_parameters_in_one_call(postfix_dir, settle):
+    with open(postfix_dir / "main.cf", "a") as handle:
+        handle.write("relayhost = [smtp.example.test]:587\n")
+    settle()
+    postfix = Postfix(str(postfix_dir))
+    values = postfix.values("default_database_type", "relayhost", "smtp_tls_security_level")
+    assert values == {
+        "default_database_type": postconf(postfix_dir, "-h", "default_database_type").strip(),
+        "relayhost": "[smtp.example.test]:587",
+        "smtp_tls_security_level": postconf(postfix_dir, "-h", "smtp_tls_security_level").strip(),
+    }
+    assert describe(postfix)["relayhost"] == "[smtp.example.test]:587"
+    (postfix_dir / "main.cf").unlink()
+    assert Postfix(str(postfix_dir)).values("relayhost") == {"relayhost": ""}
+
+
 def test_no_services_before_main_cf_exists(postfix_dir):
     (postfix_dir / "main.cf").unlink()
     assert Postfix(str(postfix_dir)).services() == {}
