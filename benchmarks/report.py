@@ -892,8 +892,11 @@ def pacing_section(add, results):
     add("What the role ships: each run converges the SES preset with `relay_max_send_rate: N` from the same unpaced")
     add("configuration (rows marked *by hand* write a design the role refuses or does not ship, for comparison).")
     add("Postfix paces one (transport, next hop) queue with a whole-second `_destination_rate_delay`, one delivery")
-    add("at a time, and the queue manager's timers are whole seconds: a paced queue resumes at the next whole-second")
-    add("tick, all due queues at the same tick. So the plan gives a rate N floor(N) clones at 1 s and the fraction")
+    add("at a time. Its queue manager starts the delay only when a delivery has completed (`qmgr_entry_done()`), and")
+    add("its event loop sleeps whole seconds (`event_loop()`: `when - now` seconds, no microseconds): a paced queue")
+    add("resumes at a whole-second tick after its delivery ended, all due queues at the same tick, so a clone at 1 s")
+    add("delivers once per 1 s plus its delivery's own duration, less when other events wake the loop early. So the")
+    add("plan gives a rate N floor(N) clones at 1 s and the fraction")
     add("left from clones at longer delays (each at ceil(1/left) s) until they reach 95 % of N, never above N. Each")
     add("message picks a clone at random, weighted by speed, with `randmap:` in")
     add("`sender_dependent_default_transport_maps`, which keeps the next hop from `relayhost` or")
@@ -1190,12 +1193,14 @@ def pacing_explanations(results):
                 if busiest and entry["seconds"] > busiest * 1.05:
                     reasons.append(
                         "and the burst took %s s, %s s more than the busiest clone's share at its delay: its "
-                        "deliveries came %.2f times their delay apart on average (not broken down by this run; the "
-                        "suspects are the turns the 454 replies took and the queue manager's whole-second timers)"
+                        "deliveries came %.2f times their delay apart on average: the queue manager starts a "
+                        "clone's delay only once its delivery has completed, so each delivery's own duration "
+                        "adds to the delay (the gap is %.2f s a delivery, the 454 replies' retries included)"
                         % (
                             fmt(entry["seconds"], 0),
                             fmt(entry["seconds"] - busiest, 0),
                             entry["seconds"] / busiest,
+                            (entry["seconds"] - busiest) / max(per_clone or [1]),
                         )
                     )
             out.append(
