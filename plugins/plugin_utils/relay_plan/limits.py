@@ -190,7 +190,7 @@ def _pacing(inputs, rate, recipient_limit):
         )
     # randmap picks uniformly from its list: a clone appears as often as it is fast.
     entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _copy in range(weight))
-    return Plan(main_cf=main_cf, master_services=tuple(services), pacing=entries if names else ())
+    return Plan(main_cf=main_cf, master_services=tuple(services), pacing=entries)
 
 
 def _pacing_delays(inputs, rate):

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from ansible_collections.smarthost.postfix.plugins.module_utils.maps import Entry, render_table
+from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, describe
+from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import relay_plan
 from ansible_collections.smarthost.postfix.tests.unit.plugins.module_utils.postfix_cli import lookup, postconf
 
@@ -48,10 +50,35 @@ EXCHANGE_QUOTA = (
 RECIPIENT_REFUSED = "5.1.1 host smtp.gmail.com[192.0.2.10] said: 550 5.1.1 The email account does not exist."
 
 
-def plan(**overrides):
+def plan(facts=None, **overrides):
     settings = dict(DEFAULTS, relay_sender_domain="example.com")
     settings.update(overrides)
-    return relay_plan(settings, PRESETS, FACTS)
+    return relay_plan(settings, PRESETS, facts or FACTS)
+
+
+def paced_ses(postfix_dir, rate, facts=None):
+    """The SES preset's plan at relay_max_send_rate: rate, writing into postfix_dir."""
+    return plan(
+        facts,
+        relay_provider="ses",
+        relay_ses_region="us-east-1",
+        relay_username="AKIA",
+        relay_password="p-Secret",
+        relay_max_send_rate=rate,
+        relay_config_dir=str(postfix_dir),
+        relay_tls_connection_reuse=False,
+    )
+
+
+def apply_plan(postfix, result):
+    """Write a plan's main.cf, master.cf and maps as postfix_config does: checked by postfix check."""
+    return apply_configuration(
+        postfix,
+        parameters=result["main_cf"],
+        services=result["master_services"],
+        sasl_maps=[result["sasl_map"]],
+        tables=result["tables"],
+    )
 
 
 def write_tables(result, directory):
@@ -154,25 +181,7 @@ def test_local_users_go_to_the_ops_address(postfix_dir):
 
 def test_postfix_takes_the_pacing_clones(postfix_dir):
     """The clones, their per-transport limits and the randmap: postfix_config and postfix check accept them."""
-    from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix
-    from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
-
-    result = plan(
-        relay_provider="ses",
-        relay_ses_region="us-east-1",
-        relay_username="AKIA",
-        relay_password="p-Secret",
-        relay_max_send_rate=3.5,
-        relay_config_dir=str(postfix_dir),
-        relay_tls_connection_reuse=False,
-    )
-    applied = apply_configuration(
-        Postfix(str(postfix_dir)),
-        parameters=result["main_cf"],
-        services=result["master_services"],
-        sasl_maps=[result["sasl_map"]],
-        tables=result["tables"],
-    )
+    applied = apply_plan(Postfix(str(postfix_dir)), paced_ses(postfix_dir, 3.5))
     assert applied["checked"]
     assert (
         postconf(postfix_dir, "-h", "sender_dependent_default_transport_maps")
@@ -188,30 +197,11 @@ def test_postfix_takes_the_pacing_clones(postfix_dir):
 def test_a_lower_rate_leaves_no_clone_behind(postfix_dir):
     """14/s then 3.5/s then unpaced on one config dir, each plan drawn from what postfix_info reads
     there: master.cf and main.cf end with exactly the clones the last design uses."""
-    from ansible_collections.smarthost.postfix.plugins.module_utils.postfix import Postfix, describe
-    from ansible_collections.smarthost.postfix.plugins.module_utils.transaction import apply_configuration
 
     def converge(rate):
         postfix = Postfix(str(postfix_dir))
         facts = dict(FACTS, unix_services=describe(postfix)["unix_services"])
-        settings = dict(DEFAULTS, relay_sender_domain="example.com", relay_config_dir=str(postfix_dir))
-        settings.update(
-            relay_provider="ses",
-            relay_ses_region="us-east-1",
-            relay_username="AKIA",
-            relay_password="p-Secret",
-            relay_max_send_rate=rate,
-            relay_tls_connection_reuse=False,
-        )
-        result = relay_plan(settings, PRESETS, facts)
-        applied = apply_configuration(
-            postfix,
-            parameters=result["main_cf"],
-            services=result["master_services"],
-            sasl_maps=[result["sasl_map"]],
-            tables=result["tables"],
-        )
-        assert applied["checked"]
+        assert apply_plan(postfix, paced_ses(postfix_dir, rate, facts))["checked"]
 
     def clones():
         services = sorted(
