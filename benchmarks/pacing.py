@@ -17,6 +17,7 @@ as the role converges it. What is here writes designs the role refuses or does n
     design(rate)        the plan's clone delays for a rate, as a list
     uniform_design(...) K clones at one delay, the first idea in issue 15
     settings(...)       main.cf parameters and master.cf lines for any design, written by hand
+    clone_names(...)    the clones, each as often as its weight (randmap's entries, a round robin's turn)
 """
 
 from __future__ import annotations
@@ -69,8 +70,19 @@ def weights(delays):
     return list(limits.pacing_weights(delays))
 
 
-def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True):
+def clone_names(delays):
+    """The clones `smtp1..smtpK`, each as often as its weight: randmap's entries, a round robin's turn."""
+    names = []
+    for index, weight in enumerate(weights(delays), start=1):
+        names.extend(["%s%d" % (CLONE_PREFIX, index)] * weight)
+    return names
+
+
+def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True, chooser=None):
     """(main.cf parameters, master.cf lines) for the clones `smtp1..smtpK`.
+
+    chooser: the table that picks a clone per message, randmap over clone_names() unless given
+    (the benchmark's round robin is a socketmap).
 
     Per-transport queue manager settings live in main.cf (the queue manager does not read other
     services' -o options): the delay, the recipient limit the preset gives the smtp transport, and
@@ -88,11 +100,21 @@ def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True):
             main_cf["%s_destination_recipient_limit" % name] = str(recipient_limit)
         options = " -o syslog_name=postfix/%s" % name if log_per_clone else ""
         master_cf.append("%s unix - - %s - - smtp%s" % (name, chroot, options))
-    entries = []
-    for name, weight in zip(names, weights(delays)):
-        entries.extend([name] * weight)
-    main_cf["sender_dependent_default_transport_maps"] = "randmap:{%s}" % ", ".join(entries)
+    main_cf["sender_dependent_default_transport_maps"] = chooser or "randmap:{%s}" % ", ".join(clone_names(delays))
     return main_cf, master_cf
+
+
+# smtpd resolves each recipient too (its relay and recipient checks), through the trivial-rewrite service
+# the queue manager uses: a chooser that answers in turn would give smtpd's lookups turns meant for
+# deliveries (two lookups a message, measured). A rewrite service of its own without the chooser leaves
+# every turn to the queue manager (one lookup a message, measured).
+SMTPD_REWRITE = "rewrite_smtpd"
+
+
+def smtpd_rewrite_apart(chroot="y"):
+    """(master.cf line, `postconf -P` assignment): smtpd's own trivial-rewrite, which picks no clone."""
+    line = "%s unix - - %s - - trivial-rewrite -o sender_dependent_default_transport_maps=" % (SMTPD_REWRITE, chroot)
+    return line, "smtp/inet/rewrite_service_name=%s" % SMTPD_REWRITE
 
 
 def describe(delays):

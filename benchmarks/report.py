@@ -253,6 +253,8 @@ SCENARIOS = {
     "design": "the role's clones",
     "design_burst2s": "the role's clones, provider allows 2 s of burst",
     "uniform": "K equal clones (issue's first idea), *by hand*",
+    "round_robin": "the role's clones taken in turn (a socketmap server), *by hand*",
+    "round_robin_burst2s": "the role's clones taken in turn, provider allows 2 s of burst, *by hand*",
     "same_recipient": "the role's clones, one recipient for the whole burst",
     "recipient_limit_1": "recipient limit 1 on the clones, *by hand* (the role refuses it)",
     "office365": "Office 365 preset's rate (0.5/s, 30 a minute)",
@@ -909,7 +911,10 @@ def pacing_section(add, results):
     )
     if data.get("ran_beside_other_phases"):
         add("This phase ran beside the others, which its runs mostly spend waiting on the rate: each paced host")
-        add("with an emulator of its own, both on the emulator's core, away from the relay phase's measured core.")
+        add("with an emulator of its own, both on the emulator's core, away from the relay phase's measured core,")
+        add(
+            "at eight times docker's default CPU weight, as a delivery that waits for CPU lengthens its clone's period."
+        )
         add("Its first runs (14/s) share the machine with the fleet phase's converges, the rest with the relay phase.")
     add("")
     for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):
