@@ -1208,11 +1208,44 @@ def pacing_explanations(results):
                             (entry["seconds"] - busiest) / max(per_clone or [1]),
                         )
                     )
+            in_turn = round_robin_comparison(data, version, rate_value, messages)
+            if in_turn:
+                reasons.append(in_turn)
             out.append(
                 "**Pacing %g/s, %d messages, Postfix %s: %s.**"
                 % (rate_value, messages, versions.get(version, version), "; ".join(reasons) or "see the table")
             )
     return out
+
+
+def round_robin_comparison(data, version, rate, messages):
+    """What the same clones did taken in turn (by hand) on the same host, rate and burst size, or None."""
+    runs = {
+        entry["scenario"]: entry
+        for entry in data.get("runs", [])
+        if entry.get("scenario") in ("round_robin", "round_robin_burst2s")
+        and "error" not in entry
+        and entry["version"] == version
+        and entry["rate"] == rate
+        and entry["messages"] == messages
+    }
+    if "round_robin" not in runs:
+        return None
+    parts = []
+    for scenario, label in (("round_robin", "against the same bucket"), ("round_robin_burst2s", "with 2 s of burst")):
+        entry = runs.get(scenario)
+        if entry:
+            per_clone = entry.get("per_clone") or []
+            parts.append(
+                "%s %s of N and %d x 454 (clones %s messages each)"
+                % (
+                    label,
+                    pct(entry["fraction"]),
+                    entry["replies_454"],
+                    "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "?",
+                )
+            )
+    return "the same clones taken in turn (a socketmap server, written by hand, not shipped): " + ", ".join(parts)
 
 
 def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate_rows, results):
