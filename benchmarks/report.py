@@ -912,9 +912,8 @@ def pacing_section(add, results):
     if data.get("ran_beside_other_phases"):
         add("This phase ran beside the others, which its runs mostly spend waiting on the rate: each paced host")
         add("with an emulator of its own, both on the emulator's core, away from the relay phase's measured core,")
-        add(
-            "at eight times docker's default CPU weight, as a delivery that waits for CPU lengthens its clone's period."
-        )
+        add("at eight times docker's default CPU weight, as a delivery that waits for CPU lengthens its clone's")
+        add("period; the relay phase's emulator and delaying proxy, on that core, yield to them when both want it.")
         add("Its first runs (14/s) share the machine with the fleet phase's converges, the rest with the relay phase.")
     add("")
     for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):
