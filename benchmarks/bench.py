@@ -1071,13 +1071,13 @@ def apply_pacing(host, delays, recipient_limit, round_robin=False):
     """The converged configuration back in place, then the clones and their randmap (or round robin) on top."""
     # Clones run like the smtp service they copy (chrooted on Debian).
     chroot = dexec(host, "postconf -c %s -M smtp/unix" % PACING_BASE).stdout.split()[4]
-    chooser = start_round_robin(host, delays) if round_robin else None
-    main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot, chooser=chooser)
-    overrides = ""
+    chooser, extra_services, overrides = None, [], ""
     if round_robin:
+        chooser = start_round_robin(host, delays)
         line, override = pacing.smtpd_rewrite_apart(chroot)
-        master_cf.append(line)
-        overrides = "postconf -P '%s'; " % override
+        extra_services, overrides = [line], "postconf -P '%s'; " % override
+    main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot, chooser=chooser)
+    master_cf = master_cf + extra_services
     dexec(
         host,
         "set -e; systemctl stop postfix; rm -rf /etc/postfix; cp -a %s /etc/postfix; "

@@ -10,9 +10,10 @@ It runs on the paced host (python3 is there for Ansible), listening on loopback:
 
 and main.cf points `sender_dependent_default_transport_maps` at
 `socketmap:inet:127.0.0.1:PORT:pace`. The list repeats a clone as often as its weight (its speed),
-so a turn through it gives every clone its share exactly. Every lookup takes a turn, smtpd's
-address checks included, so the queue manager's share is only nearly even. Not shipped: the role
-would need a daemon in the mail path (a lookup that fails defers every message).
+so a turn through it gives every clone its share exactly. Every lookup takes a turn, so smtpd's
+recipient checks get a trivial-rewrite service of their own without this map
+(pacing.smtpd_rewrite_apart()); otherwise they take every other turn. Not shipped: the role would
+need a daemon in the mail path (a lookup that fails defers every message).
 """
 
 from __future__ import annotations
