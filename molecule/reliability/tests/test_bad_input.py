@@ -220,6 +220,8 @@ ROLE_CASES = [
     ("mynetworks: half of IPv6", {"relay_mynetworks": ["[8000::]/1"]}, "relay_mynetworks"),
     ("send rate nan", {"relay_max_send_rate": "nan"}, "relay_max_send_rate"),
     ("send rate 1e-300", {"relay_max_send_rate": 1e-300}, "relay_max_send_rate"),
+    ("pacing chooser unknown", {"relay_max_send_rate": 14, "relay_pacing_chooser": "fair"}, "relay_pacing_chooser"),
+    ("pace map port 0", {"relay_max_send_rate": 14, "relay_pacing_map_port": 0}, "relay_pacing_map_port"),
     (
         "sender routes differing only in case",
         {"relay_sender_routes": [dict(ROUTE, sender="@m.example.test"), dict(ROUTE, sender="@M.example.test")]},

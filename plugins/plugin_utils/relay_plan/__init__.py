@@ -21,6 +21,9 @@ the relay role applies:
 ``probe``               ``{host, port, tls, verify, ca_file, authenticate}`` for relay_probe before a switch
 ``submission``          ``{directory, sasldb, config_file, realm, users: [{name, password}], tls_cert, tls_key}``
                         (secret) for the sasldb module, or None without authenticated submission
+``pace_map``            ``{port, map, clones_path, clones}`` of the pace map the pacing clones are taken in
+                        turn from, or None; ``pace_map_stale``: ``{clones_path}`` of an earlier run's pace
+                        map that the role stops and removes, or None
 
 ``settings`` holds exactly the role's variables as the role passes them (roles/relay/vars/main.yml:
 the plan has no default of its own), ``presets`` is keyed by provider name
@@ -42,6 +45,7 @@ from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.limit
     connections_section,
     deferrals_section,
     limits_section,
+    pacing_chooser_section,
     queue_section,
 )
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.local import (
@@ -82,7 +86,8 @@ __all__ = ["RelayPlanError", "SECTIONS", "relay_plan"]
 # The order is the plan's one ordering rule. Routes come before the transport table they fill and
 # the mode that lists their local domains; every OAuth 2.0 relay (primary and routes) is known
 # before oauth2 builds their transports, and before rewriting and headers, which depend on
-# whether one exists; every login is known before sasl_auth; the escape hatch comes after
+# whether one exists; the pacing chooser's resolver reads the sender routes' table too; every
+# login is known before sasl_auth; the escape hatch comes after
 # everything the role sets itself; the probe reads the final TLS settings. main.cf is written in
 # this order.
 SECTIONS = (
@@ -91,6 +96,7 @@ SECTIONS = (
     limits_section,
     domain_routes_section,
     sender_routes_section,
+    pacing_chooser_section,
     fallback_section,
     oauth2_section,
     ses_sandbox_section,
@@ -141,6 +147,8 @@ def relay_plan(settings, presets, facts):
         "client_keys": sorted(set(plan.client_keys)),
         "selinux_smtp_ports": selinux_smtp_ports(plan),
         "submission": plan.submission,
+        "pace_map": plan.pace_map,
+        "pace_map_stale": plan.pace_map_stale,
     }
 
 

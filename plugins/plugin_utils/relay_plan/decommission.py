@@ -40,23 +40,36 @@ def with_compiled(path):
     return [path] + sorted({path + suffix for suffix in COMPILED_SUFFIXES.values()})
 
 
+def _undone(service):
+    """A service the plan adds goes; one it only gives options to (qmgr's pace rewrite) keeps its
+    line without them."""
+    if service.get("command") is None and service.get("state", "present") == "present":
+        options = dict.fromkeys(service.get("options") or {})
+        return {"name": service["name"], "type": service["type"], "state": "present", "options": options}
+    return {"name": service["name"], "type": service["type"], "state": "absent"}
+
+
 def decommission(plan):
     """What undoes ``plan`` (relay_plan()'s result): see the module docstring.
 
     Returns ``main_cf`` and ``master_services`` for postfix_config (the services as
-    ``state: absent``), ``aliases`` for the local delivery that remains, ``secret_files`` (maps,
-    compiled maps), ``secret_directories``, and ``backup_directories`` with ``backup_patterns``
-    (where postfix_config's backups of those files are and the names they take) for a find.
+    ``state: absent``, or without their options where the plan only gives an existing service
+    options), ``aliases`` for the local delivery that remains, ``secret_files`` (maps, compiled
+    maps), ``secret_directories``, ``other_files`` (the pace map's list of clones), and
+    ``backup_directories`` with ``backup_patterns`` (where postfix_config's backups of those files
+    are and the names they take) for a find.
     """
     main_cf = dict.fromkeys(plan["main_cf"])
     main_cf.update(local_only_parameters(plan["database_type"]))
     # tlsproxy too: the stock master.cf has it commented out, the plan enables it for reused TLS.
-    services = [
-        {"name": service["name"], "type": service["type"], "state": "absent"} for service in plan["master_services"]
-    ]
+    # A service's state absent in the plan (a stale clone) is already gone and stays so.
+    services = [_undone(service) for service in plan["master_services"]]
     maps = [plan["sasl_map"]["path"]] + [table["path"] for table in plan["tables"]]
     files = [name for path in maps for name in with_compiled(path)]
     directories = [plan["submission"]["directory"]] if plan.get("submission") else []
+    # The pace map's list of clones holds no secret; it goes with the rest all the same.
+    pace_map = plan.get("pace_map") or plan.get("pace_map_stale")
+    other_files = [pace_map["clones_path"]] if pace_map else []
     compiled = COMPILED_SUFFIXES.get(plan["database_type"])
     return {
         "main_cf": main_cf,
@@ -68,6 +81,7 @@ def decommission(plan):
         },
         "secret_files": files,
         "secret_directories": directories,
+        "other_files": other_files,
         "backup_directories": sorted({path.rsplit("/", 1)[0] for path in files}),
         "backup_patterns": sorted({"%s.*~" % path.rsplit("/", 1)[-1] for path in files}),
     }

@@ -12,6 +12,7 @@ import fractions
 import math
 import re
 
+from ansible_collections.smarthost.postfix.plugins.module_utils.pace_map import MAP_NAME as PACE_MAP_NAME
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan
@@ -56,6 +57,14 @@ MAX_PACING_CLONES = 50
 PACING_CLOSE_ENOUGH = fractions.Fraction(95, 100)
 PACING_CLONE = "smtp_pace%d"
 CLONE_NAME = re.compile(r"^smtp_pace[1-9][0-9]*$")
+# How a message picks its clone: in turn (the pace map, a socketmap server on the host) or at random
+# (randmap, in Postfix itself).
+PACING_CHOOSERS = ("turns", "random")
+# The queue manager's own trivial-rewrite, the one resolver that asks the pace map: smtpd resolves
+# every recipient too, and through a shared service would take every other turn (measured).
+PACE_REWRITE = "pace_rewrite"
+# Where the pace map lists the clones, one a line, in its turn (in relay_config_dir).
+PACE_CLONES_FILE = "pace_clones"
 
 
 def pacing_design(messages_per_second):
@@ -145,7 +154,9 @@ def limits_section(inputs, plan):
         pacing = _pacing(inputs, rate, values["smtp_destination_recipient_limit"])
         main_cf = {"smtp_destination_rate_delay": None, **values, **sizes}
         main_cf.update(pacing.main_cf)
-        return Plan(main_cf=main_cf, master_services=pacing.master_services, pacing=pacing.pacing)
+        return Plan(
+            main_cf=main_cf, master_services=pacing.master_services, pacing=pacing.pacing, pace_map=pacing.pace_map
+        )
     transport = oauth2.transport_name(oauth2.PRIMARY_ACCOUNT)
     stale = _stale_clones_removed(inputs.facts, ())
     main_cf = dict(stale.main_cf, **dict.fromkeys(["smtp_destination_rate_delay"] + list(values)))
@@ -155,10 +166,10 @@ def limits_section(inputs, plan):
 
 
 def _pacing(inputs, rate, recipient_limit):
-    """Pace the smtp transport at rate: one rate delay, or clones chosen at random per message
-    (randmap, Postfix 3.0+) that each keep their own delay and limits. The randmap's entries name
-    each clone as often as its share of the rate; clones an earlier run made that this design does
-    not use are removed with their parameters."""
+    """Pace the smtp transport at rate: one rate delay, or clones that each keep their own delay
+    and limits. A message takes the next clone in turn from the pace map, or one at random from
+    randmap (Postfix 3.0+); either lists each clone as often as its share of the rate. Clones an
+    earlier run made that this design does not use are removed with their parameters."""
     delays = _pacing_delays(inputs, rate)
     single = len(delays) == 1
     names = () if single else tuple(PACING_CLONE % index for index in range(1, len(delays) + 1))
@@ -188,9 +199,82 @@ def _pacing(inputs, rate, recipient_limit):
                 "state": "present",
             }
         )
-    # randmap picks uniformly from its list: a clone appears as often as it is fast.
+    # A clone appears in the list as often as it is fast: in turn or at random, its share is its speed.
     entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _copy in range(weight))
-    return Plan(main_cf=main_cf, master_services=tuple(services), pacing=entries)
+    pace_map = None
+    if entries and pacing_chooser(inputs) == "turns":
+        port = v.integer("relay_pacing_map_port", inputs.settings["relay_pacing_map_port"], 1, 65535)
+        pace_map = {
+            "port": port,
+            "map": "socketmap:inet:127.0.0.1:%d:%s" % (port, PACE_MAP_NAME),
+            "clones_path": inputs.path(PACE_CLONES_FILE),
+            "clones": list(entries),
+        }
+    return Plan(main_cf=main_cf, master_services=tuple(services), pacing=entries, pace_map=pace_map)
+
+
+def pacing_chooser(inputs):
+    """relay_pacing_chooser; unset: in turn, except where SELinux is on.
+
+    SELinux's policy has no rule that lets Postfix's trivial-rewrite connect to the pace map's port
+    (and no Red Hat image can be had here to write one against), so such hosts keep randmap.
+    """
+    chooser = inputs.settings["relay_pacing_chooser"]
+    if chooser is None:
+        return "random" if inputs.facts.get("selinux") in ("enforcing", "permissive") else "turns"
+    return v.choice("relay_pacing_chooser", chooser, PACING_CHOOSERS)
+
+
+def pacing_chooser_section(inputs, plan):
+    """With the pace map, the queue manager resolves through a trivial-rewrite service of its own
+    whose sender_dependent_default_transport_maps ends in the pace map: every delivery takes one
+    turn, and nothing else (smtpd's recipient checks, sendmail -bv) takes one. main.cf keeps the
+    sender routes' table, which every other resolver reads. Without it, an earlier run's service
+    and the queue manager's override go, and the role stops the pace map (pace_map_stale)."""
+    qmgr = {"name": "qmgr", "type": "unix", "state": "present"}
+    if plan.pace_map is None:
+        if not _ours(inputs.facts, PACE_REWRITE):
+            return Plan()
+        return Plan(
+            master_services=(
+                dict(qmgr, options={"rewrite_service_name": None}),
+                {"name": PACE_REWRITE, "type": "unix", "state": "absent"},
+            ),
+            pace_map_stale={"clones_path": inputs.path(PACE_CLONES_FILE)},
+        )
+    found = [service.get("name") for service in inputs.facts.get("unix_services") or [] if isinstance(service, dict)]
+    if found and "qmgr" not in found:
+        raise RelayPlanError(
+            "relay_pacing_chooser",
+            "turns needs the queue manager's qmgr unix service in master.cf, which this host lacks; use random",
+        )
+    # A master.cf override takes no whitespace: main.cf's list, comma-separated.
+    tables = (plan.main_cf.get("sender_dependent_default_transport_maps") or "").split(", ")
+    service = {
+        "name": PACE_REWRITE,
+        "type": "unix",
+        "private": "-",
+        "unpriv": "-",
+        "chroot": "n",
+        "wakeup": "-",
+        "maxproc": "-",
+        "command": "trivial-rewrite",
+        "options": {
+            "sender_dependent_default_transport_maps": [table for table in tables if table] + [plan.pace_map["map"]],
+            "syslog_name": "postfix/%s" % PACE_REWRITE,
+        },
+        "exclusive_options": True,
+        "state": "present",
+    }
+    return Plan(master_services=(service, dict(qmgr, options={"rewrite_service_name": PACE_REWRITE})))
+
+
+def _ours(facts, name):
+    """Whether master.cf has the unix service name with the syslog_name the role gives it."""
+    return any(
+        isinstance(service, dict) and service.get("name") == name and service.get("syslog_name") == "postfix/" + name
+        for service in facts.get("unix_services") or []
+    )
 
 
 def _pacing_delays(inputs, rate):
@@ -229,14 +313,8 @@ def _stale_clones_removed(facts, wanted):
     are not wanted, removed with their parameters: a lower rate, no rate or an OAuth 2.0 relay
     leaves no clone behind."""
     found = facts.get("unix_services") or []
-    stale = [
-        service["name"]
-        for service in found
-        if isinstance(service, dict)
-        and CLONE_NAME.match(str(service.get("name") or ""))
-        and service.get("syslog_name") == "postfix/%s" % service["name"]
-        and service["name"] not in wanted
-    ]
+    names = [str(service.get("name") or "") for service in found if isinstance(service, dict)]
+    stale = [name for name in names if CLONE_NAME.match(name) and name not in wanted and _ours(facts, name)]
     return Plan(
         main_cf={parameter: None for name in stale for parameter in _clone_parameters(name)},
         master_services=tuple({"name": name, "type": "unix", "state": "absent"} for name in stale),

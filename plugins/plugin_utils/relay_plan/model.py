@@ -148,8 +148,10 @@ class Plan:
     transport: transport_maps entries; local_domains: domains delivered here; fallback: the
     fallback Relay; oauth2_relays: (account name, Relay) of each OAuth 2.0 relay, which
     oauth2_accounts turns into what the role installs; send_rates: (transport, messages per
-    second) paced outside Postfix; pacing: the randmap entries of the smtp transport's pacing
-    clones (a clone as often as it is fast);
+    second) paced outside Postfix; pacing: the smtp transport's pacing clones, a clone as often as
+    it is fast (randmap's entries, or the pace map's turns); pace_map: the pace map's port, table,
+    clones file and clones, or None; pace_map_stale: ``{clones_path}`` of an earlier run's pace map
+    that is to be stopped, or None;
     client_keys: TLS client keys on the host (kept root-only);
     submission: the sasldb users and files of authenticated submission (secret), or None;
     aliases, probe: see the package docstring.
@@ -169,6 +171,8 @@ class Plan:
     send_rates: tuple = ()
     client_keys: tuple = ()
     pacing: tuple = ()
+    pace_map: dict | None = None
+    pace_map_stale: dict | None = None
     submission: dict | None = None
 
     def add(self, part, section):
@@ -176,7 +180,7 @@ class Plan:
         twice = sorted(set(self.main_cf) & set(part.main_cf))
         if twice:
             raise ValueError("plan section %s sets main.cf %s again" % (section, ", ".join(twice)))
-        for name in ("fallback", "aliases", "probe", "submission"):
+        for name in ("fallback", "aliases", "probe", "submission", "pace_map", "pace_map_stale"):
             if getattr(self, name) is not None and getattr(part, name) is not None:
                 raise ValueError("plan section %s sets %s again" % (section, name))
         logins = self.logins
@@ -197,6 +201,8 @@ class Plan:
             send_rates=self.send_rates + tuple(part.send_rates),
             client_keys=self.client_keys + tuple(part.client_keys),
             pacing=self.pacing + tuple(part.pacing),
+            pace_map=part.pace_map or self.pace_map,
+            pace_map_stale=part.pace_map_stale or self.pace_map_stale,
             submission=part.submission or self.submission,
         )
 

@@ -261,8 +261,9 @@ def sender_routes_section(inputs, plan):
         if relay.has_credentials:
             logins = add_login(logins, sender, relay, prefix + ".username")
         entries.append({"key": sender, "value": relay.nexthop, "transport": "smtp"})
-    # The pacing clones take every message that no sender route names (last in the list).
-    pacing = ["randmap:{%s}" % ", ".join(plan.pacing)] if plan.pacing else []
+    # The pacing clones take every message that no sender route names (last in the list); the pace
+    # map is the queue manager's alone (limits.pacing_chooser_section).
+    pacing = ["randmap:{%s}" % ", ".join(plan.pacing)] if plan.pacing and plan.pace_map is None else []
     main_cf = {
         "sender_dependent_relayhost_maps": None,
         "sender_dependent_default_transport_maps": ", ".join(pacing) or None,

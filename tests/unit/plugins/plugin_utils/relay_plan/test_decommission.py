@@ -67,7 +67,14 @@ def test_every_parameter_service_and_map_of_the_plan_is_undone(name, plan):
     assert {key: value for key, value in undo["main_cf"].items() if value is not None} == local_only
     added = {(s["name"], s["type"]) for s in plan["master_services"]}
     assert {(s["name"], s["type"]) for s in undo["master_services"]} == added
-    assert all(service["state"] == "absent" for service in undo["master_services"])
+    for before, after in zip(plan["master_services"], undo["master_services"]):
+        if before.get("command") is None and before.get("state") == "present":
+            # A service the plan only gives options to (qmgr) stays, without them.
+            assert after == dict(before, options=dict.fromkeys(before["options"]))
+        else:
+            assert after == {"name": before["name"], "type": before["type"], "state": "absent"}
+    pace_map = plan.get("pace_map")
+    assert undo["other_files"] == ([pace_map["clones_path"]] if pace_map else [])
     for path in [plan["sasl_map"]["path"]] + [table["path"] for table in plan["tables"]]:
         assert path in undo["secret_files"]
         assert path + ".db" in undo["secret_files"] and path + ".lmdb" in undo["secret_files"]
@@ -140,3 +147,31 @@ def test_postfix_takes_the_local_only_configuration_and_keeps_nothing_of_the_rel
     assert written - set(undo["secret_files"]) == {os.path.join(str(postfix_dir), n) for n in ("main.cf", "master.cf")}
     again = apply_configuration(postfix, parameters=undo["main_cf"], services=undo["master_services"])
     assert not again["changed"]
+
+
+def test_undoing_the_pace_map_gives_the_queue_manager_back_its_own_resolver(postfix_dir):
+    """Pacing in turn changes Postfix's own qmgr service; the undo takes that change back, not the service."""
+    postfix = Postfix(str(postfix_dir))
+    stock_services = postconf(postfix_dir, "-M")
+    settings = dict(
+        DEFAULTS,
+        relay_provider="ses",
+        relay_ses_region="us-east-1",
+        relay_username="AKIA",
+        relay_password="p-Secret",
+        relay_max_send_rate=14,
+        relay_config_dir=str(postfix_dir),
+    )
+    facts = {
+        "os_family": "Debian",
+        "postfix_version": "3.7.11",
+        "ca_file": "/etc/ssl/certs/ca-certificates.crt",
+        "domain": "example.com",
+    }
+    plan = relay_plan(settings, PRESETS, facts)
+    applied = apply_configuration(postfix, parameters=plan["main_cf"], services=plan["master_services"])
+    assert applied["checked"]
+    assert postconf(postfix_dir, "-P", "qmgr/unix/rewrite_service_name").strip().endswith("= pace_rewrite")
+    undo = decommission(plan)
+    assert apply_configuration(postfix, parameters=undo["main_cf"], services=undo["master_services"])["checked"]
+    assert postconf(postfix_dir, "-M") == stock_services

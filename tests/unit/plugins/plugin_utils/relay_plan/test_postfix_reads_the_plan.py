@@ -180,14 +180,15 @@ def test_local_users_go_to_the_ops_address(postfix_dir):
 
 
 def test_postfix_takes_the_pacing_clones(postfix_dir):
-    """The clones, their per-transport limits and the randmap: postfix_config and postfix check accept them."""
+    """The clones, their per-transport limits and the queue manager's pace map: postfix_config and
+    postfix check accept them."""
     applied = apply_plan(Postfix(str(postfix_dir)), paced_ses(postfix_dir, 3.5))
     assert applied["checked"]
-    assert (
-        postconf(postfix_dir, "-h", "sender_dependent_default_transport_maps")
-        .strip()
-        .startswith("randmap:{smtp_pace1,")
-    )
+    assert postconf(postfix_dir, "-h", "sender_dependent_default_transport_maps").strip() == ""
+    rewrite = postconf(postfix_dir, "-M", "pace_rewrite/unix").split()
+    assert rewrite[7] == "trivial-rewrite"
+    assert "sender_dependent_default_transport_maps=socketmap:inet:127.0.0.1:10039:pace" in rewrite
+    assert postconf(postfix_dir, "-P", "qmgr/unix/rewrite_service_name").strip().endswith("= pace_rewrite")
     assert postconf(postfix_dir, "-h", "smtp_pace4_destination_rate_delay").strip() == "2s"
     service = postconf(postfix_dir, "-M", "smtp_pace4/unix").split()
     assert service[:2] == ["smtp_pace4", "unix"]
@@ -221,3 +222,6 @@ def test_a_lower_rate_leaves_no_clone_behind(postfix_dir):
     converge(0)
     assert clones() == ([], [])
     assert postconf(postfix_dir, "-h", "sender_dependent_default_transport_maps").strip() == ""
+    # The pace map's resolver went with the clones, and the queue manager resolves as Postfix ships it.
+    assert "pace_rewrite" not in postconf(postfix_dir, "-M")
+    assert "rewrite_service_name" not in postconf(postfix_dir, "-P")

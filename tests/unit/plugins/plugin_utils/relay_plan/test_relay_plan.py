@@ -868,31 +868,81 @@ def test_a_production_ses_rate_is_paced_by_clones_of_the_smtp_transport():
     assert all(
         item["command"] == "smtp" and item["options"] == {"syslog_name": "postfix/%s" % item["name"]} for item in clones
     )
-    # randmap picks a clone per message; each clone keeps one message a second to the relay.
-    assert main_cf["sender_dependent_default_transport_maps"] == "randmap:{%s}" % ", ".join(
-        "smtp_pace%d" % index for index in range(1, 15)
-    )
+    # The queue manager takes the clones in turn from the pace map; each keeps one message a second.
+    assert result["pace_map"] == {
+        "port": 10039,
+        "map": "socketmap:inet:127.0.0.1:10039:pace",
+        "clones_path": "/etc/postfix/pace_clones",
+        "clones": ["smtp_pace%d" % index for index in range(1, 15)],
+    }
+    services = {item["name"]: item for item in result["master_services"]}
+    assert services["pace_rewrite"]["command"] == "trivial-rewrite"
+    assert services["pace_rewrite"]["options"] == {
+        "sender_dependent_default_transport_maps": ["socketmap:inet:127.0.0.1:10039:pace"],
+        "syslog_name": "postfix/pace_rewrite",
+    }
+    # Only the queue manager asks it: smtpd and the rest resolve through main.cf, which has no pace map.
+    assert services["qmgr"] == {
+        "name": "qmgr",
+        "type": "unix",
+        "state": "present",
+        "options": {"rewrite_service_name": "pace_rewrite"},
+    }
+    assert main_cf["sender_dependent_default_transport_maps"] is None
     assert all(main_cf["smtp_pace%d_destination_rate_delay" % index] == "1s" for index in range(1, 15))
     assert main_cf["smtp_pace7_destination_recipient_limit"] == "50"
     assert main_cf["smtp_destination_rate_delay"] is None
+    assert result["pace_map_stale"] is None
+
+
+def test_random_choice_is_randmap_in_main_cf_and_installs_nothing():
+    result = ses(relay_max_send_rate=14, relay_pacing_chooser="random")
+    assert result["main_cf"]["sender_dependent_default_transport_maps"] == "randmap:{%s}" % ", ".join(
+        "smtp_pace%d" % index for index in range(1, 15)
+    )
+    assert result["pace_map"] is None
+    assert not {"qmgr", "pace_rewrite"} & {item["name"] for item in result["master_services"]}
+
+
+def test_selinux_hosts_pick_at_random_unless_told():
+    """SELinux's policy has no rule for trivial-rewrite to reach the pace map's port."""
+    facts = debian_facts(selinux="enforcing")
+    assert ses(relay_max_send_rate=14, facts=facts)["pace_map"] is None
+    assert ses(relay_max_send_rate=14, facts=facts, relay_pacing_chooser="turns")["pace_map"] is not None
 
 
 def test_a_fractional_rate_and_the_sandbox_rate():
-    main_cf = ses(relay_max_send_rate=3.5)["main_cf"]
-    # Three clones at 1 s and one at 2 s, which randmap picks half as often: 3 or 4 a second, never 7.
-    assert main_cf["sender_dependent_default_transport_maps"] == (
-        "randmap:{smtp_pace1, smtp_pace1, smtp_pace2, smtp_pace2, smtp_pace3, smtp_pace3, smtp_pace4}"
-    )
+    result = ses(relay_max_send_rate=3.5)
+    main_cf = result["main_cf"]
+    # Three clones at 1 s and one at 2 s, which takes half as many turns: 3 or 4 a second, never 7.
+    assert result["pace_map"]["clones"] == [
+        "smtp_pace1",
+        "smtp_pace1",
+        "smtp_pace2",
+        "smtp_pace2",
+        "smtp_pace3",
+        "smtp_pace3",
+        "smtp_pace4",
+    ]
+    assert ses(relay_max_send_rate=3.5, relay_pacing_chooser="random")["main_cf"][
+        "sender_dependent_default_transport_maps"
+    ] == ("randmap:{smtp_pace1, smtp_pace1, smtp_pace2, smtp_pace2, smtp_pace3, smtp_pace3, smtp_pace4}")
     assert [main_cf["smtp_pace%d_destination_rate_delay" % index] for index in range(1, 5)] == ["1s", "1s", "1s", "2s"]
     assert "smtp_pace5_destination_rate_delay" not in main_cf
-    sandbox = ses()["main_cf"]
-    assert sandbox["smtp_destination_rate_delay"] == "1s"
-    assert sandbox["sender_dependent_default_transport_maps"] is None
+    sandbox = ses()
+    assert sandbox["main_cf"]["smtp_destination_rate_delay"] == "1s"
+    assert sandbox["main_cf"]["sender_dependent_default_transport_maps"] is None
+    # One clone needs no choice, so nothing to install.
+    assert sandbox["pace_map"] is None
 
 
 def clones_found(count, marked=True):
     """postfix_info's unix services after a run that made count clones (and Postfix's own smtp)."""
-    found = [{"name": "smtp", "syslog_name": None}, {"name": "relay", "syslog_name": "postfix/$service_name"}]
+    found = [
+        {"name": "smtp", "syslog_name": None},
+        {"name": "relay", "syslog_name": "postfix/$service_name"},
+        {"name": "qmgr", "syslog_name": None},
+    ]
     return found + [
         {"name": "smtp_pace%d" % index, "syslog_name": "postfix/smtp_pace%d" % index if marked else None}
         for index in range(1, count + 1)
@@ -923,7 +973,42 @@ def test_a_lower_rate_removes_the_clones_and_parameters_it_no_longer_uses(rate, 
             assert main_cf["smtp_pace%d_destination_%s" % (index, limit)] is None
     assert all(main_cf["smtp_pace%d_destination_rate_delay" % index] for index in range(1, kept + 1))
     # Postfix's own services are never the role's to remove.
-    assert not {"smtp", "relay"} & set(removed)
+    assert not {"smtp", "relay", "qmgr"} & set(removed)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(relay_max_send_rate=0.5),
+        dict(relay_max_send_rate=0),
+        dict(relay_max_send_rate=14, relay_pacing_chooser="random"),
+    ],
+)
+def test_without_turns_an_earlier_pace_map_goes(overrides):
+    """The pace_rewrite service and the queue manager's override go; the role stops the pace map."""
+    found = clones_found(14) + [{"name": "pace_rewrite", "syslog_name": "postfix/pace_rewrite"}]
+    result = ses(facts=debian_facts(unix_services=found), **overrides)
+    services = {item["name"]: item for item in result["master_services"]}
+    assert services["pace_rewrite"] == {"name": "pace_rewrite", "type": "unix", "state": "absent"}
+    assert services["qmgr"]["options"] == {"rewrite_service_name": None}
+    assert services["qmgr"]["state"] == "present"
+    assert result["pace_map_stale"] == {"clones_path": "/etc/postfix/pace_clones"}
+    assert result["pace_map"] is None
+
+
+def test_turns_kept_leave_the_pace_map_running():
+    found = clones_found(14) + [{"name": "pace_rewrite", "syslog_name": "postfix/pace_rewrite"}]
+    result = ses(relay_max_send_rate=14, facts=debian_facts(unix_services=found))
+    assert result["pace_map_stale"] is None
+    assert [item["name"] for item in result["master_services"] if item.get("state") == "absent"] == []
+
+
+def test_turns_need_the_queue_managers_service():
+    found = [item for item in clones_found(0) if item["name"] != "qmgr"]
+    with pytest.raises(RelayPlanError) as raised:
+        ses(relay_max_send_rate=14, facts=debian_facts(unix_services=found))
+    assert raised.value.variable == "relay_pacing_chooser"
+    assert "random" in str(raised.value)
 
 
 def test_only_clones_the_role_marked_are_removed():
@@ -960,7 +1045,15 @@ def test_pacing_keeps_sender_routes_in_front_of_the_clones():
             "oauth2_client_secret": "s-Secret1",
         }
     ]
-    main_cf = ses(relay_max_send_rate=3.5, relay_sender_routes=senders)["main_cf"]
+    result = ses(relay_max_send_rate=3.5, relay_sender_routes=senders)
+    # main.cf keeps the sender table for every resolver; the queue manager's adds the pace map after it.
+    assert result["main_cf"]["sender_dependent_default_transport_maps"] == "hash:/etc/postfix/sender_transport"
+    rewrite = next(item for item in result["master_services"] if item["name"] == "pace_rewrite")
+    assert rewrite["options"]["sender_dependent_default_transport_maps"] == [
+        "hash:/etc/postfix/sender_transport",
+        "socketmap:inet:127.0.0.1:10039:pace",
+    ]
+    main_cf = ses(relay_max_send_rate=3.5, relay_sender_routes=senders, relay_pacing_chooser="random")["main_cf"]
     assert main_cf["sender_dependent_default_transport_maps"].startswith(
         "hash:/etc/postfix/sender_transport, randmap:{"
     )
@@ -972,6 +1065,9 @@ def test_pacing_keeps_sender_routes_in_front_of_the_clones():
         (dict(relay_max_send_rate=14, relay_destination_recipient_limit=1), "relay_destination_recipient_limit"),
         (dict(relay_max_send_rate=500), "relay_max_send_rate"),
         (dict(relay_max_send_rate=1e9), "relay_max_send_rate"),
+        (dict(relay_max_send_rate=14, relay_pacing_chooser="fair"), "relay_pacing_chooser"),
+        (dict(relay_max_send_rate=14, relay_pacing_map_port=0), "relay_pacing_map_port"),
+        (dict(relay_max_send_rate=14, relay_pacing_map_port=70000), "relay_pacing_map_port"),
     ],
 )
 def test_pacing_that_cannot_work_is_refused(overrides, variable):
