@@ -1049,42 +1049,18 @@ def postconf_assignments(settings):
     return " ".join("'%s=%s'" % item for item in sorted(settings.items()))
 
 
-ROUND_ROBIN_PORT = 10027
-ROUND_ROBIN_SERVER = "/root/round_robin_map.py"
-
-
-def start_round_robin(host, delays):
-    """benchmarks/round_robin_map.py on the host, taking the clones in turn; its main.cf table."""
-    stop_round_robin(host)
-    run(["docker", "cp", os.path.join(BENCH_DIR, "round_robin_map.py"), "%s:%s" % (host, ROUND_ROBIN_SERVER)])
-    names = ",".join(pacing.clone_names(delays))
-    run(["docker", "exec", "-d", host, "python3", ROUND_ROBIN_SERVER, str(ROUND_ROBIN_PORT), names])
-    dexec(host, "for i in $(seq 50); do ss -ltn | grep -q ':%d ' && exit 0; sleep 0.1; done; exit 1" % ROUND_ROBIN_PORT)
-    return "socketmap:inet:127.0.0.1:%d:pace" % ROUND_ROBIN_PORT
-
-
-def stop_round_robin(host):
-    dexec(host, "pkill -f '^python3 %s' || true" % ROUND_ROBIN_SERVER, check=False)
-
-
-def apply_pacing(host, delays, recipient_limit, round_robin=False):
-    """The converged configuration back in place, then the clones and their randmap (or round robin) on top."""
+def apply_pacing(host, delays, recipient_limit):
+    """The converged configuration back in place, then the clones and their randmap on top."""
     # Clones run like the smtp service they copy (chrooted on Debian).
     chroot = dexec(host, "postconf -c %s -M smtp/unix" % PACING_BASE).stdout.split()[4]
-    chooser, extra_services, overrides = None, [], ""
-    if round_robin:
-        chooser = start_round_robin(host, delays)
-        line, override = pacing.smtpd_rewrite_apart(chroot)
-        extra_services, overrides = [line], "postconf -P '%s'; " % override
-    main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot, chooser=chooser)
-    master_cf = master_cf + extra_services
+    main_cf, master_cf = pacing.settings(delays, recipient_limit=recipient_limit, chroot=chroot)
     dexec(
         host,
         "set -e; systemctl stop postfix; rm -rf /etc/postfix; cp -a %s /etc/postfix; "
-        "printf '%%s\\n' %s >> /etc/postfix/master.cf; postconf -e %s; %s"
+        "printf '%%s\\n' %s >> /etc/postfix/master.cf; postconf -e %s; "
         "postsuper -d ALL >/dev/null 2>&1 || true; systemctl reset-failed postfix@- postfix 2>/dev/null || true; "
         "systemctl start postfix; for i in $(seq 100); do ss -ltn | grep -q ':25 ' && exit 0; sleep 0.1; done; exit 1"
-        % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), postconf_assignments(main_cf), overrides),
+        % (PACING_BASE, " ".join("'%s'" % line for line in master_cf), postconf_assignments(main_cf)),
     )
     return main_cf, master_cf
 
@@ -1124,14 +1100,13 @@ def pacing_run(
     recipient_limit=50,
     limit=True,
     shipped=True,
-    round_robin=False,
 ):
     """One burst of `messages` into a host paced by `delays`, against an emulator enforcing `rate`.
 
-    shipped: the role converges relay_max_send_rate (its clones are smtp_pace1...), and `delays`
-    must be the plan's design; otherwise the design is written by hand (clones smtp1...), for
-    designs the role refuses or does not ship; round_robin: those clones taken in turn by
-    benchmarks/round_robin_map.py instead of randmap. The run ends when every message was delivered or
+    shipped: the role converges relay_max_send_rate (its clones are smtp_pace1..., taken in turn
+    from its pace map), and `delays` must be the plan's design; otherwise the design is written by
+    hand (clones smtp1..., picked by randmap), for designs the role refuses or does not ship and for
+    randmap's random split. The run ends when every message was delivered or
     refused with a 454 (a refused message waits for Postfix's next retry, minutes later), or at the
     deadline.
     """
@@ -1142,7 +1117,7 @@ def pacing_run(
         converge_pacing(host, rate if delays else 0, recipient_limit)
         clone = "smtp_pace%d"
     else:
-        apply_pacing(host, delays, recipient_limit, round_robin=round_robin)
+        apply_pacing(host, delays, recipient_limit)
         clone = "smtp%d"
     emulator("reset", container)
     emulator("mode rate_limit --rate %g --burst %g" % (rate, burst) if limit else "mode normal", container)
@@ -1166,8 +1141,6 @@ def pacing_run(
         counters = json.loads(emulator("counters", container))
     finally:
         emulator("mode normal", container)
-        if round_robin:
-            stop_round_robin(host)
     stamps = sorted(record["ts"] for record in read_records(records_path))
     replies_path = os.path.join(os.path.dirname(records_path), "replies.jsonl")
     refused = sorted(record["ts"] for record in read_records(replies_path) if record.get("code") == "454")
@@ -1194,7 +1167,8 @@ def pacing_run(
         "messages": messages,
         "design": pacing.describe(delays) if delays else "no pacing",
         "shipped": shipped,
-        "chooser": "round robin" if round_robin else "randmap",
+        # What picked each message's clone: the role's pace map (its default on Debian), or randmap by hand.
+        "chooser": ("turns" if shipped else "randmap") if len(delays) > 1 else None,
         "clones": len(delays),
         "designed_rate": round(designed, 4) if designed else None,
         "distinct_recipients": distinct,
@@ -1254,12 +1228,12 @@ def pacing_scenarios():
             out.append(("design", rate, delays, messages, burst, {}))
         # SES: "You can exceed this quota for short bursts": the same with two seconds' worth.
         out.append(("design_burst2s", rate, delays, sizes[0], 2 * rate, {}))
-        # The same clones taken in turn (a socketmap server, by hand) instead of randmap's random split:
-        # how much of the shortfall on a short burst is the busiest clone's extra share.
-        by_hand = {"shipped": False, "round_robin": True}
-        out.append(("round_robin", rate, delays, sizes[0], burst, by_hand))
+        # The same clones picked at random by randmap (relay_pacing_chooser: random, written by hand):
+        # what taking them in turn buys on a short burst.
+        by_hand = {"shipped": False}
+        out.append(("randmap", rate, delays, sizes[0], burst, by_hand))
         if rate == rates[0]:
-            out.append(("round_robin_burst2s", rate, delays, sizes[0], 2 * rate, by_hand))
+            out.append(("randmap_burst2s", rate, delays, sizes[0], 2 * rate, by_hand))
         uniform = pacing.uniform_design(rate)
         if uniform != delays:
             out.append(("uniform", rate, uniform, sizes[0], burst, {"shipped": False}))

@@ -7,17 +7,19 @@ Postfix paces one (transport, next hop) queue with `<transport>_destination_rate
 seconds, one delivery at a time. The queue manager's timers are whole seconds too
 (`when = time() + delay`), so a paced queue resumes at the next whole-second tick, and every paced
 queue that is due resumes at the same tick. To reach N messages a second the relay needs several
-clones of the smtp transport, each a queue of its own, chosen per message at random
-(`randmap:`, Postfix 3.0+) through `sender_dependent_default_transport_maps`, which keeps the next
-hop from `relayhost` or `sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.
+clones of the smtp transport, each a queue of its own, chosen per message through
+`sender_dependent_default_transport_maps`, which keeps the next hop from `relayhost` or
+`sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone. The role takes them in
+turn from its pace map (a socketmap server); Postfix alone can pick them at random (`randmap:`).
 
 The design is the plan's (plugins/plugin_utils/relay_plan/limits.py), and the benchmark measures it
-as the role converges it. What is here writes designs the role refuses or does not ship, for comparison:
+as the role converges it. What is here writes designs the role refuses or does not ship, and the
+role's clones picked by randmap, for comparison:
 
     design(rate)        the plan's clone delays for a rate, as a list
     uniform_design(...) K clones at one delay, the first idea in issue 15
-    settings(...)       main.cf parameters and master.cf lines for any design, written by hand
-    clone_names(...)    the clones, each as often as its weight (randmap's entries, a round robin's turn)
+    settings(...)       main.cf parameters and master.cf lines for any design and randmap, by hand
+    clone_names(...)    the clones, each as often as its weight (randmap's entries)
 """
 
 from __future__ import annotations
@@ -71,18 +73,15 @@ def weights(delays):
 
 
 def clone_names(delays):
-    """The clones `smtp1..smtpK`, each as often as its weight: randmap's entries, a round robin's turn."""
+    """The clones `smtp1..smtpK`, each as often as its weight: randmap's entries."""
     names = []
     for index, weight in enumerate(weights(delays), start=1):
         names.extend(["%s%d" % (CLONE_PREFIX, index)] * weight)
     return names
 
 
-def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True, chooser=None):
-    """(main.cf parameters, master.cf lines) for the clones `smtp1..smtpK`.
-
-    chooser: the table that picks a clone per message, randmap over clone_names() unless given
-    (the benchmark's round robin is a socketmap).
+def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True):
+    """(main.cf parameters, master.cf lines) for the clones `smtp1..smtpK`, picked by randmap.
 
     Per-transport queue manager settings live in main.cf (the queue manager does not read other
     services' -o options): the delay, the recipient limit the preset gives the smtp transport, and
@@ -100,21 +99,8 @@ def settings(delays, recipient_limit=None, chroot="y", log_per_clone=True, choos
             main_cf["%s_destination_recipient_limit" % name] = str(recipient_limit)
         options = " -o syslog_name=postfix/%s" % name if log_per_clone else ""
         master_cf.append("%s unix - - %s - - smtp%s" % (name, chroot, options))
-    main_cf["sender_dependent_default_transport_maps"] = chooser or "randmap:{%s}" % ", ".join(clone_names(delays))
+    main_cf["sender_dependent_default_transport_maps"] = "randmap:{%s}" % ", ".join(clone_names(delays))
     return main_cf, master_cf
-
-
-# smtpd resolves each recipient too (its relay and recipient checks), through the trivial-rewrite service
-# the queue manager uses: a chooser that answers in turn would give smtpd's lookups turns meant for
-# deliveries (two lookups a message, measured). A rewrite service of its own without the chooser leaves
-# every turn to the queue manager (one lookup a message, measured).
-SMTPD_REWRITE = "rewrite_smtpd"
-
-
-def smtpd_rewrite_apart(chroot="y"):
-    """(master.cf line, `postconf -P` assignment): smtpd's own trivial-rewrite, which picks no clone."""
-    line = "%s unix - - %s - - trivial-rewrite -o sender_dependent_default_transport_maps=" % (SMTPD_REWRITE, chroot)
-    return line, "smtp/inet/rewrite_service_name=%s" % SMTPD_REWRITE
 
 
 def describe(delays):

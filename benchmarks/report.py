@@ -250,11 +250,11 @@ def rate(data):
 
 
 SCENARIOS = {
-    "design": "the role's clones",
-    "design_burst2s": "the role's clones, provider allows 2 s of burst",
+    "design": "the role's clones, taken in turn",
+    "design_burst2s": "the role's clones, taken in turn, provider allows 2 s of burst",
     "uniform": "K equal clones (issue's first idea), *by hand*",
-    "round_robin": "the role's clones taken in turn (a socketmap server), *by hand*",
-    "round_robin_burst2s": "the role's clones taken in turn, provider allows 2 s of burst, *by hand*",
+    "randmap": "the role's clones picked at random (`randmap`, relay_pacing_chooser: random), *by hand*",
+    "randmap_burst2s": "the role's clones picked at random, provider allows 2 s of burst, *by hand*",
     "same_recipient": "the role's clones, one recipient for the whole burst",
     "recipient_limit_1": "recipient limit 1 on the clones, *by hand* (the role refuses it)",
     "office365": "Office 365 preset's rate (0.5/s, 30 a minute)",
@@ -302,8 +302,7 @@ def rate_delay_of(results, config):
             delays[name] = value
     if "smtp_destination_rate_delay" in delays:
         return delays["smtp_destination_rate_delay"]
-    # Clones pace only while the randmap sends mail to them (a later unpaced converge leaves their settings).
-    if delays and any("randmap:" in line for line in lines):
+    if delays:
         values = sorted(set(delays.values()), key=natural)
         return "%d clones at %s" % (len(delays), ", ".join(values))
     return None
@@ -900,9 +899,11 @@ def pacing_section(add, results):
     add("delivers once per 1 s plus its delivery's own duration, less when other events wake the loop early. So the")
     add("plan gives a rate N floor(N) clones at 1 s and the fraction")
     add("left from clones at longer delays (each at ceil(1/left) s) until they reach 95 % of N, never above N. Each")
-    add("message picks a clone at random, weighted by speed, with `randmap:` in")
-    add("`sender_dependent_default_transport_maps`, which keeps the next hop from `relayhost` or")
-    add("`sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone.")
+    add("message takes the next clone in turn, each clone as many turns as it is fast, from the role's pace map: a")
+    add("socketmap server on the host that the queue manager alone asks, through a trivial-rewrite service of its")
+    add("own, in `sender_dependent_default_transport_maps`, which keeps the next hop from `relayhost` or")
+    add("`sender_dependent_relayhost_maps` and leaves `transport_maps` routes alone. Rows marked randmap pick the")
+    add("same clones at random, weighted by speed, as `relay_pacing_chooser: random` does.")
     add("The emulator enforces N with a token bucket of ceil(N) messages (at 3.5/s a provider must take 4 in some")
     add("second: 7 in every 2); one run per rate also with two seconds' worth, as SES allows short bursts. smtp-source")
     add(
@@ -1207,9 +1208,9 @@ def pacing_explanations(results):
                             (entry["seconds"] - busiest) / max(per_clone or [1]),
                         )
                     )
-            in_turn = round_robin_comparison(data, version, rate_value, messages)
-            if in_turn:
-                reasons.append(in_turn)
+            at_random = randmap_comparison(data, version, rate_value, messages)
+            if at_random:
+                reasons.append(at_random)
             out.append(
                 "**Pacing %g/s, %d messages, Postfix %s: %s.**"
                 % (rate_value, messages, versions.get(version, version), "; ".join(reasons) or "see the table")
@@ -1217,21 +1218,21 @@ def pacing_explanations(results):
     return out
 
 
-def round_robin_comparison(data, version, rate, messages):
-    """What the same clones did taken in turn (by hand) on the same host, rate and burst size, or None."""
+def randmap_comparison(data, version, rate, messages):
+    """What the same clones did picked at random (randmap, by hand) on the same host, rate and burst size, or None."""
     runs = {
         entry["scenario"]: entry
         for entry in data.get("runs", [])
-        if entry.get("scenario") in ("round_robin", "round_robin_burst2s")
+        if entry.get("scenario") in ("randmap", "randmap_burst2s")
         and "error" not in entry
         and entry["version"] == version
         and entry["rate"] == rate
         and entry["messages"] == messages
     }
-    if "round_robin" not in runs:
+    if "randmap" not in runs:
         return None
     parts = []
-    for scenario, label in (("round_robin", "against the same bucket"), ("round_robin_burst2s", "with 2 s of burst")):
+    for scenario, label in (("randmap", "against the same bucket"), ("randmap_burst2s", "with 2 s of burst")):
         entry = runs.get(scenario)
         if entry:
             per_clone = entry.get("per_clone") or []
@@ -1244,7 +1245,7 @@ def round_robin_comparison(data, version, rate, messages):
                     "%d-%d" % (min(per_clone), max(per_clone)) if per_clone else "?",
                 )
             )
-    return "the same clones taken in turn (a socketmap server, written by hand, not shipped): " + ", ".join(parts)
+    return "the same clones picked at random (randmap, relay_pacing_chooser: random): " + ", ".join(parts)
 
 
 def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate_rows, results):
