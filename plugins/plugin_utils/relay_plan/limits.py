@@ -15,7 +15,7 @@ import re
 from ansible_collections.smarthost.postfix.plugins.module_utils.pace_map import MAP_NAME as PACE_MAP_NAME
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, unix_service
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.validate import RelayPlanError
 
 QUEUE_PARAMETERS = (
@@ -182,23 +182,9 @@ def _pacing(inputs, rate, recipient_limit):
         main_cf[recipients] = recipient_limit
         # A throttled session must not mark the relay dead for the clone (concurrency is 1 per clone).
         main_cf[failed_cohort] = "10"
-        services.append(
-            {
-                "name": name,
-                "type": "unix",
-                "private": "-",
-                "unpriv": "-",
-                "chroot": "n",
-                "wakeup": "-",
-                "maxproc": "-",
-                "command": "smtp",
-                # The clone that delivered shows in the log (postfix/smtp_pace3/smtp[pid]): an uneven
-                # share of a burst is visible to whoever reads it, and the next run knows it as ours.
-                "options": {"syslog_name": "postfix/%s" % name},
-                "exclusive_options": True,
-                "state": "present",
-            }
-        )
+        # The clone that delivered shows in the log (postfix/smtp_pace3/smtp[pid]): an uneven share of
+        # a burst is visible to whoever reads it, and the next run knows it as ours.
+        services.append(unix_service(name, "smtp", {"syslog_name": "postfix/%s" % name}))
     # A clone appears in the list as often as it is fast: in turn or at random, its share is its speed.
     entries = tuple(name for name, weight in zip(names, pacing_weights(delays)) for _copy in range(weight))
     pace_map = None
@@ -250,22 +236,11 @@ def pacing_chooser_section(inputs, plan):
         )
     # A master.cf override takes no whitespace: main.cf's list, comma-separated.
     tables = (plan.main_cf.get("sender_dependent_default_transport_maps") or "").split(", ")
-    service = {
-        "name": PACE_REWRITE,
-        "type": "unix",
-        "private": "-",
-        "unpriv": "-",
-        "chroot": "n",
-        "wakeup": "-",
-        "maxproc": "-",
-        "command": "trivial-rewrite",
-        "options": {
-            "sender_dependent_default_transport_maps": [table for table in tables if table] + [plan.pace_map["map"]],
-            "syslog_name": "postfix/%s" % PACE_REWRITE,
-        },
-        "exclusive_options": True,
-        "state": "present",
+    options = {
+        "sender_dependent_default_transport_maps": [table for table in tables if table] + [plan.pace_map["map"]],
+        "syslog_name": "postfix/%s" % PACE_REWRITE,
     }
+    service = unix_service(PACE_REWRITE, "trivial-rewrite", options)
     return Plan(master_services=(service, dict(qmgr, options={"rewrite_service_name": PACE_REWRITE})))
 
 

@@ -112,6 +112,24 @@ class Inputs:
         return path, "%s:%s" % (self.database_type, path)
 
 
+def unix_service(name, command, options):
+    """A postfix_config `services` item for a private unix service the plan owns whole (not
+    chrooted, Postfix's default limits): exactly these -o options, nothing an earlier run left."""
+    return {
+        "name": name,
+        "type": "unix",
+        "private": "-",
+        "unpriv": "-",
+        "chroot": "n",
+        "wakeup": "-",
+        "maxproc": "-",
+        "command": command,
+        "options": options,
+        "exclusive_options": True,
+        "state": "present",
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class Login:
     """One entry of the SASL password map, with the variable that asked for it (for errors)."""

@@ -14,7 +14,7 @@ import re
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import oauth2
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan import validate as v
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.headers import route_header_checks
-from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login
+from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.model import Plan, add_login, unix_service
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.relays import RELAY_KEYS, route_relay
 from ansible_collections.smarthost.postfix.plugins.plugin_utils.relay_plan.tls import (
     UNENCRYPTED_LEVELS,
@@ -200,23 +200,7 @@ def _route_service(inputs, prefix, item, relay):
     header_option, header_table = route_header_checks(inputs, prefix, item, name)
     if header_option is not None:
         options["smtp_header_checks"] = header_option
-    return (
-        name,
-        {
-            "name": name,
-            "type": "unix",
-            "private": "-",
-            "unpriv": "-",
-            "chroot": "n",
-            "wakeup": "-",
-            "maxproc": "-",
-            "command": "smtp",
-            "options": options,
-            "exclusive_options": True,
-            "state": "present",
-        },
-        header_table,
-    )
+    return name, unix_service(name, "smtp", options), header_table
 
 
 def sender_routes_section(inputs, plan):

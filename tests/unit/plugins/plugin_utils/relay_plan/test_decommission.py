@@ -87,6 +87,16 @@ def test_every_parameter_service_and_map_of_the_plan_is_undone(name, plan):
     assert not [secret for secret in secrets_of(plan) if secret in text]
 
 
+# What postfix_info tells of a Debian 12 host, as much as these plans read.
+DEBIAN_FACTS = {
+    "os_family": "Debian",
+    "postfix_version": "3.7.11",
+    "default_database_type": "hash",
+    "ca_file": "/etc/ssl/certs/ca-certificates.crt",
+    "domain": "example.com",
+}
+
+
 def full_plan(config_dir):
     """An Office 365 OAuth 2.0 relay with a password route, pacing and authenticated submission."""
     settings = dict(
@@ -107,14 +117,7 @@ def full_plan(config_dir):
         relay_tls_server_key="/etc/ssl/private/relay.key",
         relay_config_dir=str(config_dir),
     )
-    facts = {
-        "os_family": "Debian",
-        "postfix_version": "3.7.11",
-        "default_database_type": "hash",
-        "ca_file": "/etc/ssl/certs/ca-certificates.crt",
-        "domain": "example.com",
-    }
-    return relay_plan(settings, PRESETS, facts)
+    return relay_plan(settings, PRESETS, DEBIAN_FACTS)
 
 
 def test_postfix_takes_the_local_only_configuration_and_keeps_nothing_of_the_relay(postfix_dir):
@@ -162,13 +165,7 @@ def test_undoing_the_pace_map_gives_the_queue_manager_back_its_own_resolver(post
         relay_max_send_rate=14,
         relay_config_dir=str(postfix_dir),
     )
-    facts = {
-        "os_family": "Debian",
-        "postfix_version": "3.7.11",
-        "ca_file": "/etc/ssl/certs/ca-certificates.crt",
-        "domain": "example.com",
-    }
-    plan = relay_plan(settings, PRESETS, facts)
+    plan = relay_plan(settings, PRESETS, DEBIAN_FACTS)
     applied = apply_configuration(postfix, parameters=plan["main_cf"], services=plan["master_services"])
     assert applied["checked"]
     assert postconf(postfix_dir, "-P", "qmgr/unix/rewrite_service_name").strip().endswith("= pace_rewrite")
