@@ -1089,6 +1089,31 @@ def converge_pacing(host, rate, recipient_limit, role_vars=None):
     )
 
 
+def converged_config(host):
+    """What the role's converge changed against the unpaced configuration: main.cf, master.cf, clone list.
+
+    main.cf as `postconf -n` settings that are new or changed; master.cf as the `postconf -M` lines (one
+    per service, options inline) that are new or changed; the pace map's list as the role wrote it.
+    """
+
+    def main_cf(config_dir):
+        lines = dexec(host, "postconf -c %s -n" % config_dir).stdout.splitlines()
+        return dict(line.split(" = ", 1) if " = " in line else (line.rstrip(" ="), "") for line in lines)
+
+    def master_cf(config_dir):
+        return dexec(host, "postconf -c %s -M" % config_dir).stdout.splitlines()
+
+    before, after = main_cf(PACING_BASE), main_cf("/etc/postfix")
+    base_services = set(master_cf(PACING_BASE))
+    clones = dexec(host, "cat /etc/postfix/pace_clones 2>/dev/null", check=False).stdout.splitlines()
+    return {
+        "main_cf": {name: value for name, value in after.items() if before.get(name) != value},
+        "main_cf_removed": sorted(name for name in before if name not in after),
+        "master_cf": [line for line in master_cf("/etc/postfix") if line not in base_services],
+        "pace_clones": clones,
+    }
+
+
 def pacing_run(
     version,
     scenario,
@@ -1115,9 +1140,14 @@ def pacing_run(
         if delays and list(delays) != pacing.design(rate):
             raise ValueError("a shipped run measures the plan's design for %g/s" % rate)
         converge_pacing(host, rate if delays else 0, recipient_limit)
+        try:
+            converged = converged_config(host) if delays else None
+        except Exception as error:  # pylint: disable=broad-exception-caught  # a figure matters more than its page block
+            converged = {"error": "%s: %s" % (type(error).__name__, error)}
         clone = "smtp_pace%d"
     else:
         apply_pacing(host, delays, recipient_limit)
+        converged = None
         clone = "smtp%d"
     emulator("reset", container)
     emulator("mode rate_limit --rate %g --burst %g" % (rate, burst) if limit else "mode normal", container)
@@ -1192,6 +1222,8 @@ def pacing_run(
         "refused_at": [round(stamp - stamps[0], 2) for stamp in refused[:50]] if stamps else [],
         "tls_sessions": counters["auth"]["succeeded"],
         "connections": counters["connections"],
+        # The configuration the role converged for this run (shipped runs only), for the page's config blocks.
+        "converged": converged,
         "latency_p50": percentile(delays_seen, 0.50),
         "latency_p99": percentile(delays_seen, 0.99),
         "latency_max": max(delays_seen) if delays_seen else None,

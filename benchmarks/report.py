@@ -882,6 +882,58 @@ def rate_section(add, rows, results):
     add("")
 
 
+def converged_configs(runs, versions):
+    """{rate: (Postfix version, converged config)} from the first shipped run at each rate, newest Postfix first."""
+    out = {}
+    for entry in sorted(runs, key=lambda item: item["version"], reverse=True):
+        if entry.get("converged") and "error" not in entry["converged"] and entry["rate"] not in out:
+            out[entry["rate"]] = (
+                versions.get(entry["version"], entry["version"]),
+                entry["version"],
+                entry["converged"],
+            )
+    return out
+
+
+def fenced(add, lines):
+    add("")
+    add("```")
+    for line in lines:
+        add(line)
+    add("```")
+    add("")
+
+
+def config_block(add, rate_value, item, shipped):
+    """What the role converged for relay_max_send_rate: rate_value, against the unpaced SES preset."""
+    postfix, debian, config = shipped
+    add(
+        "%s/s: %s = %.4f/s. What the role changed converging `relay_max_send_rate: %s` on the unpaced SES preset"
+        " (Debian %s, Postfix %s); main.cf, new or changed settings:"
+        % (rate_value, item["design"], item["rate"], rate_value, debian, postfix)
+    )
+    fenced(add, ["%s = %s" % kv for kv in sorted(config["main_cf"].items(), key=lambda kv: natural(kv[0]))])
+    if config.get("main_cf_removed"):
+        add("main.cf settings removed: %s." % ", ".join("`%s`" % name for name in config["main_cf_removed"]))
+        add("")
+    add("master.cf, new or changed services (`postconf -M`):")
+    fenced(add, config["master_cf"])
+    if config.get("pace_clones"):
+        add("The pace map's list (`/etc/postfix/pace_clones`, one clone per line, each as many turns as it is fast):")
+        fenced(add, config["pace_clones"])
+
+
+def by_hand_config_block(add, rate_value, item):
+    """The design written by hand (randmap), for a rate no shipped run converged."""
+    add(
+        "%s/s: %s = %.4f/s, as the *by hand* rows write it (no run converged this rate). main.cf:"
+        % (rate_value, item["design"], item["rate"])
+    )
+    fenced(add, ["%s = %s" % kv for kv in sorted(item["main_cf"].items(), key=lambda kv: natural(kv[0]))])
+    add("master.cf:")
+    fenced(add, item["master_cf"])
+
+
 def pacing_section(add, results):
     data = results.get("pacing") or {}
     runs = [entry for entry in data.get("runs", []) if "error" not in entry]
@@ -917,22 +969,14 @@ def pacing_section(add, results):
         add("period; the relay phase's emulator and delaying proxy, on that core, yield to them when both want it.")
         add("Its first runs (14/s) share the machine with the fleet phase's converges, the rest with the relay phase.")
     add("")
+    converged = converged_configs(runs, versions)
     for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):
         item = data["configs"][rate_value]
-        add("%s/s: %s = %.4f/s. main.cf:" % (rate_value, item["design"], item["rate"]))
-        add("")
-        add("```")
-        for name, value in sorted(item["main_cf"].items(), key=lambda kv: natural(kv[0])):
-            add("%s = %s" % (name, value))
-        add("```")
-        add("")
-        add("master.cf:")
-        add("")
-        add("```")
-        for line in item["master_cf"]:
-            add(line)
-        add("```")
-        add("")
+        shipped = converged.get(float(rate_value))
+        if shipped:
+            config_block(add, rate_value, item, shipped)
+        else:
+            by_hand_config_block(add, rate_value, item)
     add(
         "| Postfix | scenario | N/s | bucket | messages | clones | delivered | 454 | msg/s | of N | busiest clone s "
         "/ ideal s | messages per clone | most in 1 s / 60 s | TLS sessions | p50 / p99 latency s |"
