@@ -1103,7 +1103,11 @@ def converged_config(host):
     def master_cf(config_dir):
         return dexec(host, "postconf -c %s -M" % config_dir).stdout.splitlines()
 
-    before, after = main_cf(PACING_BASE), main_cf("/etc/postfix")
+    # postconf -c reports the directory it read as config_directory: not a setting the role changed.
+    before, after = (
+        {name: value for name, value in main_cf(directory).items() if name != "config_directory"}
+        for directory in (PACING_BASE, "/etc/postfix")
+    )
     base_services = set(master_cf(PACING_BASE))
     clones = dexec(host, "cat /etc/postfix/pace_clones 2>/dev/null", check=False).stdout.splitlines()
     return {
