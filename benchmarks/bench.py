@@ -64,13 +64,16 @@ COUNTS = {
 SES_RATE = 14.0
 
 # Role settings per configuration (the SES preset as shipped against the emulator, plus these).
+# Converged in this order, each snapshot of /etc/postfix taken after its converge. "paced" comes last:
+# its transport map asks the pace map service, which a later unpaced converge stops and removes, and a
+# snapshot switched back in brings back /etc/postfix only (every message was deferred that way).
 ROLE_CONFIGS = {
     # Unthrottled: the sandbox's 1 msg/s pacing off, everything else as shipped (TLS connection reuse on).
     "preset": {"relay_max_send_rate": 0},
-    # An account with SES's default production rate, as an operator would set it.
-    "paced": {"relay_max_send_rate": SES_RATE},
     # No pacing at all, one connection at a time: the least an unpaced relay can send.
     "unpaced": {"relay_max_send_rate": 0, "relay_destination_concurrency_limit": 1},
+    # An account with SES's default production rate, as an operator would set it.
+    "paced": {"relay_max_send_rate": SES_RATE},
 }
 
 # The guides' configuration: relayhost, SASL and `encrypt`, Debian's defaults otherwise.
@@ -959,6 +962,10 @@ def phase_rate(results):
                 entry["rate_fraction"] = round(entry["rate"] / SES_RATE, 3)
                 entry["queue_left"] = int(dexec(RELAY_HOST, "postqueue -j | wc -l").stdout.strip() or 0)
                 data["runs"].append(entry)
+                if not entry["delivered"]:
+                    # A relay that delivers nothing is a broken setup, not a rate: say so, not 0 msg/s.
+                    save_results(results)
+                    raise RuntimeError("rate run %d %s delivered nothing" % (index + 1, config))
                 log(
                     "rate run %d %s: %d delivered, %.2f msg/s, %d x 454"
                     % (index + 1, config, entry["delivered"], entry["rate"], entry["replies_454"])
@@ -1540,7 +1547,13 @@ def start_beside(name):
     return name, path, subprocess.Popen([sys.executable, os.path.abspath(__file__), "measure"], env=env)
 
 
-def join_beside(results, beside):
+# The pacing process starts once this phase is done: beside the fleet phase's 16-host converges a paced
+# delivery waits for CPU and lengthens its clone's period (14/s, 5000 messages: 87 % of the rate beside
+# them, 91-92 % alone, on 2 cores), while beside the relay phase's one pinned core it keeps its pace.
+PACING_STARTS_AFTER = "fleet"
+
+
+def join_beside(results, beside, started_after=None):
     """Wait for a phase started by start_beside and take its figures (or say why there are none)."""
     name, path, process = beside
     code = process.wait()
@@ -1551,6 +1564,7 @@ def join_beside(results, beside):
     if code != 0 and "error" not in figures:
         figures["error"] = "its process exited with status %d" % code
     figures["ran_beside_other_phases"] = True
+    figures["started_after_phase"] = started_after
     results[name] = figures
 
 
@@ -1558,9 +1572,9 @@ def measure():
     """Every phase, or those named in BENCH_PHASES (kept with the other phases' earlier results).
 
     The pacing phase mostly waits on the provider's rate (most of an hour), so beside other phases
-    it runs in a process of its own, its hosts and emulators on the emulator's core, and its figures
-    join the others' at the end. Its own children's CPU is then not counted as the controller's in
-    the fleet phase, which reads this process's.
+    it runs in a process of its own (from the end of PACING_STARTS_AFTER), its hosts and emulators on
+    the emulator's core, and its figures join the others' at the end. Its own children's CPU is then
+    not counted as the controller's in the fleet phase, which reads this process's.
     """
     os.makedirs(STATE, exist_ok=True)
     only = [name for name in os.environ.get("BENCH_PHASES", "").split(",") if name]
@@ -1582,14 +1596,18 @@ def measure():
     if any(name not in HOST_PHASES for name, _function in phases) and not os.environ.get("BENCH_EMULATOR_UP"):
         start_emulator(write_inventory("emulator", []))
     beside = None
-    if len(phases) > 1 and any(name == "pacing" for name, _function in phases):
-        phases = [(name, function) for name, function in phases if name != "pacing"]
+    pacing_beside = len(phases) > 1 and any(name == "pacing" for name, _function in phases)
+    phases = [(name, function) for name, function in phases if not pacing_beside or name != "pacing"]
+    started_after = PACING_STARTS_AFTER if any(name == PACING_STARTS_AFTER for name, _function in phases) else None
+    if pacing_beside and not started_after:
         beside = start_beside("pacing")
     for name, function in phases:
         results.pop(name, None)
         phase(results, name, function)
+        if pacing_beside and name == started_after:
+            beside = start_beside("pacing")
     if beside:
-        join_beside(results, beside)
+        join_beside(results, beside, started_after)
     if not only:
         results["total_seconds"] = round(time.monotonic() - started, 1)
     save_results(results)

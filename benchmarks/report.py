@@ -969,7 +969,17 @@ def pacing_section(add, results):
         add("with an emulator of its own, both on the emulator's core, away from the relay phase's measured core,")
         add("at eight times docker's default CPU weight, as a delivery that waits for CPU lengthens its clone's")
         add("period; the relay phase's emulator and delaying proxy, on that core, yield to them when both want it.")
-        add("Its first runs (14/s) share the machine with the fleet phase's converges, the rest with the relay phase.")
+        if data.get("started_after_phase"):
+            add(
+                "It started when the %s phase had finished, so its runs share the machine with the relay phase and"
+                % data["started_after_phase"]
+            )
+            add("those after it, not with the fleet phase's converges of 16 hosts at once.")
+        else:
+            add(
+                "Its first runs (14/s) share the machine with the fleet phase's converges, the rest with the relay"
+                " phase."
+            )
     add("")
     converged = converged_configs(runs, versions)
     for rate_value in sorted(data.get("configs") or {}, key=float, reverse=True):

@@ -43,7 +43,7 @@ rm -f "$state"/results.json
 docker network create "$network" >/dev/null
 
 # The phases on this machine add about 5 minutes (large maps 4, large logs 1, measured on 2 busy cores).
-echo "==> measuring (about an hour on 2 cores; the paced runs, beside the rest, take 5000 messages at 3.5 per second)"
+echo "==> measuring (about 85 minutes on 2 cores; the paced runs start after the fleet phase and take 5000 messages at 3.5 per second)"
 "$python" benchmarks/bench.py measure
 "$python" benchmarks/bench.py report
 echo "==> docs/performance.md written"
