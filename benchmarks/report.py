@@ -1241,7 +1241,7 @@ def pacing_explanations(results):
             if entry["fraction"] < RATE_TARGET:
                 per_clone = entry.get("per_clone") or []
                 reasons.append(
-                    "%s of N: the random choice gave the clones %s messages each, so the busiest needed %s s "
+                    "%s of N: taken in turn, the clones got %s messages each, so the busiest needed %s s "
                     "where an even split needs %s s; the others ran dry before it"
                     % (
                         pct(entry["fraction"]),
@@ -1502,10 +1502,11 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
         text = (
             "**SES 14/s, one recipient: zero 454 replies, but %s msg/s = %s of the allowed rate instead of "
             "90 %%.** This phase sends the whole burst to one address (smtp-source without `-N`). The role paces "
-            "14/s with clones of the smtp transport (%s), one chosen at random per address lookup, and "
-            "Postfix's address resolver reuses its answer for the same address (30 s): every message of the burst "
-            "goes down one clone, one a second, as in the pacing table's one-recipient row. Bursts to many "
-            "recipients spread over the clones (the pacing section)."
+            "14/s with clones of the smtp transport (%s), the next one per address lookup, and the queue "
+            "manager's resolver client keeps its last answer for 30 s when the sender and the address repeat "
+            "(a one-entry cache in Postfix's resolve_clnt, not configurable): the whole burst goes down one "
+            "clone or two, one a second, as in the pacing table's one-recipient row. Bursts to many recipients "
+            "spread over the clones (the pacing section)."
             % (fmt(paced["rate"], 2), pct(paced["fraction"]), rate_delay_of(results, "paced") or "no clones")
         )
         if unpaced:
