@@ -1221,8 +1221,14 @@ def pacing_explanations(results):
                     "%d messages got a 454: the emulator saw up to %d deliveries within one second "
                     "against a bucket of %g (the clones' first deliveries go out as the burst arrives, the "
                     "next ones at the following whole-second tick, so the first second can carry up to "
-                    "twice the clones; %d deliveries above the bucket in the first second)"
-                    % (entry["replies_454"], entry["max_in_1s"], entry["burst"], at_start)
+                    "twice the clones; %d %s above the bucket in the first second)"
+                    % (
+                        entry["replies_454"],
+                        entry["max_in_1s"],
+                        entry["burst"],
+                        at_start,
+                        "delivery" if at_start == 1 else "deliveries",
+                    )
                 )
                 later = [stamp for stamp in entry.get("refused_at") or [] if stamp >= 1.0]
                 if entry["replies_454"] > at_start and (entry.get("designed_rate") or 0) >= entry["rate"] * 0.999:
