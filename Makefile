@@ -61,8 +61,28 @@ images: host
 	@bash tests/emulator/build.sh
 
 # ---------------------------------------------------------------- checks
-.PHONY: test lint sanity unit molecule adopter
-test: setup lint sanity unit molecule adopter
+.PHONY: test lint sanity unit molecule adopter core-venvs
+# The base images and the per-core virtualenvs are mostly downloads and package
+# installs, so they are made in the background: the virtualenvs while lint runs,
+# the images while lint, sanity and the unit tests run. Each one's output goes to
+# its log in .build/, shown when it fails. A failure anywhere fails the run, and
+# the molecule scenarios start only once everything before them has passed.
+test: setup
+	@mkdir -p $(BUILD)
+	@echo "==> base images and core virtualenvs in the background (logs: $(BUILD)/images.log, core-venvs.log)"
+	@$(MAKE) --no-print-directory images > $(BUILD)/images.log 2>&1 & images=$$!; \
+	  $(MAKE) --no-print-directory core-venvs > $(BUILD)/core-venvs.log 2>&1 & venvs=$$!; \
+	  finished() { \
+	    if wait $$1; then echo "==> $$2: done"; \
+	    else cat $(BUILD)/$$2.log; echo "FAILED: make $$2 (log: $(BUILD)/$$2.log)"; return 1; fi; }; \
+	  lint=0; $(MAKE) --no-print-directory lint || lint=$$?; \
+	  finished $$venvs core-venvs || { wait $$images; exit 1; }; \
+	  checks=$$lint; [ $$checks -ne 0 ] || $(MAKE) --no-print-directory sanity unit || checks=$$?; \
+	  finished $$images images || exit 1; \
+	  exit $$checks
+	@$(MAKE) --no-print-directory molecule adopter
+
+core-venvs: $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
 
 lint: setup
 	@echo "==> ruff: the house style (ruff.toml)"
