@@ -1328,26 +1328,40 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
             for name in ("playbook_one_call", "playbook_two_calls", "playbook_one_call_12_skipped")
         )
         if one.get("seconds") and two.get("seconds") and skipped.get("seconds") and single.get("setup"):
+            per_trip = two["seconds"] - one["seconds"]
+            controller_only = timeline.get("controller-only tasks")
+            skipped_seconds = timeline.get("skipped tasks")
+            need = single["noop"] - NOOP_TARGET * single["setup"]
             text += (
                 " `ansible-playbook` with one module call takes %s s (fact gathering: %s s); each further module "
                 "round trip adds %s s, each skipped task %s s. The no-op makes %s round trips (`postfix_info` %s s, "
                 "`postfix_config` %s s), runs %s s of controller-only tasks and %s s of skipped ones. Within %gx it "
-                "would have to take %s s less: about one skipped or controller-only task less, or one round trip "
-                "less."
+                "would have to take %s s less"
                 % (
                     fmt(one["seconds"], 2),
                     fmt(single["setup"], 2),
-                    fmt(two["seconds"] - one["seconds"], 2),
+                    fmt(per_trip, 2),
                     fmt((skipped["seconds"] - one["seconds"]) / 12.0, 3),
                     fmt(costs.get("noop", {}).get("exec"), 0),
                     fmt(timeline.get("per_module", {}).get("postfix_info"), 2),
                     fmt(timeline.get("per_module", {}).get("postfix_config"), 2),
-                    fmt(timeline.get("controller-only tasks"), 2),
-                    fmt(timeline.get("skipped tasks"), 2),
+                    fmt(controller_only, 2),
+                    fmt(skipped_seconds, 2),
                     NOOP_TARGET,
-                    fmt(single["noop"] - NOOP_TARGET * single["setup"], 2),
+                    fmt(need, 2),
                 )
             )
+            if per_trip > 0 and controller_only is not None and skipped_seconds:
+                text += (
+                    ": %.1f module round trips at that cost, or %s of the %s s its controller-only and skipped "
+                    "tasks take together"
+                    % (
+                        need / per_trip,
+                        pct(need / (controller_only + skipped_seconds)),
+                        fmt(controller_only + skipped_seconds, 2),
+                    )
+                )
+            text += "."
         out.append(text)
 
     one = next((row for row in fleet_rows if row["hosts"] == 1), None)
