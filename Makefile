@@ -23,6 +23,7 @@ SCENARIOS   ?= default routes reliability fleet
 # once and reused (rm -rf it to start over). CORES=2.16 make sanity runs one.
 CORES       ?= 2.16 2.17 2.18 2.19
 CORE_VENVS  := $(BUILD)/cores
+CORE_VENV_STAMPS := $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
 SANITY_TESTS := pylint yamllint validate-modules ansible-doc import pep8 changelog runtime-metadata
 
 export PATH := $(BIN):$(PATH)
@@ -82,7 +83,7 @@ test: setup
 	  exit $$checks
 	@$(MAKE) --no-print-directory molecule adopter
 
-core-venvs: $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
+core-venvs: $(CORE_VENV_STAMPS)
 
 lint: setup
 	@echo "==> ruff: the house style (ruff.toml)"
@@ -111,7 +112,7 @@ $(CORE_VENVS)/%/.installed:
 # fetches get-pip.py from the internet for its own virtualenvs; it gets a copy
 # of the tracked tree and an offline stand-in for get-pip. Each core reads its
 # own tests/sanity/ignore-<core>.txt.
-sanity: setup $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
+sanity: setup $(CORE_VENV_STAMPS)
 	@rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
 	@git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t $(SANITY_ROOT)
 	@# ansible-test lists files through git; inside this repo it would see .build/ as ignored.
@@ -133,7 +134,7 @@ sanity: setup $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
 # The whole suite under the core of .venv; under the other cores the plugins'
 # and the playbooks' tests (modules through main(), the filter, module_utils, the
 # site playbook's decisions), not the emulator's.
-unit: setup $(foreach core,$(CORES),$(CORE_VENVS)/$(core)/.installed)
+unit: setup $(CORE_VENV_STAMPS)
 	@main=$$($(BIN)/python -c 'import ansible.release as r; print(".".join(r.__version__.split(".")[:2]))'); \
 	  echo "==> unit tests (real postconf/postmap on throwaway config directories), ansible-core $$main"; \
 	  $(BIN)/pytest -q -p no:cacheprovider tests/unit; \

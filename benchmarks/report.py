@@ -1352,14 +1352,10 @@ def explanations(single, single_data, fleet_rows, relay_rows, relay_ratios, rate
                 )
             )
             if per_trip > 0 and controller_only is not None and skipped_seconds:
+                overhead = controller_only + skipped_seconds
                 text += (
                     ": %.1f module round trips at that cost, or %s of the %s s its controller-only and skipped "
-                    "tasks take together"
-                    % (
-                        need / per_trip,
-                        pct(need / (controller_only + skipped_seconds)),
-                        fmt(controller_only + skipped_seconds, 2),
-                    )
+                    "tasks take together" % (need / per_trip, pct(need / overhead), fmt(overhead, 2))
                 )
             text += "."
         out.append(text)
